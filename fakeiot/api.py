@@ -1,0 +1,278 @@
+"""fakeiot's HTTP API: the subset of AWS IoT's REST APIs this project uses.
+
+Paths, methods, bodies and errors follow botocore's service models for
+``iot`` (CreateThing, DescribeThing, ListThings, DeleteThing, UpdateThing)
+and ``iot-data`` (GetThingShadow, UpdateThingShadow, DeleteThingShadow), so
+``boto3.client("iot", endpoint_url=...)`` and ``boto3.client("iot-data",
+endpoint_url=...)`` work against it unchanged.  Requests are not
+authenticated (fakeiot is a development stand-in bound to 127.0.0.1 by
+default); boto3 signs them anyway, which is harmless.
+
+Served by the standard library's threading HTTP server: one thread per
+client connection, all joined when the server closes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from .shadow import ShadowError
+from .shadow_service import Publication, ShadowService
+from .store import Store, Thing
+
+log = logging.getLogger(__name__)
+
+THING_NAME = re.compile(r"^[A-Za-z0-9:_-]{1,128}$")
+MAX_BODY = 256 * 1024
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+        self.message = message
+
+
+class IotApi:
+    """Request handling, independent of the HTTP server (easy to test)."""
+
+    def __init__(
+        self,
+        store: Store,
+        shadows: ShadowService,
+        publish: Callable[[list[Publication]], None],
+        *,
+        region: str,
+        account_id: str,
+    ) -> None:
+        self.store = store
+        self.shadows = shadows
+        self.publish = publish
+        self.region = region
+        self.account_id = account_id
+
+    def arn(self, name: str) -> str:
+        return f"arn:aws:iot:{self.region}:{self.account_id}:thing/{name}"
+
+    def handle(self, method: str, target: str, body: bytes) -> tuple[int, Any]:
+        """Returns (status, JSON-able body)."""
+        url = urlsplit(target)
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        parts = [unquote(p) for p in url.path.strip("/").split("/")] if url.path.strip("/") else []
+        if parts == ["health"] and method == "GET":
+            return 200, {"status": "ok"}
+        if parts == ["things"] and method == "GET":
+            return 200, self.list_things(query)
+        if len(parts) >= 2 and parts[0] == "things":
+            name = parts[1]
+            if not THING_NAME.match(name):
+                raise ApiError(400, "InvalidRequestException", f"Invalid thing name: {name!r} (allowed: [a-zA-Z0-9:_-], 1-128)")
+            if len(parts) == 2:
+                handler = {"POST": self.create_thing, "GET": self.describe_thing, "DELETE": self.delete_thing, "PATCH": self.update_thing}.get(method)
+                if handler:
+                    return 200, handler(name, _json_body(body))
+            elif len(parts) == 3 and parts[2] == "shadow":
+                if "name" in query:
+                    raise ApiError(400, "InvalidRequestException", "Named shadows are not supported by fakeiot; use the classic shadow")
+                handler = {"GET": self.get_shadow, "POST": self.update_shadow, "DELETE": self.delete_shadow}.get(method)
+                if handler:
+                    return 200, handler(name, body)
+        raise ApiError(404, "ResourceNotFoundException", f"No such operation: {method} {url.path}")
+
+    # -- registry (iot) ------------------------------------------------------------
+
+    def _describe(self, thing: Thing) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "defaultClientId": thing.name,
+            "thingName": thing.name,
+            "thingId": thing.thing_id,
+            "thingArn": self.arn(thing.name),
+            "attributes": thing.attributes,
+            "version": thing.version,
+        }
+        if thing.type_name:
+            doc["thingTypeName"] = thing.type_name
+        return doc
+
+    def create_thing(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        attributes = _attributes(body.get("attributePayload"))
+        type_name = body.get("thingTypeName")
+        thing, created = self.store.create_thing(name, type_name, attributes)
+        if not created and (thing.attributes != attributes or thing.type_name != type_name):
+            raise ApiError(409, "ResourceAlreadyExistsException", f"Thing {name} already exists with different attributes")
+        return {"thingName": thing.name, "thingArn": self.arn(thing.name), "thingId": thing.thing_id}
+
+    def describe_thing(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        thing = self.store.get_thing(name)
+        if thing is None:
+            raise ApiError(404, "ResourceNotFoundException", f"Thing {name} cannot be found.")
+        return self._describe(thing)
+
+    def delete_thing(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        # AWS IoT answers DeleteThing of a missing Thing with success, too.
+        self.store.delete_thing(name)
+        return {}
+
+    def update_thing(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        payload = body.get("attributePayload") or {}
+        attributes = _attributes(payload)
+        expected = body.get("expectedVersion")
+
+        def change(thing: Thing) -> None:
+            if expected is not None and expected != thing.version:
+                raise ApiError(409, "VersionConflictException", f"expectedVersion {expected} does not match {thing.version}")
+            if payload.get("merge"):
+                for key, value in attributes.items():
+                    if value == "":
+                        thing.attributes.pop(key, None)
+                    else:
+                        thing.attributes[key] = value
+            elif "attributes" in payload:
+                thing.attributes = {k: v for k, v in attributes.items() if v != ""}
+            if body.get("removeThingType"):
+                thing.type_name = None
+            elif body.get("thingTypeName"):
+                thing.type_name = body["thingTypeName"]
+
+        if self.store.update_thing(name, change) is None:
+            raise ApiError(404, "ResourceNotFoundException", f"Thing {name} cannot be found.")
+        return {}
+
+    def list_things(self, query: dict[str, str]) -> dict[str, Any]:
+        things = self.store.list_things()
+        if "attributeName" in query:
+            key, value = query["attributeName"], query.get("attributeValue")
+            things = [t for t in things if key in t.attributes and (value is None or t.attributes[key] == value)]
+        try:
+            start = int(query.get("nextToken", "0"))
+            limit = int(query.get("maxResults", "250"))
+        except ValueError:
+            raise ApiError(400, "InvalidRequestException", "nextToken and maxResults must be integers") from None
+        limit = max(1, min(limit, 250))
+        page = things[start : start + limit]
+        result: dict[str, Any] = {
+            "things": [
+                {k: v for k, v in self._describe(t).items() if k in ("thingName", "thingTypeName", "thingArn", "attributes", "version")}
+                for t in page
+            ]
+        }
+        if start + limit < len(things):
+            result["nextToken"] = str(start + limit)
+        return result
+
+    # -- shadows (iot-data) ----------------------------------------------------------
+
+    def get_shadow(self, name: str, body: bytes) -> dict[str, Any]:
+        return self._shadow_call(self.shadows.get, name, b"")
+
+    def update_shadow(self, name: str, body: bytes) -> dict[str, Any]:
+        return self._shadow_call(self.shadows.update, name, body)
+
+    def delete_shadow(self, name: str, body: bytes) -> dict[str, Any]:
+        return self._shadow_call(self.shadows.delete, name, b"")
+
+    def _shadow_call(self, operation: Callable[[str, bytes], Any], name: str, body: bytes) -> dict[str, Any]:
+        try:
+            outcome = operation(name, body)
+        except ShadowError as exc:
+            error_type = {404: "ResourceNotFoundException", 409: "ConflictException", 413: "RequestEntityTooLargeException"}.get(
+                exc.code, "InvalidRequestException"
+            )
+            raise ApiError(exc.code, error_type, exc.message) from None
+        if outcome.publications:
+            self.publish(outcome.publications)
+        return dict(outcome.document)
+
+
+def _json_body(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        return {}
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        raise ApiError(400, "InvalidRequestException", "Request body is not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise ApiError(400, "InvalidRequestException", "Request body must be a JSON object")
+    return doc
+
+
+def _attributes(payload: Any) -> dict[str, str]:
+    if not payload:
+        return {}
+    attributes = payload.get("attributes") or {} if isinstance(payload, dict) else None
+    if not isinstance(attributes, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in attributes.items()):
+        raise ApiError(400, "InvalidRequestException", "attributePayload.attributes must map strings to strings")
+    return attributes
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: ApiServer
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            self._reply(413, {"message": "Request body too large"}, "RequestEntityTooLargeException")
+            self.close_connection = True
+            return
+        body = self.rfile.read(length) if length else b""
+        try:
+            status, doc = self.server.api.handle(self.command, self.path, body)
+        except ApiError as exc:
+            self._reply(exc.status, {"message": exc.message}, exc.error_type)
+            return
+        self._reply(status, doc)
+
+    do_GET = do_POST = do_DELETE = do_PATCH = do_PUT = _serve
+
+    def _reply(self, status: int, doc: Any, error_type: str | None = None) -> None:
+        data = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if error_type:
+            self.send_header("x-amzn-ErrorType", error_type)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("api %s - %s", self.address_string(), format % args)
+
+
+class ApiServer(ThreadingHTTPServer):
+    daemon_threads = False  # server_close() joins every request thread
+    block_on_close = True
+
+    def __init__(self, address: tuple[str, int], api: IotApi) -> None:
+        self.api = api
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._connections_lock:
+                self._connections.discard(request)
+
+    def server_close(self) -> None:
+        # Idle keep-alive connections would hold their threads; end them first.
+        with self._connections_lock:
+            for conn in self._connections:
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        super().server_close()

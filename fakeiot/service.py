@@ -1,0 +1,161 @@
+"""Running fakeiot: the MQTT broker, the HTTP API and the store, with owned threads.
+
+amqtt is asyncio; the gateway is Trio.  So fakeiot runs its broker on an
+asyncio event loop in a thread of its own, and its HTTP API in the standard
+library's threading server.  :class:`FakeIot` starts both (``start()``
+returns once both accept connections) and stops and joins both
+(``stop()``).  :func:`running_fakeiot` does the same from Trio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from .api import ApiServer, IotApi
+from .broker import FakeIotBroker, broker_config
+from .shadow_service import Publication, ShadowService
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FakeIotConfig:
+    """Where fakeiot listens and keeps its data (``FAKEIOT_*`` / ``--...``)."""
+
+    host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    api_port: int = 8090
+    data_dir: Path = Path.home() / ".local" / "share" / "fakeiot"
+    region: str = "us-east-1"
+    account_id: str = "000000000000"
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "fakeiot.sqlite3"
+
+
+class FakeIotError(Exception):
+    """fakeiot could not start."""
+
+
+class FakeIot:
+    """fakeiot in this process.  ``start()`` and ``stop()`` block; call them from one thread."""
+
+    def __init__(self, config: FakeIotConfig) -> None:
+        self.config = config
+        self.store: Store | None = None
+        self.broker: FakeIotBroker | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._api_server: ApiServer | None = None
+        self._api_thread: threading.Thread | None = None
+        self._stop_broker: asyncio.Event | None = None
+        self.mqtt_port = 0
+        self.api_port = 0
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.config.host}:{self.api_port}"
+
+    def start(self) -> None:
+        self.store = Store(self.config.database)
+        shadows = ShadowService(self.store)
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        self._loop_thread = threading.Thread(
+            target=self._run_broker, args=(shadows, ready, failure), name="fakeiot-broker", daemon=False
+        )
+        self._loop_thread.start()
+        ready.wait()
+        if failure:
+            self._loop_thread.join()
+            self.store.close()
+            raise FakeIotError(
+                f"fakeiot MQTT broker cannot listen on {self.config.host}:{self.config.mqtt_port}: {failure[0]}"
+            )
+        api = IotApi(self.store, shadows, self._publish_threadsafe, region=self.config.region, account_id=self.config.account_id)
+        try:
+            self._api_server = ApiServer((self.config.host, self.config.api_port), api)
+        except OSError as exc:
+            self._stop_broker_thread()
+            self.store.close()
+            raise FakeIotError(f"fakeiot HTTP API cannot listen on {self.config.host}:{self.config.api_port}: {exc}") from None
+        self.api_port = self._api_server.server_address[1]
+        self._api_thread = threading.Thread(target=self._api_server.serve_forever, name="fakeiot-api", daemon=False)
+        self._api_thread.start()
+        log.info(
+            "fakeiot: MQTT on %s:%d, API on %s, data in %s", self.config.host, self.mqtt_port, self.api_url, self.config.data_dir
+        )
+
+    def stop(self) -> None:
+        if self._api_server is not None and self._api_thread is not None:
+            self._api_server.shutdown()
+            self._api_server.server_close()
+            self._api_thread.join()
+            self._api_server = None
+        self._stop_broker_thread()
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    def _stop_broker_thread(self) -> None:
+        if self._loop is not None and self._stop_broker is not None:
+            self._loop.call_soon_threadsafe(self._stop_broker.set)
+        if self._loop_thread is not None:
+            self._loop_thread.join()
+            self._loop_thread = None
+
+    def _run_broker(self, shadows: ShadowService, ready: threading.Event, failure: list[BaseException]) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop_broker = asyncio.Event()
+            broker = FakeIotBroker(broker_config(self.config.host, self.config.mqtt_port), shadows)
+            try:
+                await broker.start()
+            except Exception as exc:  # amqtt wraps every start failure in BrokerError
+                failure.append(exc.__cause__ or exc)
+                ready.set()
+                return
+            self.broker = broker
+            self.mqtt_port = broker.bound_port
+            ready.set()
+            await self._stop_broker.wait()
+            await broker.shutdown()
+
+        try:
+            asyncio.run(main())
+        finally:
+            ready.set()
+
+    def _publish_threadsafe(self, publications: list[Publication]) -> None:
+        """Publish from an API thread through the broker's loop, and wait for it."""
+        loop, broker = self._loop, self.broker
+        if loop is None or broker is None:
+            return
+
+        async def send() -> None:
+            for topic, payload in publications:
+                await broker.internal_message_broadcast(topic, payload)
+
+        asyncio.run_coroutine_threadsafe(send(), loop).result(timeout=10)
+
+
+@asynccontextmanager
+async def running_fakeiot(config: FakeIotConfig) -> AsyncIterator[FakeIot]:
+    """Run fakeiot for the duration of the block (from Trio)."""
+    iot = FakeIot(config)
+    await trio.to_thread.run_sync(iot.start)
+    try:
+        yield iot
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(iot.stop)

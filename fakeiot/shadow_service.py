@@ -1,0 +1,104 @@
+"""The device-shadow service: shadow requests from MQTT or HTTP, on the store.
+
+Both doors give the same answers and publish the same MQTT messages, as on
+AWS IoT: an update (``$aws/things/<name>/shadow/update`` or UpdateThingShadow)
+publishes ``/update/accepted``, ``/update/documents`` and, when desired and
+reported differ, ``/update/delta``; MQTT requests that fail get
+``/<op>/rejected`` with AWS's error document.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import shadow
+from .shadow import ShadowError
+from .store import Store
+
+SHADOW_TOPIC = re.compile(r"^\$aws/things/([A-Za-z0-9:_-]{1,128})/shadow/(update|get|delete)$")
+
+Publication = tuple[str, bytes]
+
+
+@dataclass
+class Outcome:
+    """What a request returns, and what must be published because of it."""
+
+    document: dict[str, Any]
+    publications: list[Publication] = field(default_factory=list)
+
+
+def _encode(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+class ShadowService:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def update(self, thing_name: str, payload: bytes) -> Outcome:
+        """Raises ShadowError for a rejected update."""
+        prefix = f"$aws/things/{thing_name}/shadow"
+        request = shadow.parse_request(payload)
+        now = int(time.time())
+
+        def action(doc: dict[str, Any] | None, version: int) -> tuple[Any, Any, bool]:
+            result = shadow.update(doc, version, request, now)
+            return result, result.stored, True
+
+        result = self.store.with_shadow(thing_name, action)
+        pubs = [(f"{prefix}/update/accepted", _encode(result.accepted)), (f"{prefix}/update/documents", _encode(result.documents))]
+        if result.delta is not None:
+            pubs.append((f"{prefix}/update/delta", _encode(result.delta)))
+        return Outcome(result.accepted, pubs)
+
+    def get(self, thing_name: str, payload: bytes = b"") -> Outcome:
+        request = shadow.parse_request(payload)
+        now = int(time.time())
+
+        def action(doc: dict[str, Any] | None, version: int) -> tuple[Any, Any, bool]:
+            if doc is None:
+                raise shadow.no_shadow(thing_name)
+            return shadow.get_document(doc, now, shadow.client_token_of(request)), doc, False
+
+        return Outcome(self.store.with_shadow(thing_name, action))
+
+    def delete(self, thing_name: str, payload: bytes = b"") -> Outcome:
+        request = shadow.parse_request(payload)
+        now = int(time.time())
+
+        def action(doc: dict[str, Any] | None, version: int) -> tuple[Any, Any, bool]:
+            if doc is None:
+                raise shadow.no_shadow(thing_name)
+            result: dict[str, Any] = {"version": doc["version"], "timestamp": now}
+            token = shadow.client_token_of(request)
+            if token is not None:
+                result["clientToken"] = token
+            return result, None, True
+
+        document = self.store.with_shadow(thing_name, action)
+        return Outcome(document, [(f"$aws/things/{thing_name}/shadow/delete/accepted", _encode(document))])
+
+    def handle_mqtt(self, topic: str, payload: bytes) -> list[Publication] | None:
+        """Answer an MQTT shadow request; None if ``topic`` is not one."""
+        match = SHADOW_TOPIC.match(topic)
+        if not match:
+            return None
+        thing_name, operation = match.groups()
+        prefix = f"$aws/things/{thing_name}/shadow/{operation}"
+        try:
+            outcome = getattr(self, operation)(thing_name, payload)
+        except ShadowError as exc:
+            token = None
+            try:
+                token = shadow.client_token_of(shadow.parse_request(payload))
+            except ShadowError:
+                pass
+            return [(f"{prefix}/rejected", _encode(exc.document(int(time.time()), token)))]
+        if operation == "get":
+            return [(f"{prefix}/accepted", _encode(outcome.document))]
+        return outcome.publications

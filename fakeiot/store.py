@@ -1,0 +1,158 @@
+"""Persistent state of fakeiot: the Thing registry and the device shadows.
+
+One SQLite file (``<data-dir>/fakeiot.sqlite3``) shared by the MQTT broker's
+thread and the HTTP API's threads; a lock serialises access, so each
+read-modify-write of a shadow is atomic.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS things (
+    name TEXT PRIMARY KEY,
+    thing_id TEXT NOT NULL,
+    type_name TEXT,
+    attributes TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS shadows (
+    name TEXT PRIMARY KEY,
+    document TEXT,
+    version INTEGER NOT NULL
+);
+"""
+
+
+@dataclass
+class Thing:
+    name: str
+    thing_id: str
+    type_name: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+    version: int = 1
+
+
+class Store:
+    """Things and shadows in SQLite.  Thread-safe."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- things ------------------------------------------------------------------
+
+    def get_thing(self, name: str) -> Thing | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT name, thing_id, type_name, attributes, version FROM things WHERE name = ?", (name,)
+            ).fetchone()
+        return _thing(row) if row else None
+
+    def create_thing(self, name: str, type_name: str | None, attributes: dict[str, str]) -> tuple[Thing, bool]:
+        """Create a Thing; returns (thing, created).  An identical existing Thing is returned as is."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT name, thing_id, type_name, attributes, version FROM things WHERE name = ?", (name,)
+            ).fetchone()
+            if row:
+                return _thing(row), False
+            thing = Thing(name=name, thing_id=str(uuid.uuid4()), type_name=type_name, attributes=dict(attributes))
+            db.execute(
+                "INSERT INTO things VALUES (?, ?, ?, ?, ?, ?)",
+                (name, thing.thing_id, type_name, json.dumps(thing.attributes), thing.version, time.time()),
+            )
+            return thing, True
+
+    def list_things(self) -> list[Thing]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT name, thing_id, type_name, attributes, version FROM things ORDER BY name"
+            ).fetchall()
+        return [_thing(r) for r in rows]
+
+    def delete_thing(self, name: str) -> bool:
+        with self._transaction() as db:
+            return db.execute("DELETE FROM things WHERE name = ?", (name,)).rowcount > 0
+
+    def update_thing(self, name: str, change: Callable[[Thing], None]) -> Thing | None:
+        """Apply ``change`` to the Thing in one transaction; None if it does not exist."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT name, thing_id, type_name, attributes, version FROM things WHERE name = ?", (name,)
+            ).fetchone()
+            if not row:
+                return None
+            thing = _thing(row)
+            change(thing)
+            thing.version += 1
+            db.execute(
+                "UPDATE things SET type_name = ?, attributes = ?, version = ? WHERE name = ?",
+                (thing.type_name, json.dumps(thing.attributes), thing.version, name),
+            )
+            return thing
+
+    # -- shadows -----------------------------------------------------------------
+
+    def with_shadow(self, name: str, action: Callable[[dict[str, Any] | None, int], tuple[Any, dict[str, Any] | None, bool]]) -> Any:
+        """Run ``action(document, version)`` atomically.
+
+        ``action`` returns ``(result, new_document, write)``: when ``write``
+        is true the new document (None deletes it, keeping the version) is
+        stored.  ``result`` is returned.
+        """
+        with self._transaction() as db:
+            row = db.execute("SELECT document, version FROM shadows WHERE name = ?", (name,)).fetchone()
+            document = json.loads(row[0]) if row and row[0] is not None else None
+            version = row[1] if row else 0
+            result, new_document, write = action(document, version)
+            if write:
+                new_version = new_document["version"] if new_document else version
+                db.execute(
+                    "INSERT INTO shadows VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET document = ?, version = ?",
+                    (
+                        name,
+                        json.dumps(new_document) if new_document else None,
+                        new_version,
+                        json.dumps(new_document) if new_document else None,
+                        new_version,
+                    ),
+                )
+            return result
+
+
+def _thing(row: tuple[Any, ...]) -> Thing:
+    return Thing(name=row[0], thing_id=row[1], type_name=row[2], attributes=json.loads(row[3]), version=row[4])

@@ -1,0 +1,91 @@
+"""The gateway's exception hierarchy.
+
+Each error that ends a charge point's connection carries what the edge needs
+to answer it: a WebSocket close code and a human-readable reason.
+"""
+
+from __future__ import annotations
+
+# WebSocket close codes (RFC 6455 section 7.4.1) the gateway uses.
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_MESSAGE_TOO_BIG = 1009
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_TRY_AGAIN_LATER = 1013
+
+# A close frame holds at most 125 payload bytes: 2 for the code, 123 for the reason.
+MAX_CLOSE_REASON_BYTES = 123
+
+
+def clip_reason(reason: str) -> str:
+    """Shorten ``reason`` so that it fits in a WebSocket close frame."""
+    data = reason.encode("utf-8")
+    if len(data) <= MAX_CLOSE_REASON_BYTES:
+        return reason
+    clipped = data[: MAX_CLOSE_REASON_BYTES - 3].decode("utf-8", errors="ignore")
+    return clipped + "..."
+
+
+class GatewayError(Exception):
+    """Base class of every error the gateway raises on purpose."""
+
+
+class ConfigError(GatewayError):
+    """The configuration (flags or environment) is invalid."""
+
+
+class ConnectionRefused(GatewayError):
+    """A charge point's connection must be closed; carries the close frame."""
+
+    close_code: int = CLOSE_POLICY_VIOLATION
+
+    def __init__(self, reason: str, *, close_code: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = clip_reason(reason)
+        if close_code is not None:
+            self.close_code = close_code
+
+
+class InvalidIdentity(ConnectionRefused):
+    """The identity in the URL path is not acceptable."""
+
+
+class NoSubprotocol(ConnectionRefused):
+    """The charge point offered no OCPP version the gateway speaks."""
+
+    close_code = CLOSE_PROTOCOL_ERROR
+
+
+class UnknownChargePoint(ConnectionRefused):
+    """The identity is not registered as an IoT Thing."""
+
+    def __init__(self, cp_id: str) -> None:
+        super().__init__(f"Charge Point {cp_id} not registered as an IoT Thing")
+        self.cp_id = cp_id
+
+
+class RegistryUnavailable(ConnectionRefused):
+    """The Thing registry could not be asked; the charge point should retry."""
+
+    close_code = CLOSE_TRY_AGAIN_LATER
+
+
+class MqttError(GatewayError):
+    """Base class of MQTT-side failures."""
+
+
+class MqttConnectError(MqttError, ConnectionRefused):
+    """The broker could not be reached or refused the connection."""
+
+    close_code = CLOSE_TRY_AGAIN_LATER
+
+
+class MqttConnectionLost(MqttError):
+    """An established MQTT connection ended without the gateway asking."""
+
+
+class MqttSubscriptionRefused(MqttError):
+    """The broker answered a SUBSCRIBE with a failure code (an ACL, typically)."""

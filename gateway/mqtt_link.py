@@ -1,0 +1,368 @@
+"""paho-mqtt clients driven by Trio: many MQTT connections, no thread per client.
+
+paho's own ``loop_start()`` runs one thread per client and uses ``select()``,
+which breaks past file descriptor 1024 (about 340 clients).  Here paho runs in
+its *external loop* mode instead:
+
+* the blocking part of connecting (DNS, TCP, TLS handshake) runs in a Trio
+  worker thread (``trio.to_thread``), bounded by a limiter;
+* once connected, each client's socket is watched by two small Trio tasks in
+  the owner's nursery: one waits until it is readable and calls
+  ``loop_read()``, the other waits until paho has bytes queued and the socket
+  is writable and calls ``loop_write()``;
+* one :class:`MqttDriver` task per process calls ``loop_misc()`` on every
+  client once a second (keepalive PINGREQs, PINGRESP time-outs).
+
+paho's callbacks therefore always run in the Trio thread, inside
+``loop_read()``/``loop_write()``/``loop_misc()``: this is the single bridge
+between paho and Trio.  Callbacks only record what happened (append a
+message, set an event); the tasks do the awaiting.
+
+Backpressure: received messages wait in the link until :meth:`MqttLink.receive`
+takes them; while they do, the reader stops reading the socket, so a slow
+consumer slows only its own TCP connection.  :meth:`MqttLink.publish` waits
+while ``max_inflight`` QoS 1 messages are unacknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+import trio
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+from .errors import MqttConnectError, MqttConnectionLost, MqttSubscriptionRefused
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """Where and how MQTT connections are made."""
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    keepalive: int = 60
+    connect_timeout: float = 10.0
+    max_inflight: int = 20
+    ssl_context: ssl.SSLContext | None = None
+    username: str | None = None
+    password: str | None = None
+
+
+class MqttDriver:
+    """Process-wide part of the MQTT side: the keepalive ticker and limits.
+
+    Create it with :func:`open_mqtt_driver`; links register with it while
+    they are connected.
+    """
+
+    def __init__(self, settings: MqttSettings, *, max_concurrent_connects: int = 32) -> None:
+        self.settings = settings
+        self.connect_limiter = trio.CapacityLimiter(max_concurrent_connects)
+        self._links: set[MqttLink] = set()
+
+    @property
+    def link_count(self) -> int:
+        return len(self._links)
+
+    async def _tick(self) -> None:
+        while True:
+            await trio.sleep(1.0)
+            for link in list(self._links):
+                link._misc()
+
+    @asynccontextmanager
+    async def link(self, client_id: str, *, clean_session: bool = True) -> AsyncIterator[MqttLink]:
+        """Connect one MQTT client; it is disconnected when the block exits.
+
+        Raises :class:`MqttConnectError` if the broker cannot be reached or
+        refuses the connection.
+        """
+        link = MqttLink(self, client_id, clean_session=clean_session)
+        await link._connect()
+        self._links.add(link)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(link._reader)
+                nursery.start_soon(link._writer)
+                try:
+                    yield link
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await link._disconnect()
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._links.discard(link)
+            link._close_socket("disconnected by the gateway")
+
+
+@asynccontextmanager
+async def open_mqtt_driver(settings: MqttSettings) -> AsyncIterator[MqttDriver]:
+    driver = MqttDriver(settings)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(driver._tick)
+        try:
+            yield driver
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+INBOX_LIMIT = 32
+
+
+class MqttLink:
+    """One paho client (one MQTT connection), used from Trio tasks."""
+
+    def __init__(self, driver: MqttDriver, client_id: str, *, clean_session: bool) -> None:
+        settings = driver.settings
+        self.client_id = client_id
+        self._settings = settings
+        self._driver = driver
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=clean_session,
+            protocol=paho.MQTTv311,
+            reconnect_on_failure=False,
+        )
+        self._client.connect_timeout = settings.connect_timeout
+        # Our own bound applies (see publish); paho must never queue or drop on its own.
+        self._client.max_inflight_messages_set(0)
+        self._client.max_queued_messages_set(0)
+        if settings.ssl_context is not None:
+            self._client.tls_set_context(settings.ssl_context)
+        if settings.username is not None:
+            self._client.username_pw_set(settings.username, settings.password)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.on_publish = self._on_publish
+        self._client.on_subscribe = self._on_subscribe
+        self._sock: Any = None
+        self._connack = trio.Event()
+        self._connect_rc: Any = None
+        self._want_write = trio.Event()
+        self._inbox: deque[tuple[str, bytes]] = deque()
+        self._inbox_changed = trio.Event()
+        self._unacked: set[int] = set()
+        self._acked = trio.Event()
+        self._suback: dict[int, tuple[trio.Event, list[Any]]] = {}
+        self._closed = trio.Event()
+        self._close_reason: str | None = None
+        self._closing = False
+
+    # -- public API -----------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return not self._closed.is_set()
+
+    @property
+    def close_reason(self) -> str | None:
+        """Why the connection ended, once it has."""
+        return self._close_reason
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def subscribe(self, topic: str, qos: int = 1) -> int:
+        """Subscribe and wait for the SUBACK; returns the granted QoS."""
+        self._check_open()
+        rc, mid = self._client.subscribe(topic, qos)
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+            raise MqttConnectionLost(f"subscribe to {topic!r} failed: {paho.error_string(rc)}")
+        done = trio.Event()
+        codes: list[Any] = []
+        self._suback[mid] = (done, codes)
+        with trio.fail_after(self._settings.connect_timeout):
+            await done.wait()
+        self._check_open()
+        if not codes or codes[0].is_failure:
+            raise MqttSubscriptionRefused(f"broker refused subscription to {topic!r}")
+        return int(codes[0].value)
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        """Hand a message to the broker.
+
+        With QoS 1 this waits while ``max_inflight`` earlier messages are not
+        yet acknowledged (PUBACK); it does not wait for this message's own
+        PUBACK.  Raises :class:`MqttConnectionLost` if the connection is gone.
+        """
+        while qos > 0 and len(self._unacked) >= self._settings.max_inflight:
+            self._check_open()
+            self._acked = trio.Event()
+            await self._acked.wait()
+        self._check_open()
+        info = self._client.publish(topic, payload, qos=qos)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise MqttConnectionLost(f"publish to {topic!r} failed: {paho.error_string(info.rc)}")
+        if qos > 0:
+            self._unacked.add(info.mid)
+
+    async def receive(self) -> tuple[str, bytes]:
+        """The next (topic, payload) received.
+
+        Messages that arrived before the connection ended are still returned;
+        after them, raises :class:`MqttConnectionLost`.
+        """
+        while not self._inbox:
+            self._check_open()
+            self._inbox_changed = trio.Event()
+            await self._inbox_changed.wait()
+        message = self._inbox.popleft()
+        self._inbox_changed.set()
+        return message
+
+    # -- connection lifecycle ---------------------------------------------------
+
+    async def _connect(self) -> None:
+        settings = self._settings
+        where = f"{settings.host}:{settings.port}"
+        try:
+            try:
+                # paho's connect() blocks (DNS, TCP, TLS) up to connect_timeout.
+                await trio.to_thread.run_sync(self._blocking_connect, limiter=self._driver.connect_limiter)
+            except (OSError, ssl.SSLError) as exc:
+                raise MqttConnectError(f"cannot reach MQTT broker {where}: {exc}") from None
+            # From here on paho runs only in this (the Trio) thread.
+            self._client.on_socket_close = self._on_socket_close
+            self._client.on_socket_register_write = self._on_register_write
+            self._sock = self._client.socket()
+            if self._sock is None:
+                raise MqttConnectError(f"MQTT broker {where} closed the connection during CONNECT")
+            if self._client.want_write():
+                self._client.loop_write()
+            with trio.move_on_after(settings.connect_timeout):
+                while not self._connack.is_set() and self._sock is not None:
+                    await trio.lowlevel.wait_readable(self._sock)
+                    self._client.loop_read()
+            if not self._connack.is_set():
+                raise MqttConnectError(f"MQTT broker {where} did not accept CONNECT within {settings.connect_timeout:g} s")
+            if self._connect_rc.is_failure:
+                raise MqttConnectError(f"MQTT broker {where} refused client {self.client_id!r}: {self._connect_rc}")
+        except BaseException:
+            self._close_socket("connect failed")
+            raise
+        log.debug("%s: MQTT connected to %s", self.client_id, where)
+
+    def _blocking_connect(self) -> None:
+        settings = self._settings
+        self._client.connect(settings.host, settings.port, keepalive=settings.keepalive)
+
+    async def _disconnect(self) -> None:
+        """Send DISCONNECT and wait briefly for paho to close the socket."""
+        if self._closed.is_set() or self._sock is None:
+            return
+        self._closing = True
+        self._client.disconnect()
+        with trio.move_on_after(2.0):
+            await self._closed.wait()
+
+    def _close_socket(self, reason: str) -> None:
+        if self._client.socket() is not None:
+            # paho has no public call that drops the socket without sending DISCONNECT.
+            self._client._sock_close()
+        self._mark_closed(reason)
+
+    def _mark_closed(self, reason: str) -> None:
+        if self._closed.is_set():
+            return
+        if self._closing:
+            reason = "disconnected by the gateway"
+        self._close_reason = reason
+        self._closed.set()
+        # Wake every task waiting on this link; each one re-checks and raises.
+        self._inbox_changed.set()
+        self._want_write.set()
+        self._acked.set()
+        for done, _ in self._suback.values():
+            done.set()
+
+    def _check_open(self) -> None:
+        if self._closed.is_set():
+            raise MqttConnectionLost(self._close_reason or "connection closed")
+
+    # -- the two socket tasks and the ticker's hook --------------------------------
+
+    async def _reader(self) -> None:
+        while self._sock is not None:
+            try:
+                await trio.lowlevel.wait_readable(self._sock)
+            except (trio.ClosedResourceError, OSError):
+                return
+            rc = self._client.loop_read()
+            # TLS may hold decrypted bytes that the socket no longer signals.
+            while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._sock is not None and _pending(self._sock):
+                rc = self._client.loop_read()
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return
+            # Backpressure: stop reading the socket until the consumer catches up.
+            while len(self._inbox) >= INBOX_LIMIT and not self._closed.is_set():
+                self._inbox_changed = trio.Event()
+                await self._inbox_changed.wait()
+
+    async def _writer(self) -> None:
+        while not self._closed.is_set():
+            await self._want_write.wait()
+            self._want_write = trio.Event()
+            while self._sock is not None and self._client.want_write():
+                try:
+                    await trio.lowlevel.wait_writable(self._sock)
+                except (trio.ClosedResourceError, OSError):
+                    return
+                self._client.loop_write()
+
+    def _misc(self) -> None:
+        if self._sock is not None:
+            self._client.loop_misc()
+
+    # -- paho callbacks (run in the Trio thread, inside loop_*) ------------------------
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        self._connect_rc = rc
+        self._connack.set()
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        self._mark_closed(f"connection to the MQTT broker lost ({rc})")
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        self._inbox.append((message.topic, message.payload))
+        self._inbox_changed.set()
+
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, rc: Any, props: Any) -> None:
+        if mid in self._unacked:
+            self._unacked.discard(mid)
+            self._acked.set()
+
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, codes: list[Any], props: Any) -> None:
+        waiter = self._suback.pop(mid, None)
+        if waiter is not None:
+            waiter[1].extend(codes)
+            waiter[0].set()
+
+    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        trio.lowlevel.notify_closing(sock)
+        self._sock = None
+        self._mark_closed("connection to the MQTT broker lost")
+
+    def _on_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._want_write.set()
+
+
+def _pending(sock: Any) -> int:
+    pending = getattr(sock, "pending", None)
+    return pending() if pending is not None else 0
+
+
+def unique_client_id(prefix: str) -> str:
+    """A client id that can never equal a charge point identity (':' is not allowed in those)."""
+    return f"{prefix}:{uuid.uuid4().hex[:12]}"
