@@ -267,6 +267,10 @@ class ApiServer(ThreadingHTTPServer):
             with self._connections_lock:
                 self._connections.discard(request)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up mid-request is routine, not a server error.
+        log.debug("api: connection from %s ended abruptly", client_address, exc_info=True)
+
     def server_close(self) -> None:
         # Idle keep-alive connections would hold their threads; end them first.
         with self._connections_lock:

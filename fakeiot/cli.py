@@ -1,0 +1,171 @@
+"""``python -m fakeiot``: run the stand-in, or manage its Things and shadows.
+
+    python -m fakeiot [serve] [--host H] [--mqtt-port P] [--api-port P] [--data-dir D]
+    python -m fakeiot thing create|describe|delete CP1 [--api-url URL]
+    python -m fakeiot thing list [--api-url URL]
+    python -m fakeiot shadow get|delete CP1 [--api-url URL]
+
+Every option can be set with ``FAKEIOT_<OPTION>`` (``FAKEIOT_API_URL``...).
+The ``thing`` and ``shadow`` commands talk to a running fakeiot (standalone
+or embedded in ``python -m gateway``) through boto3, exactly as one would
+talk to AWS IoT.  Names are charge point identities; those with characters
+outside ``[A-Za-z0-9_-]`` are mapped to Thing names as the gateway does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+from gateway.aws import AwsSettings, make_clients
+from gateway.errors import InvalidIdentity
+from gateway.identity import validate_identity
+
+from .service import FakeIot, FakeIotConfig, FakeIotError
+
+DEFAULTS = FakeIotConfig()
+
+
+def _env(environ: Mapping[str, str], name: str, fallback: Any) -> Any:
+    value = environ.get("FAKEIOT_" + name.upper().replace("-", "_"))
+    return value if value else fallback
+
+
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    api_url = _env(environ, "api-url", f"http://127.0.0.1:{DEFAULTS.api_port}")
+    p = argparse.ArgumentParser(
+        prog="python -m fakeiot",
+        description="Offline stand-in for AWS IoT Core: MQTT broker, Thing registry, device shadows.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command")
+
+    serve = sub.add_parser("serve", help="run fakeiot (the default command)", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _serve_options(serve, environ)
+
+    thing = sub.add_parser("thing", help="manage Things in the registry")
+    thing_sub = thing.add_subparsers(dest="action", required=True)
+    for action, text in (("create", "register a charge point"), ("describe", "show a Thing"), ("delete", "remove a Thing")):
+        cmd = thing_sub.add_parser(action, help=text)
+        cmd.add_argument("cp_id", metavar="CP_ID", help="charge point identity")
+        if action == "create":
+            cmd.add_argument("--attribute", action="append", default=[], metavar="KEY=VALUE", help="Thing attribute (repeatable)")
+        cmd.add_argument("--api-url", default=api_url, help="fakeiot API (FAKEIOT_API_URL)")
+    lister = thing_sub.add_parser("list", help="list Things")
+    lister.add_argument("--api-url", default=api_url, help="fakeiot API (FAKEIOT_API_URL)")
+
+    shadow = sub.add_parser("shadow", help="read or delete device shadows")
+    shadow_sub = shadow.add_subparsers(dest="action", required=True)
+    for action, text in (("get", "print a charge point's shadow document"), ("delete", "delete a shadow")):
+        cmd = shadow_sub.add_parser(action, help=text)
+        cmd.add_argument("cp_id", metavar="CP_ID", help="charge point identity")
+        cmd.add_argument("--api-url", default=api_url, help="fakeiot API (FAKEIOT_API_URL)")
+    return p
+
+
+def _serve_options(p: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    p.add_argument("--host", default=_env(environ, "host", DEFAULTS.host), help="address to bind (MQTT and API)")
+    p.add_argument("--mqtt-port", type=int, default=_env(environ, "mqtt-port", DEFAULTS.mqtt_port), help="MQTT port")
+    p.add_argument("--api-port", type=int, default=_env(environ, "api-port", DEFAULTS.api_port), help="HTTP API port")
+    p.add_argument("--data-dir", default=_env(environ, "data-dir", str(DEFAULTS.data_dir)), help="registry and shadows are kept here")
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    environ = os.environ if environ is None else environ
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["serve", *argv]
+    parser = build_parser(environ)
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
+    try:
+        thing_name = validate_identity(args.cp_id).thing_name if hasattr(args, "cp_id") else None
+    except InvalidIdentity as exc:
+        parser.error(exc.reason)
+    iot, iot_data = make_clients(AwsSettings(iot_endpoint_url=args.api_url))
+    try:
+        return _manage(args, thing_name, iot, iot_data)
+    except EndpointConnectionError:
+        print(
+            f"error: cannot reach fakeiot at {args.api_url}: is `python -m gateway` or `python -m fakeiot` running? "
+            "(set --api-url or FAKEIOT_API_URL)",
+            file=sys.stderr,
+        )
+        return 1
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        print(f"error: {error.get('Code', 'Error')}: {error.get('Message', exc)}", file=sys.stderr)
+        return 1
+    except BotoCoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _manage(args: argparse.Namespace, thing_name: str | None, iot: Any, iot_data: Any) -> int:
+    if args.command == "thing":
+        if args.action == "list":
+            for thing in iot.list_things()["things"]:
+                print(thing["thingName"])
+            return 0
+        if args.action == "create":
+            attributes = {}
+            for item in args.attribute:
+                key, sep, value = item.partition("=")
+                if not sep or not key:
+                    print(f"error: --attribute wants KEY=VALUE, got {item!r}", file=sys.stderr)
+                    return 2
+                attributes[key] = value
+            result = iot.create_thing(thingName=thing_name, attributePayload={"attributes": attributes})
+            print(f"created Thing {result['thingName']} ({result['thingArn']})")
+            return 0
+        if args.action == "describe":
+            doc = iot.describe_thing(thingName=thing_name)
+            doc.pop("ResponseMetadata", None)
+            print(json.dumps(doc, indent=2))
+            return 0
+        iot.delete_thing(thingName=thing_name)
+        print(f"deleted Thing {thing_name}")
+        return 0
+    if args.action == "get":
+        response = iot_data.get_thing_shadow(thingName=thing_name)
+        print(json.dumps(json.loads(response["payload"].read()), indent=2))
+        return 0
+    iot_data.delete_thing_shadow(thingName=thing_name)
+    print(f"deleted the shadow of {thing_name}")
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("amqtt", "transitions"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    config = FakeIotConfig(
+        host=args.host, mqtt_port=int(args.mqtt_port), api_port=int(args.api_port), data_dir=Path(args.data_dir).expanduser()
+    )
+    iot = FakeIot(config)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        iot.start()
+    except FakeIotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"fakeiot: MQTT mqtt://{config.host}:{iot.mqtt_port}, API {iot.api_url}, data in {config.data_dir}", flush=True)
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        iot.stop()
+    return 0

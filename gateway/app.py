@@ -1,0 +1,86 @@
+"""Wiring: the WebSocket server, the MQTT driver, the registry, and optionally
+an embedded fakeiot and the message processor, all in one Trio nursery."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+import trio
+from trio_websocket import WebSocketServer, serve_websocket
+
+from fakeiot.service import FakeIot, FakeIotConfig, running_fakeiot
+
+from .aws import AwsSettings, make_clients
+from .config import GatewayConfig
+from .mqtt_link import MqttDriver, MqttSettings, open_mqtt_driver
+from .processor import Processor, ProcessorSettings
+from .registry import Registry
+from .session import Bridge, LocalSessions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunningGateway:
+    """What :func:`run_gateway` reports through ``task_status.started()``."""
+
+    url: str
+    port: int
+    bridge: Bridge
+    driver: MqttDriver
+    fakeiot: FakeIot | None
+    processor: Processor | None
+
+
+async def run_gateway(config: GatewayConfig, *, task_status: trio.TaskStatus[RunningGateway] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run until cancelled.  Reports a :class:`RunningGateway` once serving."""
+    async with AsyncExitStack() as stack:
+        iot: FakeIot | None = None
+        mqtt_host, mqtt_port, api_url = config.mqtt_host, config.mqtt_port, config.iot_api_url
+        if config.embedded:
+            iot = await stack.enter_async_context(
+                running_fakeiot(
+                    FakeIotConfig(
+                        host="127.0.0.1",
+                        mqtt_port=config.mqtt_port,
+                        api_port=config.fakeiot_api_port,
+                        data_dir=config.data_dir,
+                        region=config.region,
+                    )
+                )
+            )
+            mqtt_host, mqtt_port, api_url = "127.0.0.1", iot.mqtt_port, iot.api_url
+        assert mqtt_host is not None
+        iot_client, iot_data = await trio.to_thread.run_sync(
+            make_clients, AwsSettings(region=config.region, iot_endpoint_url=api_url)
+        )
+        settings = MqttSettings(host=mqtt_host, port=mqtt_port, keepalive=config.mqtt_keepalive)
+        driver = await stack.enter_async_context(open_mqtt_driver(settings))
+        registry = Registry(iot_client, ttl=config.registry_ttl, negative_ttl=config.registry_negative_ttl)
+        bridge = Bridge(driver=driver, registry=registry, sessions=LocalSessions(), subprotocols=config.subprotocols)
+
+        async with trio.open_nursery() as nursery:
+            processor = None
+            if config.run_processor:
+                processor = Processor(driver, iot_data, ProcessorSettings(heartbeat_interval=config.heartbeat_interval))
+                await nursery.start(processor.run)
+            server: WebSocketServer = await nursery.start(
+                lambda task_status: serve_websocket(
+                    bridge.handle,
+                    config.host,
+                    config.port,
+                    None,
+                    max_message_size=config.max_frame_size,
+                    task_status=task_status,
+                )
+            )
+            port = server.port
+            url = f"ws://{config.host}:{port}"
+            log.info(
+                "gateway: serving OCPP-J (%s) on %s/<charge-point-id>; MQTT %s:%d%s",
+                ", ".join(config.subprotocols), url, mqtt_host, mqtt_port,
+                f"; registry API {api_url}" if api_url else "; registry: AWS IoT",
+            )
+            task_status.started(RunningGateway(url, port, bridge, driver, iot, processor))

@@ -1,0 +1,161 @@
+"""The gateway's configuration: one frozen dataclass from flags and environment.
+
+Every option is a command-line flag and a ``GATEWAY_...`` environment
+variable of the same name (``--mqtt-host`` / ``GATEWAY_MQTT_HOST``); a flag
+wins over the variable, the variable over the default.  No other module
+reads the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+from .subprotocol import DEFAULT_SUBPROTOCOLS, OCPP_VERSIONS
+
+DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "fakeiot"
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    subprotocols: tuple[str, ...] = DEFAULT_SUBPROTOCOLS
+    max_frame_size: int = 128 * 1024
+    mqtt_host: str | None = None  # None: start an embedded fakeiot
+    mqtt_port: int = 1883
+    mqtt_keepalive: int = 60
+    iot_api_url: str | None = None
+    region: str = "us-east-1"
+    fakeiot_api_port: int = 8090
+    data_dir: Path = field(default=DEFAULT_DATA_DIR)
+    processor: bool | None = None  # None: only with the embedded fakeiot
+    heartbeat_interval: int = 10
+    registry_ttl: float = 60.0
+    registry_negative_ttl: float = 2.0
+    log_level: str = "INFO"
+
+    @property
+    def embedded(self) -> bool:
+        return self.mqtt_host is None
+
+    @property
+    def run_processor(self) -> bool:
+        return self.embedded if self.processor is None else self.processor
+
+
+def _env(environ: Mapping[str, str], name: str) -> str | None:
+    value = environ.get("GATEWAY_" + name.upper().replace("-", "_"))
+    return value if value not in (None, "") else None
+
+
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    d = GatewayConfig()
+
+    def default(name: str, fallback: object) -> object:
+        value = _env(environ, name)
+        return value if value is not None else fallback
+
+    p = argparse.ArgumentParser(
+        prog="python -m gateway",
+        description=(
+            "OCPP-J WebSocket to MQTT gateway.  Each option can also be set with the environment variable "
+            "GATEWAY_<OPTION> (e.g. GATEWAY_MQTT_HOST).  Without --mqtt-host an embedded fakeiot "
+            "(MQTT broker, Thing registry, shadows) and the message processor run in this process."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--host", default=default("host", d.host), help="address the WebSocket server binds")
+    p.add_argument("--port", type=int, default=default("port", d.port), help="WebSocket port (0: any free port)")
+    p.add_argument(
+        "--subprotocols",
+        default=default("subprotocols", ",".join(d.subprotocols)),
+        help=f"OCPP subprotocols offered, in order of preference (known: {', '.join(OCPP_VERSIONS)})",
+    )
+    p.add_argument("--max-frame-size", type=int, default=default("max-frame-size", d.max_frame_size),
+                   help="largest WebSocket message accepted, in bytes (larger: close 1009)")
+    p.add_argument("--mqtt-host", default=default("mqtt-host", None),
+                   help="MQTT broker host; unset: start an embedded fakeiot")
+    p.add_argument("--mqtt-port", type=int, default=default("mqtt-port", d.mqtt_port),
+                   help="MQTT broker port (also the embedded fakeiot's port)")
+    p.add_argument("--mqtt-keepalive", type=int, default=default("mqtt-keepalive", d.mqtt_keepalive),
+                   help="MQTT keepalive of each CP's connection, seconds")
+    p.add_argument("--iot-api-url", default=default("iot-api-url", None),
+                   help="endpoint of the IoT registry/shadow API (fakeiot's URL); unset with --mqtt-host: AWS IoT")
+    p.add_argument("--region", default=default("region", d.region), help="AWS region for boto3")
+    p.add_argument("--fakeiot-api-port", type=int, default=default("fakeiot-api-port", d.fakeiot_api_port),
+                   help="HTTP API port of the embedded fakeiot")
+    p.add_argument("--data-dir", default=default("data-dir", str(d.data_dir)),
+                   help="where the embedded fakeiot keeps its registry and shadows")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--processor", dest="processor", action="store_const", const=True,
+                       default=_bool(default("processor", None)),
+                       help="run the message processor in this process (default: only with the embedded fakeiot)")
+    group.add_argument("--no-processor", dest="processor", action="store_const", const=False,
+                       help="do not run the message processor here")
+    p.add_argument("--heartbeat-interval", type=int, default=default("heartbeat-interval", d.heartbeat_interval),
+                   help="interval the processor returns in BootNotification responses, seconds")
+    p.add_argument("--registry-ttl", type=float, default=default("registry-ttl", d.registry_ttl),
+                   help="how long a registered Thing is cached, seconds")
+    p.add_argument("--registry-negative-ttl", type=float, default=default("registry-negative-ttl", d.registry_negative_ttl),
+                   help="how long an unknown Thing is cached, seconds")
+    p.add_argument("--log-level", default=default("log-level", d.log_level),
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="DEBUG logs every frame")
+    return p
+
+
+def _bool(value: object) -> bool | None:
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"GATEWAY_PROCESSOR must be true or false, not {value!r}")
+
+
+def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Parse flags and environment; exits with a usage error on bad input."""
+    environ = os.environ if environ is None else environ
+    parser = build_parser(environ)
+    try:
+        args = parser.parse_args(argv)
+        subprotocols = tuple(s.strip() for s in str(args.subprotocols).split(",") if s.strip())
+        unknown = [s for s in subprotocols if s not in OCPP_VERSIONS]
+        if unknown or not subprotocols:
+            raise ConfigError(f"--subprotocols: unknown {unknown or 'empty list'}; known: {', '.join(OCPP_VERSIONS)}")
+        config = GatewayConfig(
+            host=args.host,
+            port=int(args.port),
+            subprotocols=subprotocols,
+            max_frame_size=int(args.max_frame_size),
+            mqtt_host=args.mqtt_host,
+            mqtt_port=int(args.mqtt_port),
+            mqtt_keepalive=int(args.mqtt_keepalive),
+            iot_api_url=args.iot_api_url,
+            region=args.region,
+            fakeiot_api_port=int(args.fakeiot_api_port),
+            data_dir=Path(args.data_dir).expanduser(),
+            processor=args.processor,
+            heartbeat_interval=int(args.heartbeat_interval),
+            registry_ttl=float(args.registry_ttl),
+            registry_negative_ttl=float(args.registry_negative_ttl),
+            log_level=args.log_level,
+        )
+    except (ConfigError, ValueError) as exc:
+        parser.error(str(exc))
+    for name in ("port", "mqtt_port", "fakeiot_api_port"):
+        if not 0 <= getattr(config, name) <= 65535:
+            parser.error(f"--{name.replace('_', '-')} must be between 0 and 65535")
+    if config.max_frame_size < 1024:
+        parser.error("--max-frame-size must be at least 1024 bytes")
+    if config.heartbeat_interval < 1:
+        parser.error("--heartbeat-interval must be at least 1 second")
+    logging.getLogger(__name__).debug("configuration: %s", config)
+    return config

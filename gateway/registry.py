@@ -1,0 +1,75 @@
+"""Is this charge point registered?  DescribeThing through boto3, cached.
+
+Results are cached (registered: ``ttl`` seconds; not registered:
+``negative_ttl`` seconds, short, so a freshly created Thing is usable at
+once), and concurrent look-ups of one name share a single request, so a
+reconnect storm costs the registry one call per charge point at most.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .errors import RegistryUnavailable, UnknownChargePoint
+from .identity import ChargePointIdentity
+
+log = logging.getLogger(__name__)
+
+
+class Registry:
+    def __init__(self, iot_client: Any, *, ttl: float = 60.0, negative_ttl: float = 2.0, max_concurrent: int = 16) -> None:
+        self._iot = iot_client
+        self._ttl = ttl
+        self._negative_ttl = negative_ttl
+        self._limiter = trio.CapacityLimiter(max_concurrent)
+        self._cache: dict[str, tuple[bool, float]] = {}
+        self._inflight: dict[str, trio.Event] = {}
+        self.lookups = 0
+
+    async def check(self, identity: ChargePointIdentity) -> None:
+        """Raise UnknownChargePoint or RegistryUnavailable unless the Thing exists."""
+        if not await self.is_registered(identity.thing_name):
+            raise UnknownChargePoint(identity.cp_id)
+
+    async def is_registered(self, thing_name: str) -> bool:
+        while True:
+            cached = self._cache.get(thing_name)
+            if cached is not None and cached[1] > trio.current_time():
+                return cached[0]
+            pending = self._inflight.get(thing_name)
+            if pending is None:
+                break
+            await pending.wait()
+            if thing_name not in self._cache:
+                # The shared look-up failed; try our own.
+                break
+        done = self._inflight[thing_name] = trio.Event()
+        try:
+            exists = await self._describe(thing_name)
+            ttl = self._ttl if exists else self._negative_ttl
+            self._cache[thing_name] = (exists, trio.current_time() + ttl)
+            return exists
+        finally:
+            del self._inflight[thing_name]
+            done.set()
+
+    def forget(self, thing_name: str) -> None:
+        self._cache.pop(thing_name, None)
+
+    async def _describe(self, thing_name: str) -> bool:
+        self.lookups += 1
+        try:
+            await trio.to_thread.run_sync(lambda: self._iot.describe_thing(thingName=thing_name), limiter=self._limiter)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                return False
+            log.error("registry look-up of %s failed: %s", thing_name, exc)
+            raise RegistryUnavailable("Thing registry unavailable, try again later") from None
+        except BotoCoreError as exc:
+            log.error("registry look-up of %s failed: %s", thing_name, exc)
+            raise RegistryUnavailable("Thing registry unavailable, try again later") from None
+        return True

@@ -1,0 +1,206 @@
+"""One charge point's connection: WebSocket in, its own MQTT connection out.
+
+Lifecycle (one nursery per connection)::
+
+    handshake -> validated -> registered -> bridged -> closing
+       |             |            |            |
+       +-- refused (close code + reason) ------+-- closed (code + reason)
+
+* *handshake*: the identity and subprotocol are checked before anything
+  else (:mod:`.identity`, :mod:`.subprotocol`); the handshake is completed
+  (without a subprotocol when none matches, as OCPP-J asks) so that the
+  refusal can carry a close code and reason.
+* *registered*: the Thing must exist (:mod:`.registry`); an older connection
+  of the same charge point on this gateway is closed (1000) first.
+* *bridged*: a paho client with client id = CP id, subscribed to
+  ``<cp-id>/out``; the subprotocol is recorded in the shadow; then two tasks
+  copy frames verbatim: WebSocket -> ``<cp-id>/in``, ``<cp-id>/out`` ->
+  WebSocket.
+* *closing*: whichever side ends first decides the close: the CP leaving
+  disconnects MQTT cleanly; MQTT ending (broker gone, or a newer connection
+  of this CP elsewhere took the client id over) closes the WebSocket with
+  1000 so the CP reconnects; the gateway never reconnects MQTT by itself, so
+  two connections of one CP never fight over the client id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+
+from .errors import (
+    CLOSE_GOING_AWAY,
+    CLOSE_NORMAL,
+    CLOSE_UNSUPPORTED_DATA,
+    ConnectionRefused,
+    MqttConnectionLost,
+    clip_reason,
+)
+from .identity import ChargePointIdentity, identity_from_path
+from .mqtt_link import MqttDriver, MqttLink
+from .registry import Registry
+from .subprotocol import choose_subprotocol, clean_offers
+
+log = logging.getLogger(__name__)
+
+REPLACED_REASON = "Replaced by a newer connection of this charge point"
+MQTT_ENDED_REASON = "MQTT session ended (taken over by a newer connection, or the broker went away); reconnect"
+
+
+@dataclass
+class Ending:
+    """How a bridged connection ends: the first cause recorded wins."""
+
+    code: int | None = None
+    reason: str = ""
+
+    def set(self, code: int, reason: str) -> None:
+        if self.code is None:
+            self.code, self.reason = code, clip_reason(reason)
+
+
+@dataclass(eq=False)
+class ChargePointSession:
+    identity: ChargePointIdentity
+    subprotocol: str
+    cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    ending: Ending = field(default_factory=Ending)
+    finished: trio.Event = field(default_factory=trio.Event)
+
+    def replace(self) -> None:
+        self.ending.set(CLOSE_NORMAL, REPLACED_REASON)
+        self.cancel_scope.cancel()
+
+
+class LocalSessions:
+    """The charge points connected to this process, by CP id."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, ChargePointSession] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __contains__(self, cp_id: str) -> bool:
+        return cp_id in self._by_id
+
+    async def claim(self, session: ChargePointSession, *, timeout: float = 5.0) -> None:
+        """Make ``session`` the CP's connection, closing an older one first."""
+        old = self._by_id.get(session.identity.cp_id)
+        self._by_id[session.identity.cp_id] = session
+        if old is not None:
+            log.info("%s: new connection replaces the existing one", session.identity.cp_id)
+            old.replace()
+            with trio.move_on_after(timeout):
+                await old.finished.wait()
+
+    def release(self, session: ChargePointSession) -> None:
+        if self._by_id.get(session.identity.cp_id) is session:
+            del self._by_id[session.identity.cp_id]
+
+
+@dataclass
+class Bridge:
+    """Everything a connection handler needs, shared by all connections."""
+
+    driver: MqttDriver
+    registry: Registry
+    sessions: LocalSessions
+    subprotocols: tuple[str, ...]
+    connections: int = 0
+    refused: int = 0
+
+    async def handle(self, request: WebSocketRequest) -> None:
+        """trio-websocket's handler: runs for the whole life of one connection."""
+        offers = clean_offers(request.proposed_subprotocols)
+        subprotocol = next((p for p in offers if p in self.subprotocols), None)
+        ws = await request.accept(subprotocol=subprotocol)
+        peer = _peer(ws)
+        try:
+            identity = identity_from_path(request.path)
+            subprotocol = choose_subprotocol(offers, self.subprotocols)
+            await self.registry.check(identity)
+        except ConnectionRefused as exc:
+            self.refused += 1
+            log.info("refused %s from %s: %d %s", request.path[:80], peer, exc.close_code, exc.reason)
+            await ws.aclose(exc.close_code, exc.reason)
+            return
+        session = ChargePointSession(identity, subprotocol)
+        await self.sessions.claim(session)
+        self.connections += 1
+        log.info("%s: connected from %s (%s)", identity.cp_id, peer, subprotocol)
+        try:
+            with session.cancel_scope:
+                await self._bridge(ws, session)
+        except ConnectionRefused as exc:
+            session.ending.set(exc.close_code, exc.reason)
+        finally:
+            self.sessions.release(session)
+            session.ending.set(CLOSE_GOING_AWAY, "Gateway shutting down")
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(2):
+                    await ws.aclose(session.ending.code or CLOSE_NORMAL, session.ending.reason)
+            session.finished.set()
+            closed = ws.closed
+            log.info("%s: disconnected (%s %s)", identity.cp_id, closed.code if closed else "?", (closed.reason or "") if closed else "")
+
+    async def _bridge(self, ws: WebSocketConnection, session: ChargePointSession) -> None:
+        identity = session.identity
+        async with self.driver.link(identity.cp_id) as link:
+            await link.subscribe(identity.out_topic, 1)
+            record = {"state": {"reported": {"ocppProtocol": session.subprotocol}}}
+            await link.publish(f"$aws/things/{identity.thing_name}/shadow/update", json.dumps(record).encode(), 1)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._cp_to_mqtt, ws, link, session, nursery.cancel_scope)
+                nursery.start_soon(self._mqtt_to_cp, ws, link, session, nursery.cancel_scope)
+
+    async def _cp_to_mqtt(self, ws: WebSocketConnection, link: MqttLink, session: ChargePointSession, done: trio.CancelScope) -> None:
+        cp_id = session.identity.cp_id
+        topic = session.identity.in_topic
+        try:
+            while True:
+                message = await ws.get_message()
+                if isinstance(message, bytes):
+                    session.ending.set(CLOSE_UNSUPPORTED_DATA, "Binary frames are not allowed: OCPP-J uses text frames")
+                    break
+                log.debug("%s: CP -> %s: %s", cp_id, topic, message)
+                await link.publish(topic, message.encode("utf-8"), 1)
+        except ConnectionClosed as exc:
+            session.ending.set(exc.reason.code, exc.reason.reason or "")
+        except MqttConnectionLost:
+            session.ending.set(CLOSE_NORMAL, MQTT_ENDED_REASON)
+        done.cancel()
+
+    async def _mqtt_to_cp(self, ws: WebSocketConnection, link: MqttLink, session: ChargePointSession, done: trio.CancelScope) -> None:
+        cp_id = session.identity.cp_id
+        out_topic = session.identity.out_topic
+        try:
+            while True:
+                topic, payload = await link.receive()
+                if topic != out_topic:
+                    continue
+                try:
+                    text = payload.decode("utf-8")
+                except UnicodeDecodeError:
+                    log.error("%s: dropped a message on %s that is not UTF-8 text (%d bytes)", cp_id, topic, len(payload))
+                    continue
+                try:
+                    await ws.send_message(text)
+                except ConnectionClosed as exc:
+                    log.warning("%s: CP left before a message could be delivered: %s", cp_id, text[:200])
+                    session.ending.set(exc.reason.code, exc.reason.reason or "")
+                    break
+                log.debug("%s: %s -> CP: %s", cp_id, topic, text)
+        except MqttConnectionLost as exc:
+            log.info("%s: MQTT connection ended: %s", cp_id, exc)
+            session.ending.set(CLOSE_NORMAL, MQTT_ENDED_REASON)
+        done.cancel()
+
+
+def _peer(ws: WebSocketConnection) -> str:
+    remote = ws.remote
+    return f"{getattr(remote, 'address', '?')}:{getattr(remote, 'port', '?')}"
