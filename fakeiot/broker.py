@@ -10,7 +10,8 @@ here, in the one place where fakeiot patches it:
   starting with ``$`` (MQTT-4.7.2-1) and leaves the session wedged.  AWS IoT
   accepts publishes to its reserved ``$aws/`` topics; so does fakeiot.  Shadow
   requests (``$aws/things/<name>/shadow/update|get|delete``) are answered by
-  the shadow service.  Other ``$`` topics are still refused, as amqtt does.
+  the shadow service.  A publish to any other ``$`` topic closes the
+  client's connection (amqtt would ignore that client from then on).
 """
 
 from __future__ import annotations
@@ -60,9 +61,14 @@ class FakeIotBroker(Broker):
 
     async def _handle_message_delivery(self, client_session: Any, handler: Any, wait_deliver: Any) -> bool:
         app_message = wait_deliver.result()
-        if app_message is None or not app_message.topic or not app_message.topic.startswith("$aws/"):
+        topic = app_message.topic if app_message is not None else None
+        if topic and topic.startswith("$") and not topic.startswith("$aws/"):
+            # amqtt would log and then ignore the client forever; close it instead, as AWS IoT does.
+            log.warning("%s: PUBLISH to reserved topic %r refused, closing connection", client_session.client_id, topic)
+            await handler.stop()
+            return True  # the message loop now sees the disconnect and cleans up
+        if not topic or not topic.startswith("$aws/"):
             return bool(await super()._handle_message_delivery(client_session, handler, wait_deliver))
-        topic = app_message.topic
         await self.plugins_manager.fire_event(
             BrokerEvents.MESSAGE_RECEIVED, client_id=client_session.client_id, message=app_message
         )

@@ -8,8 +8,8 @@ MQTT client, so it runs beside fakeiot, Mosquitto or AWS IoT Core alike.
 Which OCPP version a charge point speaks is not visible in its frames, so
 the gateway records the negotiated subprotocol in the shadow
 (``state.reported.ocppProtocol``) before it forwards anything.  The processor
-learns it from ``$aws/things/+/shadow/update/accepted`` and, when it has
-missed that, from GetThingShadow.
+learns it from those update requests (``$aws/things/+/shadow/update``, which
+any broker delivers) and, when it has missed one, from GetThingShadow.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 ocpp.messages.ASYNC_VALIDATION = False
 
 DEFAULT_VERSION = "2.0.1"
-SHADOW_ACCEPTED = "$aws/things/+/shadow/update/accepted"
+# The gateway's shadow update requests: seen on AWS IoT, fakeiot and plain brokers alike.
+SHADOW_UPDATES = "$aws/things/+/shadow/update"
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class Processor:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; ``started()`` once subscribed."""
         async with self._driver.link(self.settings.client_id, clean_session=False) as link:
-            await link.subscribe(SHADOW_ACCEPTED, 1)
+            await link.subscribe(SHADOW_UPDATES, 1)
             await link.subscribe("+/in", 1)
             log.info("processor: subscribed to +/in as %s", self.settings.client_id)
             task_status.started()
@@ -71,7 +72,7 @@ class Processor:
                         topic, payload = await link.receive()
                     except MqttConnectionLost as exc:
                         raise MqttConnectionLost(f"processor lost its MQTT connection: {exc}") from None
-                    if topic.endswith("/shadow/update/accepted"):
+                    if topic.endswith("/shadow/update"):
                         self._learn_version(topic, payload)
                         continue
                     token = object()

@@ -1,0 +1,118 @@
+"""Fixtures: fakeiot and gateways on free ports, boto3 clients, an MQTT spy.
+
+Every server binds 127.0.0.1 port 0 and is stopped when its test ends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from fakeiot import FakeIot, FakeIotConfig, running_fakeiot
+from gateway.app import RunningGateway, run_gateway
+from gateway.aws import AwsSettings, make_clients
+from gateway.config import GatewayConfig
+from gateway.errors import MqttConnectionLost
+from gateway.mqtt_link import MqttDriver, MqttLink, MqttSettings, open_mqtt_driver
+
+logging.getLogger("amqtt").setLevel(logging.WARNING)
+logging.getLogger("transitions").setLevel(logging.WARNING)
+
+
+@pytest.fixture
+async def fakeiot(tmp_path: Path) -> AsyncIterator[FakeIot]:
+    async with running_fakeiot(FakeIotConfig(mqtt_port=0, api_port=0, data_dir=tmp_path / "fakeiot")) as iot:
+        yield iot
+
+
+@pytest.fixture
+def aws(fakeiot: FakeIot) -> tuple[Any, Any]:
+    """(iot, iot_data) boto3 clients pointed at the fakeiot fixture."""
+    return make_clients(AwsSettings(iot_endpoint_url=fakeiot.api_url))
+
+
+@pytest.fixture
+def register(aws: tuple[Any, Any]) -> Callable[..., None]:
+    def register(*cp_ids: str) -> None:
+        from gateway.identity import thing_name_for
+
+        for cp_id in cp_ids:
+            aws[0].create_thing(thingName=thing_name_for(cp_id))
+
+    return register
+
+
+def gateway_config(iot: FakeIot, **overrides: Any) -> GatewayConfig:
+    base = GatewayConfig(
+        port=0,
+        mqtt_host="127.0.0.1",
+        mqtt_port=iot.mqtt_port,
+        iot_api_url=iot.api_url,
+        processor=True,
+        registry_negative_ttl=0.0,
+    )
+    return replace(base, **overrides)
+
+
+@pytest.fixture
+async def gateway(fakeiot: FakeIot, nursery: trio.Nursery) -> RunningGateway:
+    """A gateway (with the processor) on the fakeiot fixture."""
+    return await nursery.start(run_gateway, gateway_config(fakeiot))
+
+
+@pytest.fixture
+async def mqtt_driver(fakeiot: FakeIot) -> AsyncIterator[MqttDriver]:
+    async with open_mqtt_driver(MqttSettings(port=fakeiot.mqtt_port)) as driver:
+        yield driver
+
+
+class Spy:
+    """A backend MQTT client that records every message on the topics it watches."""
+
+    def __init__(self, link: MqttLink) -> None:
+        self.link = link
+        self.messages: list[tuple[str, bytes]] = []
+        self._changed = trio.Event()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                message = await self.link.receive()
+            except MqttConnectionLost:
+                return
+            self.messages.append(message)
+            self._changed.set()
+            self._changed = trio.Event()
+
+    async def wait_for(self, predicate: Callable[[str, bytes], bool], *, timeout: float = 5.0) -> tuple[str, bytes]:
+        with trio.fail_after(timeout):
+            while True:
+                for message in self.messages:
+                    if predicate(*message):
+                        return message
+                await self._changed.wait()
+
+    def on(self, topic: str) -> list[bytes]:
+        return [payload for t, payload in self.messages if t == topic]
+
+
+@pytest.fixture
+async def spy(mqtt_driver: MqttDriver, nursery: trio.Nursery) -> AsyncIterator[Spy]:
+    """Watches ``+/in`` and ``+/out``, like ``mosquitto_sub -t '+/in' -t '+/out'``."""
+    async with mqtt_driver.link("test:spy") as link:
+        await link.subscribe("+/in", 1)
+        await link.subscribe("+/out", 1)
+        watcher = Spy(link)
+        nursery.start_soon(watcher.run)
+        yield watcher
+
+
+def shadow_of(aws: tuple[Any, Any], thing_name: str) -> dict[str, Any]:
+    return json.loads(aws[1].get_thing_shadow(thingName=thing_name)["payload"].read())  # type: ignore[no-any-return]
