@@ -12,6 +12,9 @@ here, in the one place where fakeiot patches it:
   requests (``$aws/things/<name>/shadow/update|get|delete``) are answered by
   the shadow service.  A publish to any other ``$`` topic closes the
   client's connection (amqtt would ignore that client from then on).
+* ``stream_connected``: amqtt's ``StreamWriterAdapter.close()`` skips closing
+  the transport when flushing fails (the peer is already gone), leaking one
+  socket per abruptly closed client; the adapter here always closes it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncio
+
+from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action
 from amqtt.events import BrokerEvents
@@ -33,6 +39,14 @@ def broker_config(host: str, port: int) -> dict[str, Any]:
         "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}", "max_connections": -1}},
         "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
     }
+
+
+class _ClosingStreamWriter(StreamWriterAdapter):
+    async def close(self) -> None:
+        try:
+            await super().close()
+        finally:
+            self._writer.close()  # idempotent
 
 
 class FakeIotBroker(Broker):
@@ -50,6 +64,9 @@ class FakeIotBroker(Broker):
 
     def connected_client_ids(self) -> list[str]:
         return [cid for cid, (session, _) in self._sessions.items() if session.transitions.is_connected()]
+
+    async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str) -> None:
+        await self._client_connected(listener_name, StreamReaderAdapter(reader), _ClosingStreamWriter(writer))
 
     async def _delete_session(self, client_id: str) -> None:
         entry = self._sessions.get(client_id)

@@ -56,6 +56,8 @@ async def run_gateway(config: GatewayConfig, *, task_status: trio.TaskStatus[Run
         iot_client, iot_data = await trio.to_thread.run_sync(
             make_clients, AwsSettings(region=config.region, iot_endpoint_url=api_url)
         )
+        stack.callback(iot_client.close)
+        stack.callback(iot_data.close)
         settings = MqttSettings(host=mqtt_host, port=mqtt_port, keepalive=config.mqtt_keepalive)
         driver = await stack.enter_async_context(open_mqtt_driver(settings))
         registry = Registry(iot_client, ttl=config.registry_ttl, negative_ttl=config.registry_negative_ttl)

@@ -103,6 +103,23 @@ class ChargePoint:
 
 
 @asynccontextmanager
+async def open_client_websocket(url: str, *, subprotocols: list[str]) -> AsyncIterator[WebSocketConnection]:
+    """``open_websocket_url`` that never leaks its socket.
+
+    trio-websocket 0.12's client waits for the server to close TCP after a
+    server-initiated close, and then never closes its own end; the stream is
+    closed here explicitly once the connection is done.
+    """
+    ws: WebSocketConnection | None = None
+    try:
+        async with open_websocket_url(url, subprotocols=subprotocols) as ws:
+            yield ws
+    finally:
+        if ws is not None:
+            await trio.aclose_forcefully(ws._stream)
+
+
+@asynccontextmanager
 async def connect(
     url: str,
     cp_id: str,
@@ -112,7 +129,7 @@ async def connect(
 ) -> AsyncIterator[ChargePoint]:
     """Open ``<url>/<cp_id>`` offering ``subprotocols`` (default: OCPP 2.0.1)."""
     target = f"{url.rstrip('/')}/{cp_id}"
-    async with open_websocket_url(target, subprotocols=subprotocols or ["ocpp2.0.1"]) as ws:
+    async with open_client_websocket(target, subprotocols=subprotocols or ["ocpp2.0.1"]) as ws:
         yield ChargePoint(ws, cp_id, on_frame=on_frame)
 
 

@@ -259,13 +259,20 @@ class MqttLink:
         self._client.connect(settings.host, settings.port, keepalive=settings.keepalive)
 
     async def _disconnect(self) -> None:
-        """Send DISCONNECT and wait briefly for paho to close the socket."""
+        """Send DISCONNECT; paho closes the socket once it is written.
+
+        Runs shielded while the link's own tasks may already be cancelled,
+        so it writes by itself instead of relying on the writer task.
+        """
         if self._closed.is_set() or self._sock is None:
             return
         self._closing = True
         self._client.disconnect()
         with trio.move_on_after(2.0):
-            await self._closed.wait()
+            while self._sock is not None and self._client.want_write():
+                self._client.loop_write()
+                if self._sock is not None and self._client.want_write():
+                    await trio.lowlevel.wait_writable(self._sock)
 
     def _close_socket(self, reason: str) -> None:
         if self._client.socket() is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -33,9 +33,12 @@ async def fakeiot(tmp_path: Path) -> AsyncIterator[FakeIot]:
 
 
 @pytest.fixture
-def aws(fakeiot: FakeIot) -> tuple[Any, Any]:
+def aws(fakeiot: FakeIot) -> Iterator[tuple[Any, Any]]:
     """(iot, iot_data) boto3 clients pointed at the fakeiot fixture."""
-    return make_clients(AwsSettings(iot_endpoint_url=fakeiot.api_url))
+    clients = make_clients(AwsSettings(iot_endpoint_url=fakeiot.api_url))
+    yield clients
+    for client in clients:
+        client.close()
 
 
 @pytest.fixture

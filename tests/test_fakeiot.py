@@ -158,6 +158,8 @@ async def test_registry_and_shadows_persist_across_restarts(tmp_path: Path) -> N
             else:
                 assert iot_client.describe_thing(thingName="CP1")["thingName"] == "CP1"
                 assert shadow_of((iot_client, data), "CP1")["state"]["reported"] == {"fw": "1.0"}
+            iot_client.close()
+            data.close()
 
 
 async def test_busy_port_gives_a_clear_error(fakeiot: FakeIot, tmp_path: Path) -> None:

@@ -1,0 +1,249 @@
+"""The whole loop over real sockets: CP -> WebSocket -> gateway -> MQTT -> processor -> back.
+
+Reads like the README walkthrough: register CP1, boot, heartbeat, read the
+shadow, watch +/in and +/out, see CP2 refused and a duplicate kicked.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import pytest
+import trio
+from trio_websocket import ConnectionClosed
+
+from fakeiot import FakeIot
+from gateway.app import RunningGateway, run_gateway
+from gateway.chargepoint import boot_notification, connect, heartbeat
+from gateway.chargepoint import open_client_websocket as open_websocket_url
+
+from .conftest import Spy, gateway_config, shadow_of
+
+
+def boot(version: str = "2.0.1") -> tuple[str, dict[str, Any]]:
+    return boot_notification(version, vendor="ACME", model="M1", serial="SN-1", firmware="1.2.3")
+
+
+async def closed_with(ws: Any) -> tuple[int, str]:
+    """Wait for the server to close ``ws``; return (code, reason)."""
+    with trio.fail_after(5):
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                await ws.get_message()
+    return info.value.reason.code, info.value.reason.reason
+
+
+async def test_boot_and_heartbeat_ocpp201(gateway: RunningGateway, register: Any, aws: Any, spy: Spy) -> None:
+    register("CP1")
+    async with connect(gateway.url, "CP1") as cp:
+        assert cp.subprotocol == "ocpp2.0.1"
+        result = await cp.call(*boot())
+        assert result["status"] == "Accepted" and result["interval"] == 10
+        assert datetime.fromisoformat(result["currentTime"]).utcoffset() is not None
+        beat = await cp.call(*heartbeat())
+        assert datetime.fromisoformat(beat["currentTime"]).utcoffset() is not None
+        await cp.call("StatusNotification", {"timestamp": result["currentTime"], "connectorStatus": "Available", "evseId": 1, "connectorId": 1})
+    # Frames travel verbatim both ways.
+    await spy.wait_for(lambda t, p: t == "CP1/out" and b"currentTime" in p and b"interval" not in p)
+    sent_in = [json.loads(p) for p in spy.on("CP1/in")]
+    assert [f[2] for f in sent_in] == ["BootNotification", "Heartbeat", "StatusNotification"]
+    assert sent_in[0][3]["chargingStation"]["serialNumber"] == "SN-1"
+    assert [json.loads(p)[1] for p in spy.on("CP1/out")] == [f[1] for f in sent_in]
+    reported = shadow_of(aws, "CP1")["state"]["reported"]
+    assert reported["chargingStation"] == {"vendorName": "ACME", "model": "M1", "serialNumber": "SN-1", "firmwareVersion": "1.2.3"}
+    assert reported["reason"] == "PowerUp" and reported["ocppProtocol"] == "ocpp2.0.1"
+
+
+async def test_frames_are_forwarded_byte_for_byte(gateway: RunningGateway, register: Any, spy: Spy) -> None:
+    register("CP1")
+    odd = '[2,  "m-1" ,"Heartbeat",{ }]'  # odd spacing must survive untouched
+    async with connect(gateway.url, "CP1") as cp:
+        await cp.send_text(odd)
+        answer = json.loads(await cp.receive_text())
+    assert answer[:2] == [3, "m-1"]
+    await spy.wait_for(lambda t, p: t == "CP1/in")
+    assert spy.on("CP1/in") == [odd.encode()]
+
+
+async def test_ocpp16_messages(gateway: RunningGateway, register: Any, aws: Any) -> None:
+    register("CP16")
+    async with connect(gateway.url, "CP16", subprotocols=["ocpp1.6"]) as cp:
+        assert cp.subprotocol == "ocpp1.6"
+        result = await cp.call(*boot("1.6"))
+        assert result["status"] == "Accepted"
+        assert datetime.fromisoformat((await cp.call("Heartbeat", {}))["currentTime"]).utcoffset() is not None
+        assert await cp.call("StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Available"}) == {}
+        assert (await cp.call("Authorize", {"idTag": "TAG1"}))["idTagInfo"]["status"] == "Accepted"
+        started = await cp.call("StartTransaction", {"connectorId": 1, "idTag": "TAG1", "meterStart": 0, "timestamp": result["currentTime"]})
+        assert isinstance(started["transactionId"], int) and started["idTagInfo"]["status"] == "Accepted"
+        meter = {"connectorId": 1, "transactionId": started["transactionId"],
+                 "meterValue": [{"timestamp": result["currentTime"], "sampledValue": [{"value": "10"}]}]}
+        assert await cp.call("MeterValues", meter) == {}
+        stopped = await cp.call("StopTransaction", {"transactionId": started["transactionId"], "meterStop": 10, "timestamp": result["currentTime"], "idTag": "TAG1"})
+        assert stopped["idTagInfo"]["status"] == "Accepted"
+    reported = shadow_of(aws, "CP16")["state"]["reported"]
+    assert reported["chargingStation"] == {"vendorName": "ACME", "model": "M1", "serialNumber": "SN-1", "firmwareVersion": "1.2.3"}
+    assert reported["ocppProtocol"] == "ocpp1.6"
+
+
+@pytest.mark.parametrize(
+    ("subprotocol", "frame", "expected"),
+    [
+        ("ocpp2.0.1", "this is not json", [4, "-1", "FormatViolation"]),
+        ("ocpp1.6", "this is not json", [4, "-1", "FormationViolation"]),
+        ("ocpp2.0.1", '[9, "id9", "Heartbeat", {}]', [4, "id9", "MessageTypeNotSupported"]),
+        ("ocpp2.0.1", '[2, "id2", "DataTransfer", {"vendorId": "x"}]', [4, "id2", "NotImplemented"]),
+        ("ocpp1.6", '[2, "id3", "DataTransfer", {"vendorId": "x"}]', [4, "id3", "NotImplemented"]),
+        ("ocpp2.0.1", '[2, "id4", "Heartbeat", {"unexpected": 1}]', [4, "id4", "FormatViolation"]),
+        ("ocpp1.6", '[2, "id5", "Authorize", {}]', [4, "id5", "ProtocolError"]),
+        ("ocpp1.6", '[2, "id6", "StatusNotification", {"connectorId": "one", "errorCode": "NoError", "status": "Available"}]',
+         [4, "id6", "TypeConstraintViolation"]),
+    ],
+)
+async def test_bad_frames_get_the_specified_call_error(
+    gateway: RunningGateway, register: Any, subprotocol: str, frame: str, expected: list[Any]
+) -> None:
+    register("CPX")
+    async with connect(gateway.url, "CPX", subprotocols=[subprotocol]) as cp:
+        await cp.send_text(frame)
+        with trio.fail_after(5):
+            answer = json.loads(await cp.receive_text())
+        assert answer[:3] == expected
+        assert isinstance(answer[3], str) and isinstance(answer[4], dict)
+        # The connection stays usable.
+        assert "currentTime" in await cp.call(*heartbeat())
+
+
+async def test_callresult_and_callerror_from_a_cp_are_not_answered(gateway: RunningGateway, register: Any, spy: Spy) -> None:
+    register("CP1")
+    async with connect(gateway.url, "CP1") as cp:
+        await cp.send_text('[3, "unknown-id", {}]')
+        await cp.send_text('[4, "unknown-id", "InternalError", "oops", {}]')
+        beat = await cp.call(*heartbeat())
+        assert "currentTime" in beat
+    assert len(spy.on("CP1/out")) == 1  # only the Heartbeat was answered
+
+
+async def test_unregistered_cp_is_refused_without_an_mqtt_connection(gateway: RunningGateway, fakeiot: FakeIot, spy: Spy) -> None:
+    async with open_websocket_url(f"{gateway.url}/CP2", subprotocols=["ocpp2.0.1"]) as ws:
+        assert await closed_with(ws) == (1008, "Charge Point CP2 not registered as an IoT Thing")
+    assert fakeiot.broker is not None and "CP2" not in fakeiot.broker.connected_client_ids()
+    assert gateway.bridge.refused == 1 and gateway.bridge.connections == 0
+    assert spy.on("CP2/in") == []
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("/CP:1", "Invalid charge point identity: ':' is not allowed"),
+        ("/CP%2B1", "Invalid charge point identity: '+' is not allowed"),
+        ("/CP%231", "Invalid charge point identity: '#' is not allowed"),
+        ("/a%2Fb", "Invalid charge point identity: '/' is not allowed"),
+        ("/" + "C" * 49, "Invalid charge point identity: 49 characters, at most 48"),
+    ],
+)
+async def test_invalid_identities_are_refused_before_mqtt_or_registry(
+    gateway: RunningGateway, fakeiot: FakeIot, path: str, reason: str
+) -> None:
+    async with open_websocket_url(f"{gateway.url}{path}", subprotocols=["ocpp2.0.1"]) as ws:
+        code, text = await closed_with(ws)
+    assert code == 1008 and text.startswith(reason)
+    assert gateway.bridge.registry.lookups == 0
+    assert fakeiot.broker is not None and fakeiot.broker.connected_client_ids() == ["cpo:processor"]
+
+
+@pytest.mark.parametrize("offer", [[], ["ocpp1.5", "mqtt"]])
+async def test_no_matching_subprotocol_handshake_without_one_then_close(
+    gateway: RunningGateway, register: Any, offer: list[str]
+) -> None:
+    register("CP1")
+    async with open_websocket_url(f"{gateway.url}/CP1", subprotocols=offer) as ws:
+        assert ws.subprotocol is None
+        code, reason = await closed_with(ws)
+    assert code == 1002 and "this server speaks ocpp2.0.1, ocpp2.0, ocpp1.6" in reason
+
+
+async def test_leading_comma_in_subprotocol_header_is_tolerated(gateway: RunningGateway, register: Any) -> None:
+    register("CP1")
+    # trio-websocket joins the list with ", ", giving the header ", ocpp2.0.1" as sloppy chargers send.
+    async with open_websocket_url(f"{gateway.url}/CP1", subprotocols=["", "ocpp2.0.1"]) as ws:
+        assert ws.subprotocol == "ocpp2.0.1"
+
+
+async def test_identity_with_dots_maps_to_its_thing(gateway: RunningGateway, register: Any, aws: Any) -> None:
+    register("site.CP@1")
+    async with connect(gateway.url, "site.CP@1") as cp:
+        assert (await cp.call(*boot()))["status"] == "Accepted"
+    assert shadow_of(aws, "site:2ECP:401")["state"]["reported"]["chargingStation"]["model"] == "M1"
+
+
+async def test_binary_and_oversized_frames_close_only_that_cp(fakeiot: FakeIot, nursery: trio.Nursery, register: Any) -> None:
+    gateway = await nursery.start(run_gateway, gateway_config(fakeiot, max_frame_size=4096))
+    register("CP1", "BIN", "BIG")
+    async with connect(gateway.url, "CP1") as bystander:
+        assert (await bystander.call(*boot()))["status"] == "Accepted"
+        async with connect(gateway.url, "BIN") as cp:
+            await cp.ws.send_message(b"\x01\x02binary")
+            assert await closed_with(cp.ws) == (1003, "Binary frames are not allowed: OCPP-J uses text frames")
+        async with connect(gateway.url, "BIG") as cp:
+            await cp.send_text(json.dumps([2, "big", "DataTransfer", {"vendorId": "x", "data": "x" * 5000}]))
+            code, _ = await closed_with(cp.ws)
+            assert code == 1009
+        assert "currentTime" in await bystander.call(*heartbeat())
+
+
+async def test_duplicate_connection_on_the_same_gateway(gateway: RunningGateway, register: Any) -> None:
+    register("CP1")
+    async with connect(gateway.url, "CP1") as old:
+        await old.call(*boot())
+        async with connect(gateway.url, "CP1") as new:
+            assert await closed_with(old.ws) == (1000, "Replaced by a newer connection of this charge point")
+            assert (await new.call(*boot()))["status"] == "Accepted"
+            await trio.sleep(1.5)  # the old one must not come back and take the client id again
+            assert "currentTime" in await new.call(*heartbeat())
+
+
+async def test_duplicate_connection_across_two_gateways(fakeiot: FakeIot, nursery: trio.Nursery, register: Any) -> None:
+    first = await nursery.start(run_gateway, gateway_config(fakeiot))
+    second = await nursery.start(run_gateway, gateway_config(fakeiot, processor=False))
+    register("CP1")
+    async with connect(first.url, "CP1") as old:
+        await old.call(*boot())
+        async with connect(second.url, "CP1") as new:
+            code, reason = await closed_with(old.ws)
+            assert code == 1000 and reason.startswith("MQTT session ended")
+            assert (await new.call(*boot()))["status"] == "Accepted"
+            await trio.sleep(1.5)
+            assert "currentTime" in await new.call(*heartbeat())
+            assert fakeiot.broker is not None and fakeiot.broker.connected_client_ids().count("CP1") == 1
+            assert first.driver.link_count == 1  # only its processor: no reconnect attempt for CP1
+
+
+async def test_cp_disconnect_closes_its_mqtt_connection(gateway: RunningGateway, fakeiot: FakeIot, register: Any) -> None:
+    register("CP1")
+    async with connect(gateway.url, "CP1") as cp:
+        await cp.call(*boot())
+        assert fakeiot.broker is not None and "CP1" in fakeiot.broker.connected_client_ids()
+    with trio.fail_after(5):
+        while "CP1" in fakeiot.broker.connected_client_ids() or gateway.driver.link_count != 1:
+            await trio.sleep(0.05)
+
+
+async def test_broker_loss_closes_the_websocket(fakeiot: FakeIot, nursery: trio.Nursery, register: Any, tmp_path: Any) -> None:
+    from fakeiot import FakeIotConfig, running_fakeiot
+
+    register("CP1")
+    # A separate broker that this test can stop; registry and shadows stay on the fixture.
+    async with running_fakeiot(FakeIotConfig(mqtt_port=0, api_port=0, data_dir=tmp_path / "second")) as broker:
+        gateway = await nursery.start(
+            run_gateway, gateway_config(fakeiot, mqtt_port=broker.mqtt_port, processor=False)
+        )
+        cp_cm = connect(gateway.url, "CP1")
+        cp = await cp_cm.__aenter__()
+    try:
+        code, reason = await closed_with(cp.ws)
+        assert code == 1000 and reason.startswith("MQTT session ended")
+    finally:
+        await cp_cm.__aexit__(None, None, None)
