@@ -39,13 +39,24 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         trio.run(_main, config)
-    except (GatewayError, FakeIotError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
+    except BaseException as exc:  # noqa: BLE001 - sorted below, re-raised unless it is a known start-up error
+        errors = _leaves(exc)
+        if not all(isinstance(e, (GatewayError, FakeIotError, OSError)) for e in errors):
+            raise
+        for error in errors:
+            if isinstance(error, OSError) and not isinstance(error, GatewayError):
+                print(f"error: cannot listen on {config.host}:{config.port}: {error}", file=sys.stderr)
+            else:
+                print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The individual errors inside (possibly nested) exception groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
 
 
 if __name__ == "__main__":

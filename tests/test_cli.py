@@ -1,0 +1,78 @@
+"""The command-line programs as a user runs them: python -m fakeiot, python -m gateway, scripts/simulate.py."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from .processes import free_port, program, run
+
+
+def test_standalone_fakeiot_gateway_and_simulator(tmp_path: Path) -> None:
+    mqtt, api = free_port(), free_port()
+    api_url = f"http://127.0.0.1:{api}"
+    with program("-m", "fakeiot", "--mqtt-port", str(mqtt), "--api-port", str(api), "--data-dir", str(tmp_path)) as iot:
+        iot.wait_for_line("fakeiot: MQTT")
+        created = run("-m", "fakeiot", "thing", "create", "CP1", "--api-url", api_url)
+        assert created.returncode == 0, created.stderr
+        assert "created Thing CP1" in created.stdout
+        assert run("-m", "fakeiot", "thing", "list", "--api-url", api_url).stdout.split() == ["CP1"]
+        missing = run("-m", "fakeiot", "shadow", "get", "CP1", "--api-url", api_url)
+        assert missing.returncode == 1 and "No shadow exists with name: 'CP1'" in missing.stderr
+
+        with program(
+            "-m", "gateway", "--port", "0", "--mqtt-host", "127.0.0.1", "--mqtt-port", str(mqtt),
+            "--iot-api-url", api_url, "--processor", "--heartbeat-interval", "1",
+        ) as gw:
+            url = re.search(r"listening on (ws://\S+)/<charge-point-id>", gw.wait_for_line("listening on")).group(1)  # type: ignore[union-attr]
+            ok = run("scripts/simulate.py", "--url", url, "--cp-id", "CP1", "--heartbeats", "2", "--ocpp", "1.6")
+            assert ok.returncode == 0, ok.stderr
+            assert "CP1: connected to central system" in ok.stderr
+            assert "CP1: heartbeat interval set to 1" in ok.stderr
+            assert len(re.findall(r"CP1: received \[3,", ok.stderr)) == 3  # boot + 2 heartbeats, every frame logged
+            refused = run("scripts/simulate.py", "--url", url, "--cp-id", "CP2", "--heartbeats", "1")
+            assert refused.returncode == 1
+            assert "code 1008, reason 'Charge Point CP2 not registered as an IoT Thing'" in refused.stderr
+        assert gw.proc.returncode == 0
+
+        shadow = run("-m", "fakeiot", "shadow", "get", "CP1", "--api-url", api_url)
+        assert json.loads(shadow.stdout)["state"]["reported"]["chargingStation"]["vendorName"] == "ACME"
+        assert run("-m", "fakeiot", "thing", "delete", "CP1", "--api-url", api_url).returncode == 0
+        assert run("-m", "fakeiot", "thing", "list", "--api-url", api_url).stdout.split() == []
+
+
+def test_gateway_with_embedded_fakeiot_starts_and_stops_cleanly(tmp_path: Path) -> None:
+    api = free_port()
+    with program(
+        "-m", "gateway", "--port", "0", "--mqtt-port", "0", "--fakeiot-api-port", str(api), "--data-dir", str(tmp_path)
+    ) as gw:
+        gw.wait_for_line("OCPP gateway listening on ws://127.0.0.1:")
+        gw.wait_for_line(f"API http://127.0.0.1:{api}")
+        created = run("-m", "fakeiot", "thing", "create", "CP.7", "--api-url", f"http://127.0.0.1:{api}")
+        assert "created Thing CP:2E7" in created.stdout
+        assert gw.stop() == 0
+    assert (tmp_path / "fakeiot.sqlite3").exists()
+
+
+def test_cli_errors_are_clear() -> None:
+    bad_port = run("-m", "gateway", "--port", "eighty")
+    assert bad_port.returncode == 2 and "argument --port: invalid int value: 'eighty'" in bad_port.stderr
+    bad_sub = run("-m", "gateway", "--subprotocols", "ocpp1.5")
+    assert bad_sub.returncode == 2 and "unknown ['ocpp1.5']" in bad_sub.stderr
+    unreachable = run("-m", "fakeiot", "thing", "list", "--api-url", f"http://127.0.0.1:{free_port()}")
+    assert unreachable.returncode == 1 and "cannot reach fakeiot" in unreachable.stderr
+    bad_id = run("-m", "fakeiot", "thing", "create", "CP:1")
+    assert bad_id.returncode == 2 and "':' is not allowed" in bad_id.stderr
+    help_text = run("-m", "gateway", "--help").stdout
+    for option in ("--host", "--port", "--mqtt-host", "--iot-api-url", "--subprotocols", "GATEWAY_"):
+        assert option in help_text
+
+
+def test_gateway_reports_a_busy_port(tmp_path: Path) -> None:
+    api = free_port()
+    with program("-m", "fakeiot", "--mqtt-port", "0", "--api-port", str(api), "--data-dir", str(tmp_path)) as iot:
+        iot.wait_for_line("fakeiot: MQTT")
+        clash = run("-m", "gateway", "--port", "0", "--mqtt-port", "0", "--fakeiot-api-port", str(api), "--data-dir", str(tmp_path / "x"))
+        assert clash.returncode == 2
+        assert f"fakeiot HTTP API cannot listen on 127.0.0.1:{api}" in clash.stderr
