@@ -72,9 +72,20 @@ async def test_loop_over_mosquitto_both_versions_and_takeover(
     second = await nursery.start(run_gateway, gateway_config(fakeiot, mqtt_port=mosquitto, processor=False))
     # The same view as `mosquitto_sub -t '+/in' -t '+/out' -v`, from the real tool.
     sub = await trio.lowlevel.open_process(
-        ["mosquitto_sub", "-d", "-h", "127.0.0.1", "-p", str(mosquitto), "-t", "+/in", "-t", "+/out", "-v", "-C", "4", "-W", "20"],
+        ["stdbuf", "-oL", "mosquitto_sub", "-d", "-h", "127.0.0.1", "-p", str(mosquitto), "-t", "+/in", "-t", "+/out", "-v", "-C", "4", "-W", "20"],
         stdout=subprocess.PIPE,
     )
+    try:
+        await _walkthrough(sub, first, second, aws)
+    finally:
+        if sub.returncode is None:
+            sub.kill()
+        await sub.wait()
+        assert sub.stdout is not None
+        await sub.stdout.aclose()
+
+
+async def _walkthrough(sub: Any, first: Any, second: Any, aws: Any) -> None:
     assert sub.stdout is not None
     output = b""
     with trio.fail_after(10):
