@@ -18,10 +18,13 @@ paho's callbacks therefore always run in the Trio thread, inside
 between paho and Trio.  Callbacks only record what happened (append a
 message, set an event); the tasks do the awaiting.
 
-Backpressure: received messages wait in the link until :meth:`MqttLink.receive`
-takes them; while they do, the reader stops reading the socket, so a slow
-consumer slows only its own TCP connection.  :meth:`MqttLink.publish` waits
-while ``max_inflight`` QoS 1 messages are unacknowledged.
+Backpressure: QoS 1 messages are acknowledged (PUBACK) only when
+:meth:`MqttLink.receive` hands them to the consumer (paho's manual acks), so
+the broker's in-flight window (Mosquitto: ``max_inflight_messages``, AWS IoT:
+100) bounds what waits in the link, while the socket is always read (a
+reader that stopped reading would also stop seeing PUBACKs and deadlock the
+publishers).  :meth:`MqttLink.publish` waits while ``max_inflight`` QoS 1
+messages it sent are unacknowledged.
 """
 
 from __future__ import annotations
@@ -116,9 +119,6 @@ async def open_mqtt_driver(settings: MqttSettings) -> AsyncIterator[MqttDriver]:
             nursery.cancel_scope.cancel()
 
 
-INBOX_LIMIT = 32
-
-
 class MqttLink:
     """One paho client (one MQTT connection), used from Trio tasks."""
 
@@ -138,6 +138,7 @@ class MqttLink:
         # Our own bound applies (see publish); paho must never queue or drop on its own.
         self._client.max_inflight_messages_set(0)
         self._client.max_queued_messages_set(0)
+        self._client.manual_ack_set(True)
         if settings.ssl_context is not None:
             self._client.tls_set_context(settings.ssl_context)
         if settings.username is not None:
@@ -151,7 +152,7 @@ class MqttLink:
         self._connack = trio.Event()
         self._connect_rc: Any = None
         self._want_write = trio.Event()
-        self._inbox: deque[tuple[str, bytes]] = deque()
+        self._inbox: deque[tuple[str, bytes, int, int]] = deque()
         self._inbox_changed = trio.Event()
         self._unacked: set[int] = set()
         self._acked = trio.Event()
@@ -199,7 +200,6 @@ class MqttLink:
         """
         while qos > 0 and len(self._unacked) >= self._settings.max_inflight:
             self._check_open()
-            self._acked = trio.Event()
             await self._acked.wait()
         self._check_open()
         info = self._client.publish(topic, payload, qos=qos)
@@ -216,11 +216,11 @@ class MqttLink:
         """
         while not self._inbox:
             self._check_open()
-            self._inbox_changed = trio.Event()
             await self._inbox_changed.wait()
-        message = self._inbox.popleft()
-        self._inbox_changed.set()
-        return message
+        topic, payload, mid, qos = self._inbox.popleft()
+        if qos > 0 and not self._closed.is_set():
+            self._client.ack(mid, qos)
+        return topic, payload
 
     # -- connection lifecycle ---------------------------------------------------
 
@@ -312,10 +312,6 @@ class MqttLink:
                 rc = self._client.loop_read()
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 return
-            # Backpressure: stop reading the socket until the consumer catches up.
-            while len(self._inbox) >= INBOX_LIMIT and not self._closed.is_set():
-                self._inbox_changed = trio.Event()
-                await self._inbox_changed.wait()
 
     async def _writer(self) -> None:
         while not self._closed.is_set():
@@ -342,13 +338,13 @@ class MqttLink:
         self._mark_closed(f"connection to the MQTT broker lost ({rc})")
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        self._inbox.append((message.topic, message.payload))
-        self._inbox_changed.set()
+        self._inbox.append((message.topic, message.payload, message.mid, message.qos))
+        self._inbox_changed = _wake_all(self._inbox_changed)
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, rc: Any, props: Any) -> None:
         if mid in self._unacked:
             self._unacked.discard(mid)
-            self._acked.set()
+            self._acked = _wake_all(self._acked)
 
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, codes: list[Any], props: Any) -> None:
         waiter = self._suback.pop(mid, None)
@@ -363,6 +359,16 @@ class MqttLink:
 
     def _on_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         self._want_write.set()
+
+
+def _wake_all(event: trio.Event) -> trio.Event:
+    """Wake every task waiting on ``event``; return a fresh one for the next waiters.
+
+    Waiters wait on the event current when they start waiting; only the
+    signalling side replaces it, so no wake-up is ever lost.
+    """
+    event.set()
+    return trio.Event()
 
 
 def _pending(sock: Any) -> int:
