@@ -45,7 +45,8 @@ def test_standalone_fakeiot_gateway_and_simulator(tmp_path: Path) -> None:
 def test_gateway_with_embedded_fakeiot_starts_and_stops_cleanly(tmp_path: Path) -> None:
     api = free_port()
     with program(
-        "-m", "gateway", "--port", "0", "--mqtt-port", "0", "--fakeiot-api-port", str(api), "--data-dir", str(tmp_path)
+        "-m", "gateway", "--port", "0", "--mqtt-port", "0", "--fakeiot-api-port", str(api), "--data-dir", str(tmp_path),
+        "--log-level", "DEBUG",
     ) as gw:
         gw.wait_for_line("OCPP gateway listening on ws://127.0.0.1:")
         gw.wait_for_line(f"API http://127.0.0.1:{api}")
