@@ -34,10 +34,12 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 
 from .errors import (
     CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
     CLOSE_UNSUPPORTED_DATA,
     ConnectionRefused,
     MqttConnectionLost,
+    MqttError,
     clip_reason,
 )
 from .identity import ChargePointIdentity, identity_from_path
@@ -138,6 +140,13 @@ class Bridge:
                 await self._bridge(ws, session)
         except ConnectionRefused as exc:
             session.ending.set(exc.close_code, exc.reason)
+        except MqttError as exc:
+            log.warning("%s: MQTT failure: %s", identity.cp_id, exc)
+            session.ending.set(CLOSE_NORMAL, MQTT_ENDED_REASON)
+        except Exception:
+            # A bug must cost this one connection, never the server and its other CPs.
+            log.exception("%s: unexpected error; closing this connection", identity.cp_id)
+            session.ending.set(CLOSE_INTERNAL_ERROR, "Internal error in the gateway")
         finally:
             self.sessions.release(session)
             session.ending.set(CLOSE_GOING_AWAY, "Gateway shutting down")
