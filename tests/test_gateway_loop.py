@@ -247,3 +247,57 @@ async def test_broker_loss_closes_the_websocket(fakeiot: FakeIot, nursery: trio.
         assert code == 1000 and reason.startswith("MQTT session ended")
     finally:
         await cp_cm.__aexit__(None, None, None)
+
+
+async def test_out_messages_reach_only_their_own_cp(gateway: RunningGateway, register: Any, mqtt_driver: Any) -> None:
+    register("CP1", "CP2")
+    async with connect(gateway.url, "CP1") as cp1, connect(gateway.url, "CP2") as cp2:
+        await cp1.call(*boot())
+        await cp2.call(*boot())
+        async with mqtt_driver.link("backend:test") as backend:
+            await backend.publish("CP2/out", b'[2, "csms-1", "Reset", {"type": "Immediate"}]')
+            with trio.fail_after(5):
+                assert json.loads(await cp2.receive_text())[:2] == [2, "csms-1"]
+        # CP1 got nothing: its next frame is the answer to its own Heartbeat.
+        await cp1.send_text('[2, "hb-1", "Heartbeat", {}]')
+        with trio.fail_after(5):
+            assert json.loads(await cp1.receive_text())[:2] == [3, "hb-1"]
+
+
+async def test_registry_lookups_are_cached_and_shared(gateway: RunningGateway, register: Any) -> None:
+    register("CP1")
+
+    async def visit() -> None:
+        async with connect(gateway.url, "CP1") as cp:
+            await cp.ws.aclose()
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(5):
+            nursery.start_soon(visit)
+    await visit()
+    assert gateway.bridge.registry.lookups == 1
+
+
+async def test_unreachable_broker_closes_the_cp_with_try_again_later(fakeiot: FakeIot, nursery: trio.Nursery, register: Any) -> None:
+    from .processes import free_port
+
+    register("CP1")
+    gateway = await nursery.start(run_gateway, gateway_config(fakeiot, mqtt_port=free_port(), processor=False))
+    async with open_websocket_url(f"{gateway.url}/CP1", subprotocols=["ocpp2.0.1"]) as ws:
+        code, reason = await closed_with(ws)
+    assert code == 1013 and reason.startswith("cannot reach MQTT broker")
+
+
+async def test_gateway_shutdown_closes_cps_with_going_away(fakeiot: FakeIot, nursery: trio.Nursery, register: Any) -> None:
+    register("CP1")
+    stop = trio.CancelScope()
+
+    async def gateway_until_stopped(task_status: trio.TaskStatus[RunningGateway]) -> None:
+        with stop:
+            await run_gateway(gateway_config(fakeiot), task_status=task_status)
+
+    gateway = await nursery.start(gateway_until_stopped)
+    async with connect(gateway.url, "CP1") as cp:
+        await cp.call(*boot())
+        stop.cancel()
+        assert await closed_with(cp.ws) == (1001, "Gateway shutting down")
