@@ -77,15 +77,15 @@ class IotApi:
             if not THING_NAME.match(name):
                 raise ApiError(400, "InvalidRequestException", f"Invalid thing name: {name!r} (allowed: [a-zA-Z0-9:_-], 1-128)")
             if len(parts) == 2:
-                handler = {"POST": self.create_thing, "GET": self.describe_thing, "DELETE": self.delete_thing, "PATCH": self.update_thing}.get(method)
-                if handler:
-                    return 200, handler(name, _json_body(body))
+                thing_op = {"POST": self.create_thing, "GET": self.describe_thing, "DELETE": self.delete_thing, "PATCH": self.update_thing}
+                if method in thing_op:
+                    return 200, thing_op[method](name, _json_body(body))
             elif len(parts) == 3 and parts[2] == "shadow":
                 if "name" in query:
                     raise ApiError(400, "InvalidRequestException", "Named shadows are not supported by fakeiot; use the classic shadow")
-                handler = {"GET": self.get_shadow, "POST": self.update_shadow, "DELETE": self.delete_shadow}.get(method)
-                if handler:
-                    return 200, handler(name, body)
+                shadow_op = {"GET": self.get_shadow, "POST": self.update_shadow, "DELETE": self.delete_shadow}
+                if method in shadow_op:
+                    return 200, shadow_op[method](name, body)
         raise ApiError(404, "ResourceNotFoundException", f"No such operation: {method} {url.path}")
 
     # -- registry (iot) ------------------------------------------------------------

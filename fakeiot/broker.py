@@ -19,10 +19,9 @@ here, in the one place where fakeiot patches it:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
-
-import asyncio
 
 from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
 from amqtt.broker import Broker

@@ -84,7 +84,7 @@ def update(stored: Json | None, last_version: int, request: Json, now: int) -> U
             raise ShadowError(409, "Version conflict")
 
     previous = copy.deepcopy(stored) if stored else None
-    current = copy.deepcopy(stored) if stored else {"state": {}, "metadata": {}, "version": last_version}
+    current: Json = copy.deepcopy(stored) if stored else {"state": {}, "metadata": {}, "version": last_version}
     written_meta: Json = {}
     for section in SECTIONS:
         if section not in state:

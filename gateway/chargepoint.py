@@ -48,7 +48,8 @@ def boot_notification(version: str, *, vendor: str, model: str, serial: str, fir
             charge_point_vendor=vendor, charge_point_model=model, charge_point_serial_number=serial, firmware_version=firmware
         )
     else:
-        from ocpp.v201 import call as v201, datatypes
+        from ocpp.v201 import call as v201
+        from ocpp.v201 import datatypes
 
         msg = v201.BootNotification(
             charging_station=datatypes.ChargingStationType(

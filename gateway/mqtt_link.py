@@ -338,7 +338,7 @@ class MqttLink:
         self._mark_closed(f"connection to the MQTT broker lost ({rc})")
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        self._inbox.append((message.topic, message.payload, message.mid, message.qos))
+        self._inbox.append((message.topic, bytes(message.payload), message.mid, message.qos))
         self._inbox_changed = _wake_all(self._inbox_changed)
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, rc: Any, props: Any) -> None:

@@ -76,7 +76,7 @@ def parse_frame(text: str, version: str) -> Call | CallResult | CallError:
 
     raw_id = frame[1] if len(frame) > 1 else None
     readable = isinstance(raw_id, str) and 0 < len(raw_id) <= MAX_MESSAGE_ID_LENGTH
-    message_id = raw_id if readable else UNKNOWN_MESSAGE_ID
+    message_id = str(raw_id) if readable else UNKNOWN_MESSAGE_ID
     type_id = frame[0]
     if type_id not in (MessageType.Call, MessageType.CallResult, MessageType.CallError) or isinstance(type_id, bool):
         code = "MessageTypeNotSupported" if version != "1.6" else violation

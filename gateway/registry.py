@@ -21,8 +21,17 @@ log = logging.getLogger(__name__)
 
 
 class Registry:
-    def __init__(self, iot_client: Any, *, ttl: float = 60.0, negative_ttl: float = 2.0, max_concurrent: int = 16) -> None:
+    def __init__(
+        self,
+        iot_client: Any,
+        *,
+        ttl: float = 60.0,
+        negative_ttl: float = 2.0,
+        max_concurrent: int = 16,
+        max_entries: int = 200_000,
+    ) -> None:
         self._iot = iot_client
+        self._max_entries = max_entries
         self._ttl = ttl
         self._negative_ttl = negative_ttl
         self._limiter = trio.CapacityLimiter(max_concurrent)
@@ -51,11 +60,25 @@ class Registry:
         try:
             exists = await self._describe(thing_name)
             ttl = self._ttl if exists else self._negative_ttl
+            if len(self._cache) >= self._max_entries:
+                self._prune()
             self._cache[thing_name] = (exists, trio.current_time() + ttl)
             return exists
         finally:
             del self._inflight[thing_name]
             done.set()
+
+    def _prune(self) -> None:
+        """Bound the cache: drop expired entries, then the oldest half if still full.
+
+        Unknown identities are cached too, so a client inventing names must
+        not be able to grow it without limit.
+        """
+        now = trio.current_time()
+        self._cache = {name: entry for name, entry in self._cache.items() if entry[1] > now}
+        if len(self._cache) >= self._max_entries:
+            keep = list(self._cache.items())[len(self._cache) // 2 :]
+            self._cache = dict(keep)
 
     def forget(self, thing_name: str) -> None:
         self._cache.pop(thing_name, None)

@@ -33,6 +33,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from .errors import (
+    CLOSE_ABNORMAL,
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
@@ -152,7 +153,8 @@ class Bridge:
             session.ending.set(CLOSE_GOING_AWAY, "Gateway shutting down")
             with trio.CancelScope(shield=True):
                 with trio.move_on_after(2):
-                    await ws.aclose(session.ending.code or CLOSE_NORMAL, session.ending.reason)
+                    code = session.ending.code if session.ending.code not in (None, CLOSE_ABNORMAL) else CLOSE_NORMAL
+                    await ws.aclose(code, session.ending.reason)
             session.finished.set()
             closed = ws.closed
             log.info("%s: disconnected (%s %s)", identity.cp_id, closed.code if closed else "?", (closed.reason or "") if closed else "")
@@ -179,7 +181,7 @@ class Bridge:
                 log.debug("%s: CP -> %s: %s", cp_id, topic, message)
                 await link.publish(topic, message.encode("utf-8"), 1)
         except ConnectionClosed as exc:
-            session.ending.set(exc.reason.code, exc.reason.reason or "")
+            session.ending.set(*_close_of(exc))
         except MqttConnectionLost:
             session.ending.set(CLOSE_NORMAL, MQTT_ENDED_REASON)
         done.cancel()
@@ -201,13 +203,19 @@ class Bridge:
                     await ws.send_message(text)
                 except ConnectionClosed as exc:
                     log.warning("%s: CP left before a message could be delivered: %s", cp_id, text[:200])
-                    session.ending.set(exc.reason.code, exc.reason.reason or "")
+                    session.ending.set(*_close_of(exc))
                     break
                 log.debug("%s: %s -> CP: %s", cp_id, topic, text)
         except MqttConnectionLost as exc:
             log.info("%s: MQTT connection ended: %s", cp_id, exc)
             session.ending.set(CLOSE_NORMAL, MQTT_ENDED_REASON)
         done.cancel()
+
+
+def _close_of(exc: ConnectionClosed) -> tuple[int, str]:
+    if exc.reason is None:
+        return CLOSE_ABNORMAL, "connection lost"
+    return exc.reason.code, exc.reason.reason or ""
 
 
 def _peer(ws: WebSocketConnection) -> str:

@@ -301,3 +301,13 @@ async def test_gateway_shutdown_closes_cps_with_going_away(fakeiot: FakeIot, nur
         await cp.call(*boot())
         stop.cancel()
         assert await closed_with(cp.ws) == (1001, "Gateway shutting down")
+
+
+async def test_registry_cache_stays_bounded(aws: Any) -> None:
+    from gateway.registry import Registry
+
+    registry = Registry(aws[0], negative_ttl=60.0, max_entries=10)
+    for n in range(25):
+        assert not await registry.is_registered(f"nobody-{n}")
+    assert registry.lookups == 25
+    assert len(registry._cache) <= 10
