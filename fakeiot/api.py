@@ -19,6 +19,8 @@ import logging
 import re
 import socket
 import threading
+import time
+import uuid
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -109,6 +111,8 @@ class IotApi:
         thing, created = self.store.create_thing(name, type_name, attributes)
         if not created and (thing.attributes != attributes or thing.type_name != type_name):
             raise ApiError(409, "ResourceAlreadyExistsException", f"Thing {name} already exists with different attributes")
+        if created:
+            self._registry_event(thing, "CREATED")
         return {"thingName": thing.name, "thingArn": self.arn(thing.name), "thingId": thing.thing_id}
 
     def describe_thing(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -119,7 +123,9 @@ class IotApi:
 
     def delete_thing(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         # AWS IoT answers DeleteThing of a missing Thing with success, too.
-        self.store.delete_thing(name)
+        thing = self.store.get_thing(name)
+        if self.store.delete_thing(name) and thing is not None:
+            self._registry_event(thing, "DELETED")
         return {}
 
     def update_thing(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -143,9 +149,28 @@ class IotApi:
             elif body.get("thingTypeName"):
                 thing.type_name = body["thingTypeName"]
 
-        if self.store.update_thing(name, change) is None:
+        updated = self.store.update_thing(name, change)
+        if updated is None:
             raise ApiError(404, "ResourceNotFoundException", f"Thing {name} cannot be found.")
+        self._registry_event(updated, "UPDATED")
         return {}
+
+    def _registry_event(self, thing: Thing, operation: str) -> None:
+        """Publish AWS IoT's registry event ``$aws/events/thing/<name>/created|updated|deleted``."""
+        event = {
+            "eventType": "THING_EVENT",
+            "eventId": uuid.uuid4().hex,
+            "timestamp": int(time.time() * 1000),
+            "operation": operation,
+            "accountId": self.account_id,
+            "thingId": thing.thing_id,
+            "thingName": thing.name,
+            "versionNumber": thing.version,
+            "thingTypeName": thing.type_name,
+            "attributes": thing.attributes,
+        }
+        topic = f"$aws/events/thing/{thing.name}/{operation.lower()}"
+        self.publish([(topic, json.dumps(event).encode())])
 
     def list_things(self, query: dict[str, str]) -> dict[str, Any]:
         things = self.store.list_things()

@@ -1,6 +1,6 @@
 """The MQTT broker of fakeiot: amqtt 0.12.1, with the gaps to AWS IoT closed.
 
-amqtt is pinned to 0.12.1 because two of its private methods are overridden
+amqtt is pinned to 0.12.1 because some of its private methods are overridden
 here, in the one place where fakeiot patches it:
 
 * ``_delete_session``: amqtt lets a second CONNECT with the same client id
@@ -12,6 +12,9 @@ here, in the one place where fakeiot patches it:
   requests (``$aws/things/<name>/shadow/update|get|delete``) are answered by
   the shadow service.  A publish to any other ``$`` topic closes the
   client's connection (amqtt would ignore that client from then on).
+* ``_handle_disconnect``: records why a client went (client DISCONNECT,
+  connection lost, take-over, refused topic, broker shutdown) for the
+  presence events of :mod:`fakeiot.presence`.
 * ``stream_connected``: amqtt's ``StreamWriterAdapter.close()`` skips closing
   the transport when flushing fails (the peer is already gone), leaking one
   socket per abruptly closed client; the adapter here always closes it.
@@ -27,7 +30,9 @@ from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action
 from amqtt.events import BrokerEvents
+from amqtt.mqtt.disconnect import DisconnectPacket
 
+from . import presence
 from .shadow_service import ShadowService
 
 log = logging.getLogger(__name__)
@@ -36,7 +41,10 @@ log = logging.getLogger(__name__)
 def broker_config(host: str, port: int) -> dict[str, Any]:
     return {
         "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}", "max_connections": -1}},
-        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        "plugins": {
+            "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
+            "fakeiot.presence.PresencePlugin": {},
+        },
     }
 
 
@@ -72,8 +80,19 @@ class FakeIotBroker(Broker):
         if entry is not None and entry[0].transitions.is_connected():
             self.takeovers += 1
             log.info("client %s connected again: disconnecting the previous connection (take-over)", client_id)
+            setattr(entry[0], presence.REASON_ATTRIBUTE, presence.DUPLICATE_CLIENTID)
             await entry[1].stop()
         await super()._delete_session(client_id)
+
+    async def _handle_disconnect(self, client_session: Any, handler: Any, disconnect_waiter: Any) -> None:
+        # Record why the client went before amqtt fires CLIENT_DISCONNECTED (see presence.py).
+        if getattr(client_session, presence.REASON_ATTRIBUTE, None) is None:
+            client_initiated = isinstance(disconnect_waiter.result(), DisconnectPacket)
+            reason = presence.CLIENT_INITIATED_DISCONNECT if client_initiated else presence.CONNECTION_LOST
+            if self.transitions.state == "stopping":
+                reason = presence.SERVER_INITIATED_DISCONNECT
+            setattr(client_session, presence.REASON_ATTRIBUTE, reason)
+        await super()._handle_disconnect(client_session, handler, disconnect_waiter)
 
     async def _handle_message_delivery(self, client_session: Any, handler: Any, wait_deliver: Any) -> bool:
         app_message = wait_deliver.result()
@@ -81,6 +100,7 @@ class FakeIotBroker(Broker):
         if topic and topic.startswith("$") and not topic.startswith("$aws/"):
             # amqtt would log and then ignore the client forever; close it instead, as AWS IoT does.
             log.warning("%s: PUBLISH to reserved topic %r refused, closing connection", client_session.client_id, topic)
+            setattr(client_session, presence.REASON_ATTRIBUTE, presence.FORBIDDEN_ACCESS)
             await handler.stop()
             return True  # the message loop now sees the disconnect and cleans up
         if not topic or not topic.startswith("$aws/"):

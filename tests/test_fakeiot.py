@@ -168,3 +168,60 @@ async def test_busy_port_gives_a_clear_error(fakeiot: FakeIot, tmp_path: Path) -
         async with running_fakeiot(clash):
             pass
 
+
+
+async def test_presence_events(fakeiot: FakeIot, mqtt_driver: MqttDriver, tmp_path: Path) -> None:
+    async with mqtt_driver.link("backend:presence") as watcher:
+        await watcher.subscribe("$aws/events/presence/+/+")
+
+        async def next_event() -> tuple[str, dict[str, Any]]:
+            with trio.fail_after(5):
+                topic, payload = await watcher.receive()
+            return topic, json.loads(payload)
+
+        async with mqtt_driver.link("CP1"):
+            topic, event = await next_event()
+            assert topic == "$aws/events/presence/connected/CP1"
+            assert event["clientId"] == "CP1" and event["eventType"] == "connected"
+            assert event["ipAddress"] == "127.0.0.1" and isinstance(event["timestamp"], int)
+            session = event["sessionIdentifier"]
+            async with mqtt_driver.link("CP1"):  # a second connection with the same client id
+                received = dict([await next_event(), await next_event()])
+                kicked = received["$aws/events/presence/disconnected/CP1"]
+                assert kicked["disconnectReason"] == "DUPLICATE_CLIENTID"
+                assert kicked["clientInitiatedDisconnect"] is False and kicked["sessionIdentifier"] == session
+                assert received["$aws/events/presence/connected/CP1"]["sessionIdentifier"] != session
+        topic, event = await next_event()  # the newer one left with a DISCONNECT packet
+        assert (topic, event["disconnectReason"], event["clientInitiatedDisconnect"]) == (
+            "$aws/events/presence/disconnected/CP1", "CLIENT_INITIATED_DISCONNECT", True)
+
+        stream = await trio.open_tcp_stream("127.0.0.1", fakeiot.mqtt_port)
+        # A bare MQTT 3.1.1 CONNECT for client id "RAW", then the TCP connection drops.
+        await stream.send_all(bytes([0x10, 15, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 60, 0, 3]) + b"RAW")
+        assert (await stream.receive_some(4))[:1] == b"\x20"  # CONNACK
+        assert (await next_event())[0] == "$aws/events/presence/connected/RAW"
+        await stream.aclose()
+        topic, event = await next_event()
+        assert (topic, event["disconnectReason"]) == ("$aws/events/presence/disconnected/RAW", "CONNECTION_LOST")
+
+
+async def test_registry_events(aws: tuple[Any, Any], mqtt_driver: MqttDriver) -> None:
+    iot, _ = aws
+    async with mqtt_driver.link("backend:registry") as watcher:
+        await watcher.subscribe("$aws/events/thing/+/+")
+        await trio.to_thread.run_sync(lambda: iot.create_thing(thingName="CP1", attributePayload={"attributes": {"a": "1"}}))
+        await trio.to_thread.run_sync(lambda: iot.create_thing(thingName="CP1", attributePayload={"attributes": {"a": "1"}}))
+        await trio.to_thread.run_sync(lambda: iot.update_thing(thingName="CP1", attributePayload={"attributes": {"b": "2"}, "merge": True}))
+        await trio.to_thread.run_sync(lambda: iot.delete_thing(thingName="CP1"))
+        await trio.to_thread.run_sync(lambda: iot.delete_thing(thingName="CP1"))  # gone already: no event
+        events = []
+        with trio.fail_after(5):
+            for _ in range(3):
+                topic, payload = await watcher.receive()
+                events.append((topic, json.loads(payload)))
+        with trio.move_on_after(0.5):
+            extra = await watcher.receive()
+            raise AssertionError(f"unexpected event {extra}")
+    assert [t for t, _ in events] == ["$aws/events/thing/CP1/created", "$aws/events/thing/CP1/updated", "$aws/events/thing/CP1/deleted"]
+    assert [e["operation"] for _, e in events] == ["CREATED", "UPDATED", "DELETED"]
+    assert events[1][1]["attributes"] == {"a": "1", "b": "2"} and events[0][1]["eventType"] == "THING_EVENT"
