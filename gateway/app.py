@@ -61,7 +61,15 @@ async def run_gateway(config: GatewayConfig, *, task_status: trio.TaskStatus[Run
         settings = MqttSettings(host=mqtt_host, port=mqtt_port, keepalive=config.mqtt_keepalive)
         driver = await stack.enter_async_context(open_mqtt_driver(settings))
         registry = Registry(iot_client, ttl=config.registry_ttl, negative_ttl=config.registry_negative_ttl)
-        bridge = Bridge(driver=driver, registry=registry, sessions=LocalSessions(), subprotocols=config.subprotocols)
+        bridge = Bridge(
+            driver=driver,
+            registry=registry,
+            sessions=LocalSessions(),
+            subprotocols=config.subprotocols,
+            ping_interval=config.ping_interval,
+            pong_timeout=config.pong_timeout,
+            max_connections=config.max_connections,
+        )
 
         async with trio.open_nursery() as nursery:
             processor = None
@@ -75,6 +83,7 @@ async def run_gateway(config: GatewayConfig, *, task_status: trio.TaskStatus[Run
                     config.port,
                     None,
                     max_message_size=config.max_frame_size,
+                    connect_timeout=config.handshake_timeout,
                     task_status=task_status,
                 )
             )

@@ -27,6 +27,10 @@ class GatewayConfig:
     port: int = 8080
     subprotocols: tuple[str, ...] = DEFAULT_SUBPROTOCOLS
     max_frame_size: int = 128 * 1024
+    ping_interval: float = 60.0
+    pong_timeout: float = 30.0
+    handshake_timeout: float = 10.0
+    max_connections: int = 20_000
     mqtt_host: str | None = None  # None: start an embedded fakeiot
     mqtt_port: int = 1883
     mqtt_keepalive: int = 60
@@ -79,6 +83,14 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     p.add_argument("--max-frame-size", type=int, default=default("max-frame-size", d.max_frame_size),
                    help="largest WebSocket message accepted, in bytes (larger: close 1009)")
+    p.add_argument("--ping-interval", type=float, default=default("ping-interval", d.ping_interval),
+                   help="seconds between WebSocket pings to each CP (0: no pings)")
+    p.add_argument("--pong-timeout", type=float, default=default("pong-timeout", d.pong_timeout),
+                   help="a CP that does not answer a ping within this many seconds is closed (1011)")
+    p.add_argument("--handshake-timeout", type=float, default=default("handshake-timeout", d.handshake_timeout),
+                   help="seconds a client has to send its WebSocket upgrade request")
+    p.add_argument("--max-connections", type=int, default=default("max-connections", d.max_connections),
+                   help="CP connections this process holds at most; more are closed with 1013 (try again later)")
     p.add_argument("--mqtt-host", default=default("mqtt-host", None),
                    help="MQTT broker host; unset: start an embedded fakeiot")
     p.add_argument("--mqtt-port", type=int, default=default("mqtt-port", d.mqtt_port),
@@ -135,6 +147,10 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
             port=int(args.port),
             subprotocols=subprotocols,
             max_frame_size=int(args.max_frame_size),
+            ping_interval=float(args.ping_interval),
+            pong_timeout=float(args.pong_timeout),
+            handshake_timeout=float(args.handshake_timeout),
+            max_connections=int(args.max_connections),
             mqtt_host=args.mqtt_host,
             mqtt_port=int(args.mqtt_port),
             mqtt_keepalive=int(args.mqtt_keepalive),
@@ -155,6 +171,10 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
             parser.error(f"--{name.replace('_', '-')} must be between 0 and 65535")
     if config.max_frame_size < 1024:
         parser.error("--max-frame-size must be at least 1024 bytes")
+    if config.ping_interval < 0 or config.pong_timeout <= 0 or config.handshake_timeout <= 0:
+        parser.error("--ping-interval must be >= 0; --pong-timeout and --handshake-timeout must be > 0")
+    if config.max_connections < 1:
+        parser.error("--max-connections must be at least 1")
     if config.heartbeat_interval < 1:
         parser.error("--heartbeat-interval must be at least 1 second")
     logging.getLogger(__name__).debug("configuration: %s", config)

@@ -37,6 +37,7 @@ from .errors import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
+    CLOSE_TRY_AGAIN_LATER,
     CLOSE_UNSUPPORTED_DATA,
     ConnectionRefused,
     MqttConnectionLost,
@@ -114,16 +115,32 @@ class Bridge:
     registry: Registry
     sessions: LocalSessions
     subprotocols: tuple[str, ...]
+    ping_interval: float = 60.0
+    pong_timeout: float = 30.0
+    max_connections: int = 20_000
     connections: int = 0
     refused: int = 0
+    active: int = 0
 
     async def handle(self, request: WebSocketRequest) -> None:
         """trio-websocket's handler: runs for the whole life of one connection."""
+        self.active += 1
+        try:
+            await self._handle(request)
+        finally:
+            self.active -= 1
+
+    async def _handle(self, request: WebSocketRequest) -> None:
         offers = clean_offers(request.proposed_subprotocols)
         subprotocol = next((p for p in offers if p in self.subprotocols), None)
         ws = await request.accept(subprotocol=subprotocol)
         peer = _peer(ws)
         try:
+            if self.active > self.max_connections:
+                raise ConnectionRefused(
+                    f"Gateway at capacity ({self.max_connections} connections); try again later",
+                    close_code=CLOSE_TRY_AGAIN_LATER,
+                )
             identity = identity_from_path(request.path)
             subprotocol = choose_subprotocol(offers, self.subprotocols)
             await self.registry.check(identity)
@@ -168,6 +185,23 @@ class Bridge:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._cp_to_mqtt, ws, link, session, nursery.cancel_scope)
                 nursery.start_soon(self._mqtt_to_cp, ws, link, session, nursery.cancel_scope)
+                if self.ping_interval > 0:
+                    nursery.start_soon(self._keepalive, ws, session, nursery.cancel_scope)
+
+    async def _keepalive(self, ws: WebSocketConnection, session: ChargePointSession, done: trio.CancelScope) -> None:
+        """Ping the CP; one that does not answer in time is closed and its MQTT session released."""
+        while True:
+            await trio.sleep(self.ping_interval)
+            with trio.move_on_after(self.pong_timeout) as waited:
+                try:
+                    await ws.ping()
+                except ConnectionClosed:
+                    return  # the reader task reports the close
+            if waited.cancelled_caught:
+                log.info("%s: no pong within %g s; closing", session.identity.cp_id, self.pong_timeout)
+                session.ending.set(CLOSE_INTERNAL_ERROR, f"Keepalive timeout: no pong within {self.pong_timeout:g} s")
+                done.cancel()
+                return
 
     async def _cp_to_mqtt(self, ws: WebSocketConnection, link: MqttLink, session: ChargePointSession, done: trio.CancelScope) -> None:
         cp_id = session.identity.cp_id

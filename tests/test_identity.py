@@ -3,7 +3,12 @@
 import pytest
 
 from gateway.errors import InvalidIdentity
-from gateway.identity import cp_id_for, identity_from_path, thing_name_for, validate_identity
+from gateway.identity import (
+    cp_id_for,
+    identity_from_path,
+    thing_name_for,
+    validate_identity,
+)
 
 
 @pytest.mark.parametrize(
