@@ -69,6 +69,8 @@ async def run_gateway(config: GatewayConfig, *, task_status: trio.TaskStatus[Run
             ping_interval=config.ping_interval,
             pong_timeout=config.pong_timeout,
             max_connections=config.max_connections,
+            max_message_rate=config.max_message_rate,
+            max_message_burst=config.max_message_burst,
         )
 
         async with trio.open_nursery() as nursery:

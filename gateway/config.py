@@ -31,6 +31,8 @@ class GatewayConfig:
     pong_timeout: float = 30.0
     handshake_timeout: float = 10.0
     max_connections: int = 20_000
+    max_message_rate: float = 20.0
+    max_message_burst: int = 40
     mqtt_host: str | None = None  # None: start an embedded fakeiot
     mqtt_port: int = 1883
     mqtt_keepalive: int = 60
@@ -91,6 +93,10 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                    help="seconds a client has to send its WebSocket upgrade request")
     p.add_argument("--max-connections", type=int, default=default("max-connections", d.max_connections),
                    help="CP connections this process holds at most; more are closed with 1013 (try again later)")
+    p.add_argument("--max-message-rate", type=float, default=default("max-message-rate", d.max_message_rate),
+                   help="messages per second a CP may send on average (0: no limit); beyond: close 1008")
+    p.add_argument("--max-message-burst", type=int, default=default("max-message-burst", d.max_message_burst),
+                   help="messages a CP may send at once above the average rate")
     p.add_argument("--mqtt-host", default=default("mqtt-host", None),
                    help="MQTT broker host; unset: start an embedded fakeiot")
     p.add_argument("--mqtt-port", type=int, default=default("mqtt-port", d.mqtt_port),
@@ -151,6 +157,8 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
             pong_timeout=float(args.pong_timeout),
             handshake_timeout=float(args.handshake_timeout),
             max_connections=int(args.max_connections),
+            max_message_rate=float(args.max_message_rate),
+            max_message_burst=int(args.max_message_burst),
             mqtt_host=args.mqtt_host,
             mqtt_port=int(args.mqtt_port),
             mqtt_keepalive=int(args.mqtt_keepalive),
@@ -173,6 +181,8 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
         parser.error("--max-frame-size must be at least 1024 bytes")
     if config.ping_interval < 0 or config.pong_timeout <= 0 or config.handshake_timeout <= 0:
         parser.error("--ping-interval must be >= 0; --pong-timeout and --handshake-timeout must be > 0")
+    if config.max_message_rate < 0 or config.max_message_burst < 1:
+        parser.error("--max-message-rate must be >= 0 and --max-message-burst >= 1")
     if config.max_connections < 1:
         parser.error("--max-connections must be at least 1")
     if config.heartbeat_interval < 1:

@@ -37,6 +37,7 @@ from .errors import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
+    CLOSE_POLICY_VIOLATION,
     CLOSE_TRY_AGAIN_LATER,
     CLOSE_UNSUPPORTED_DATA,
     ConnectionRefused,
@@ -46,6 +47,7 @@ from .errors import (
 )
 from .identity import ChargePointIdentity, identity_from_path
 from .mqtt_link import MqttDriver, MqttLink
+from .ratelimit import TokenBucket
 from .registry import Registry
 from .subprotocol import choose_subprotocol, clean_offers
 
@@ -118,6 +120,8 @@ class Bridge:
     ping_interval: float = 60.0
     pong_timeout: float = 30.0
     max_connections: int = 20_000
+    max_message_rate: float = 20.0
+    max_message_burst: int = 40
     connections: int = 0
     refused: int = 0
     active: int = 0
@@ -206,11 +210,16 @@ class Bridge:
     async def _cp_to_mqtt(self, ws: WebSocketConnection, link: MqttLink, session: ChargePointSession, done: trio.CancelScope) -> None:
         cp_id = session.identity.cp_id
         topic = session.identity.in_topic
+        bucket = TokenBucket(self.max_message_rate, self.max_message_burst) if self.max_message_rate > 0 else None
         try:
             while True:
                 message = await ws.get_message()
                 if isinstance(message, bytes):
                     session.ending.set(CLOSE_UNSUPPORTED_DATA, "Binary frames are not allowed: OCPP-J uses text frames")
+                    break
+                if bucket is not None and not bucket.take(trio.current_time()):
+                    log.warning("%s: more than %g messages/s; closing", cp_id, self.max_message_rate)
+                    session.ending.set(CLOSE_POLICY_VIOLATION, f"Message rate limit exceeded ({self.max_message_rate:g}/s)")
                     break
                 log.debug("%s: CP -> %s: %s", cp_id, topic, message)
                 await link.publish(topic, message.encode("utf-8"), 1)

@@ -107,3 +107,23 @@ def test_sigterm_closes_cps_with_going_away_and_exits(tmp_path: Path) -> None:
 
         assert trio.run(cp_sees_going_away) == (1001, "Gateway shutting down")
         assert gw.proc.wait(timeout=10) == 0
+
+
+def test_token_bucket() -> None:
+    from gateway.ratelimit import TokenBucket
+
+    bucket = TokenBucket(rate=2.0, burst=3)
+    assert [bucket.take(0.0) for _ in range(4)] == [True, True, True, False]
+    assert bucket.take(0.5) and not bucket.take(0.5)  # one token back after 0.5 s at 2/s
+    assert [bucket.take(10.0) for _ in range(4)] == [True, True, True, False]  # never more than the burst
+
+
+async def test_a_flooding_cp_is_closed_and_others_carry_on(fakeiot: FakeIot, nursery: trio.Nursery, register: Any) -> None:
+    register("CP1", "FLOOD")
+    gateway = await nursery.start(run_gateway, gateway_config(fakeiot, max_message_rate=5, max_message_burst=10))
+    async with connect(gateway.url, "CP1") as calm, connect(gateway.url, "FLOOD") as flood:
+        assert (await calm.call("Heartbeat", {}))["currentTime"]
+        for n in range(11):
+            await flood.send_text(f'[2, "f{n}", "Heartbeat", {{}}]')
+        assert await closed_with(flood.ws) == (1008, "Message rate limit exceeded (5/s)")
+        assert (await calm.call("Heartbeat", {}))["currentTime"]
