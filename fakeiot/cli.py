@@ -28,6 +28,13 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from gateway.aws import AwsSettings, make_clients
+from gateway.credentials import (
+    PASSWORD_HASH_ATTRIBUTE,
+    SECURITY_PROFILE_ATTRIBUTE,
+    PasswordRejected,
+    generate_password,
+    hash_password,
+)
 from gateway.errors import InvalidIdentity
 from gateway.identity import validate_identity
 
@@ -60,6 +67,11 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         cmd.add_argument("cp_id", metavar="CP_ID", help="charge point identity")
         if action == "create":
             cmd.add_argument("--attribute", action="append", default=[], metavar="KEY=VALUE", help="Thing attribute (repeatable)")
+            secret = cmd.add_mutually_exclusive_group()
+            secret.add_argument("--password", help="require HTTP Basic auth with this password (OCPP security profile 1; "
+                                "16-40 characters); only its salted hash is stored")
+            secret.add_argument("--generate-password", action="store_true",
+                                help="like --password with a random password, printed once")
         cmd.add_argument("--api-url", default=api_url, help="fakeiot API (FAKEIOT_API_URL)")
     lister = thing_sub.add_parser("list", help="list Things")
     lister.add_argument("--api-url", default=api_url, help="fakeiot API (FAKEIOT_API_URL)")
@@ -126,8 +138,18 @@ def _manage(args: argparse.Namespace, thing_name: str | None, iot: Any, iot_data
                     print(f"error: --attribute wants KEY=VALUE, got {item!r}", file=sys.stderr)
                     return 2
                 attributes[key] = value
+            password = generate_password() if args.generate_password else args.password
+            if password is not None:
+                try:
+                    attributes[PASSWORD_HASH_ATTRIBUTE] = hash_password(password)
+                except PasswordRejected as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                    return 2
+                attributes.setdefault(SECURITY_PROFILE_ATTRIBUTE, "1")
             result = iot.create_thing(thingName=thing_name, attributePayload={"attributes": attributes})
             print(f"created Thing {result['thingName']} ({result['thingArn']})")
+            if args.generate_password:
+                print(f"password: {password}")
             return 0
         if args.action == "describe":
             doc = iot.describe_thing(thingName=thing_name)

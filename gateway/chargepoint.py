@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import ocpp.messages
 import trio
 from ocpp.charge_point import remove_nones, serialize_as_dict, snake_to_camel_case
 from ocpp.messages import Call, validate_payload
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
 
+from .credentials import basic_auth_header
 from .subprotocol import OCPP_VERSIONS
 
 ocpp.messages.ASYNC_VALIDATION = False
@@ -104,20 +107,46 @@ class ChargePoint:
 
 
 @asynccontextmanager
-async def open_client_websocket(url: str, *, subprotocols: list[str]) -> AsyncIterator[WebSocketConnection]:
-    """``open_websocket_url`` that never leaks its socket.
+async def open_client_websocket(
+    url: str, *, subprotocols: list[str], extra_headers: list[tuple[bytes, bytes]] | None = None
+) -> AsyncIterator[WebSocketConnection]:
+    """A client WebSocket whose TCP stream is always closed.
 
-    trio-websocket 0.12's client waits for the server to close TCP after a
-    server-initiated close, and then never closes its own end; the stream is
-    closed here explicitly once the connection is done.
+    trio-websocket 0.12's ``open_websocket_url`` leaves its socket open after
+    a server-initiated close and after a rejected handshake (HTTP 401...);
+    here the stream is opened and closed by us, and the library only wraps
+    it.  A single error from inside is raised as itself, not as a group.
     """
-    ws: WebSocketConnection | None = None
+    parts = urlsplit(url)
+    secure = parts.scheme == "wss"
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or (443 if secure else 80)
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host_header = host if port in (80, 443) else f"{host}:{port}"
+    if secure:
+        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] = await trio.open_ssl_over_tcp_stream(
+            host, port, ssl_context=ssl.create_default_context(), https_compatible=True
+        )
+    else:
+        stream = await trio.open_tcp_stream(host, port)
     try:
-        async with open_websocket_url(url, subprotocols=subprotocols) as ws:
-            yield ws
+        try:
+            async with trio.open_nursery() as nursery:
+                ws = await wrap_client_stream(
+                    nursery, stream, host_header, resource, subprotocols=subprotocols, extra_headers=extra_headers
+                )
+                try:
+                    yield ws
+                finally:
+                    with trio.CancelScope(shield=True), trio.move_on_after(5):
+                        await ws.aclose()
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
     finally:
-        if ws is not None:
-            await trio.aclose_forcefully(ws._stream)
+        await trio.aclose_forcefully(stream)
 
 
 @asynccontextmanager
@@ -126,11 +155,16 @@ async def connect(
     cp_id: str,
     *,
     subprotocols: list[str] | None = None,
+    password: str | None = None,
     on_frame: Callable[[str, str], None] | None = None,
 ) -> AsyncIterator[ChargePoint]:
-    """Open ``<url>/<cp_id>`` offering ``subprotocols`` (default: OCPP 2.0.1)."""
+    """Open ``<url>/<cp_id>`` offering ``subprotocols`` (default: OCPP 2.0.1).
+
+    With ``password``, authenticates with HTTP Basic auth (OCPP security profile 1/2).
+    """
     target = f"{url.rstrip('/')}/{cp_id}"
-    async with open_client_websocket(target, subprotocols=subprotocols or ["ocpp2.0.1"]) as ws:
+    headers = [basic_auth_header(cp_id, password)] if password is not None else None
+    async with open_client_websocket(target, subprotocols=subprotocols or ["ocpp2.0.1"], extra_headers=headers) as ws:
         yield ChargePoint(ws, cp_id, on_frame=on_frame)
 
 

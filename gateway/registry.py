@@ -35,16 +35,22 @@ class Registry:
         self._ttl = ttl
         self._negative_ttl = negative_ttl
         self._limiter = trio.CapacityLimiter(max_concurrent)
-        self._cache: dict[str, tuple[bool, float]] = {}
+        self._cache: dict[str, tuple[dict[str, str] | None, float]] = {}
         self._inflight: dict[str, trio.Event] = {}
         self.lookups = 0
 
-    async def check(self, identity: ChargePointIdentity) -> None:
-        """Raise UnknownChargePoint or RegistryUnavailable unless the Thing exists."""
-        if not await self.is_registered(identity.thing_name):
+    async def check(self, identity: ChargePointIdentity) -> dict[str, str]:
+        """The Thing's attributes; raises UnknownChargePoint or RegistryUnavailable."""
+        attributes = await self.lookup(identity.thing_name)
+        if attributes is None:
             raise UnknownChargePoint(identity.cp_id)
+        return attributes
 
     async def is_registered(self, thing_name: str) -> bool:
+        return await self.lookup(thing_name) is not None
+
+    async def lookup(self, thing_name: str) -> dict[str, str] | None:
+        """The Thing's attributes, or None when there is no such Thing."""
         while True:
             cached = self._cache.get(thing_name)
             if cached is not None and cached[1] > trio.current_time():
@@ -58,12 +64,12 @@ class Registry:
                 break
         done = self._inflight[thing_name] = trio.Event()
         try:
-            exists = await self._describe(thing_name)
-            ttl = self._ttl if exists else self._negative_ttl
+            attributes = await self._describe(thing_name)
+            ttl = self._ttl if attributes is not None else self._negative_ttl
             if len(self._cache) >= self._max_entries:
                 self._prune()
-            self._cache[thing_name] = (exists, trio.current_time() + ttl)
-            return exists
+            self._cache[thing_name] = (attributes, trio.current_time() + ttl)
+            return attributes
         finally:
             del self._inflight[thing_name]
             done.set()
@@ -83,16 +89,18 @@ class Registry:
     def forget(self, thing_name: str) -> None:
         self._cache.pop(thing_name, None)
 
-    async def _describe(self, thing_name: str) -> bool:
+    async def _describe(self, thing_name: str) -> dict[str, str] | None:
         self.lookups += 1
         try:
-            await trio.to_thread.run_sync(lambda: self._iot.describe_thing(thingName=thing_name), limiter=self._limiter)
+            response = await trio.to_thread.run_sync(
+                lambda: self._iot.describe_thing(thingName=thing_name), limiter=self._limiter
+            )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-                return False
+                return None
             log.error("registry look-up of %s failed: %s", thing_name, exc)
             raise RegistryUnavailable("Thing registry unavailable, try again later") from None
         except BotoCoreError as exc:
             log.error("registry look-up of %s failed: %s", thing_name, exc)
             raise RegistryUnavailable("Thing registry unavailable, try again later") from None
-        return True
+        return dict(response.get("attributes") or {})

@@ -25,6 +25,8 @@ Lifecycle (one nursery per connection)::
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 from dataclasses import dataclass, field
@@ -32,6 +34,12 @@ from dataclasses import dataclass, field
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
+from .credentials import (
+    PASSWORD_HASH_ATTRIBUTE,
+    SECURITY_PROFILE_ATTRIBUTE,
+    parse_basic_auth,
+    verify_password,
+)
 from .errors import (
     CLOSE_ABNORMAL,
     CLOSE_GOING_AWAY,
@@ -124,7 +132,10 @@ class Bridge:
     max_message_burst: int = 40
     connections: int = 0
     refused: int = 0
+    auth_failures: int = 0
     active: int = 0
+    _verified: dict[str, bytes] = field(default_factory=dict)
+    _auth_limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(4))
 
     async def handle(self, request: WebSocketRequest) -> None:
         """trio-websocket's handler: runs for the whole life of one connection."""
@@ -137,8 +148,6 @@ class Bridge:
     async def _handle(self, request: WebSocketRequest) -> None:
         offers = clean_offers(request.proposed_subprotocols)
         subprotocol = next((p for p in offers if p in self.subprotocols), None)
-        ws = await request.accept(subprotocol=subprotocol)
-        peer = _peer(ws)
         try:
             if self.active > self.max_connections:
                 raise ConnectionRefused(
@@ -147,12 +156,22 @@ class Bridge:
                 )
             identity = identity_from_path(request.path)
             subprotocol = choose_subprotocol(offers, self.subprotocols)
-            await self.registry.check(identity)
+            attributes = await self.registry.check(identity)
         except ConnectionRefused as exc:
+            # Complete the handshake so that the refusal carries a close code and reason.
+            ws = await request.accept(subprotocol=subprotocol)
             self.refused += 1
-            log.info("refused %s from %s: %d %s", request.path[:80], peer, exc.close_code, exc.reason)
+            log.info("refused %s from %s: %d %s", request.path[:80], _peer(ws), exc.close_code, exc.reason)
             await ws.aclose(exc.close_code, exc.reason)
             return
+        if requires_password(attributes) and not await self._authenticate(request, identity, attributes):
+            self.auth_failures += 1
+            log.warning("%s: HTTP Basic authentication failed (security profile %s); 401", identity.cp_id,
+                        attributes.get(SECURITY_PROFILE_ATTRIBUTE, "1"))
+            await request.reject(401, extra_headers=[(b"WWW-Authenticate", b'Basic realm="OCPP", charset="UTF-8"')])
+            return
+        ws = await request.accept(subprotocol=subprotocol)
+        peer = _peer(ws)
         session = ChargePointSession(identity, subprotocol)
         await self.sessions.claim(session)
         self.connections += 1
@@ -179,6 +198,28 @@ class Bridge:
             session.finished.set()
             closed = ws.closed
             log.info("%s: disconnected (%s %s)", identity.cp_id, closed.code if closed else "?", (closed.reason or "") if closed else "")
+
+    async def _authenticate(self, request: WebSocketRequest, identity: ChargePointIdentity, attributes: dict[str, str]) -> bool:
+        """Check HTTP Basic credentials: user = CP id, password against the stored hash.
+
+        The slow hash runs in a worker thread; a successful check is
+        remembered (as a fast digest bound to the stored hash) so that
+        reconnects do not pay for it again.  Passwords are never logged.
+        """
+        encoded = attributes.get(PASSWORD_HASH_ATTRIBUTE)
+        credentials = parse_basic_auth(request.headers)
+        if encoded is None or credentials is None or credentials[0] != identity.cp_id:
+            return False
+        password = credentials[1]
+        fast = hashlib.sha256(encoded.encode() + b"\0" + password.encode()).digest()
+        if hmac.compare_digest(self._verified.get(identity.thing_name, b""), fast):
+            return True
+        ok = await trio.to_thread.run_sync(verify_password, password, encoded, limiter=self._auth_limiter)
+        if ok:
+            if len(self._verified) >= 100_000:
+                self._verified.clear()
+            self._verified[identity.thing_name] = fast
+        return ok
 
     async def _bridge(self, ws: WebSocketConnection, session: ChargePointSession) -> None:
         identity = session.identity
@@ -253,6 +294,11 @@ class Bridge:
             log.info("%s: MQTT connection ended: %s", cp_id, exc)
             session.ending.set(CLOSE_NORMAL, MQTT_ENDED_REASON)
         done.cancel()
+
+
+def requires_password(attributes: dict[str, str]) -> bool:
+    """Security profile 1 or 2: the Thing has a password hash, or a profile that needs one."""
+    return PASSWORD_HASH_ATTRIBUTE in attributes or attributes.get(SECURITY_PROFILE_ATTRIBUTE, "0") in ("1", "2")
 
 
 def _close_of(exc: ConnectionClosed) -> tuple[int, str]:

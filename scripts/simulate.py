@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import trio  # noqa: E402
-from trio_websocket import ConnectionClosed, HandshakeError  # noqa: E402
+from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError  # noqa: E402
 
 from gateway.chargepoint import CallErrorReceived, boot_notification, connect, heartbeat  # noqa: E402
 
@@ -35,6 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cp-version", default="1.0.0", help="firmware version in BootNotification")
     p.add_argument("--cp-vendor", default="ACME", help="vendor in BootNotification")
     p.add_argument("--ocpp", choices=["1.6", "2.0.1"], default="2.0.1", help="OCPP version to speak")
+    p.add_argument("--password", default=None,
+                   help="HTTP Basic auth password (OCPP security profile 1); also SIMULATE_PASSWORD")
     p.add_argument("--heartbeats", type=int, default=None, help="stop after this many heartbeats (default: run forever)")
     return p.parse_args(argv)
 
@@ -45,7 +48,8 @@ async def run(args: argparse.Namespace) -> int:
 
     subprotocol = "ocpp1.6" if args.ocpp == "1.6" else "ocpp2.0.1"
     try:
-        async with connect(args.url, args.cp_id, subprotocols=[subprotocol], on_frame=on_frame) as cp:
+        password = args.password or os.environ.get("SIMULATE_PASSWORD")
+        async with connect(args.url, args.cp_id, subprotocols=[subprotocol], password=password, on_frame=on_frame) as cp:
             action, payload = boot_notification(
                 args.ocpp, vendor=args.cp_vendor, model=args.cp_model, serial=args.cp_serial, firmware=args.cp_version
             )
@@ -64,6 +68,9 @@ async def run(args: argparse.Namespace) -> int:
             return 0
     except ConnectionClosed as exc:
         log.error("%s: connection closed by central system: code %s, reason %r", args.cp_id, exc.reason.code, exc.reason.reason)
+        return 1
+    except ConnectionRejected as exc:
+        log.error("%s: connection rejected by central system: HTTP %s", args.cp_id, exc.status_code)
         return 1
     except HandshakeError as exc:
         log.error("%s: WebSocket handshake failed: %s", args.cp_id, exc)
