@@ -76,6 +76,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     lister = thing_sub.add_parser("list", help="list Things")
     lister.add_argument("--api-url", default=api_url, help="fakeiot API (FAKEIOT_API_URL)")
 
+    certs = sub.add_parser("certs", help="write a throw-away development CA, server and client certificates",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    certs.add_argument("--out", required=True, help="directory for the PEM files")
+    certs.add_argument("--server-name", action="append", default=None, help="DNS name of the server certificate (repeatable)")
+    certs.add_argument("--client", action="append", default=[], help="common name of a client certificate (repeatable)")
+
     shadow = sub.add_parser("shadow", help="read or delete device shadows")
     shadow_sub = shadow.add_subparsers(dest="action", required=True)
     for action, text in (("get", "print a charge point's shadow document"), ("delete", "delete a shadow")):
@@ -101,6 +107,16 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "certs":
+        from .certs import make_development_pki
+
+        issued = make_development_pki(
+            Path(args.out), server_names=tuple(args.server_name or ["localhost"]), clients=tuple(args.client)
+        )
+        for name, files in issued.items():
+            print(f"{name}: {files.cert} {files.key}")
+        print("development use only: these keys are unprotected and the CA is not trusted anywhere else")
+        return 0
     try:
         thing_name = validate_identity(args.cp_id).thing_name if hasattr(args, "cp_id") else None
     except InvalidIdentity as exc:

@@ -4,6 +4,7 @@ an embedded fakeiot and the message processor, all in one Trio nursery."""
 from __future__ import annotations
 
 import logging
+import ssl
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
@@ -14,12 +15,26 @@ from fakeiot.service import FakeIot, FakeIotConfig, running_fakeiot
 
 from .aws import AwsSettings, make_clients
 from .config import GatewayConfig
+from .errors import ConfigError
 from .mqtt_link import MqttDriver, MqttSettings, open_mqtt_driver
 from .processor import Processor, ProcessorSettings
 from .registry import Registry
 from .session import Bridge, LocalSessions
 
 log = logging.getLogger(__name__)
+
+
+def server_ssl_context(config: GatewayConfig) -> ssl.SSLContext | None:
+    """TLS 1.2+ for wss:// when a certificate is configured."""
+    if config.certfile is None or config.keyfile is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(str(config.certfile), str(config.keyfile))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load --certfile/--keyfile: {exc}") from None
+    return context
 
 
 @dataclass
@@ -71,8 +86,10 @@ async def run_gateway(config: GatewayConfig, *, task_status: trio.TaskStatus[Run
             max_connections=config.max_connections,
             max_message_rate=config.max_message_rate,
             max_message_burst=config.max_message_burst,
+            tls=config.certfile is not None or config.tls_terminated_upstream,
         )
 
+        ssl_context = server_ssl_context(config)
         async with trio.open_nursery() as nursery:
             processor = None
             if config.run_processor:
@@ -83,14 +100,14 @@ async def run_gateway(config: GatewayConfig, *, task_status: trio.TaskStatus[Run
                     bridge.handle,
                     config.host,
                     config.port,
-                    None,
+                    ssl_context,
                     max_message_size=config.max_frame_size,
                     connect_timeout=config.handshake_timeout,
                     task_status=task_status,
                 )
             )
             port = server.port
-            url = f"ws://{config.host}:{port}"
+            url = f"{'wss' if ssl_context else 'ws'}://{config.host}:{port}"
             log.info(
                 "gateway: serving OCPP-J (%s) on %s/<charge-point-id>; MQTT %s:%d%s",
                 ", ".join(config.subprotocols), url, mqtt_host, mqtt_port,

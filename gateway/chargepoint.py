@@ -20,7 +20,12 @@ import ocpp.messages
 import trio
 from ocpp.charge_point import remove_nones, serialize_as_dict, snake_to_camel_case
 from ocpp.messages import Call, validate_payload
-from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionTimeout,
+    WebSocketConnection,
+    wrap_client_stream,
+)
 
 from .credentials import basic_auth_header
 from .subprotocol import OCPP_VERSIONS
@@ -108,7 +113,12 @@ class ChargePoint:
 
 @asynccontextmanager
 async def open_client_websocket(
-    url: str, *, subprotocols: list[str], extra_headers: list[tuple[bytes, bytes]] | None = None
+    url: str,
+    *,
+    subprotocols: list[str],
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    connect_timeout: float = 30.0,
 ) -> AsyncIterator[WebSocketConnection]:
     """A client WebSocket whose TCP stream is always closed.
 
@@ -125,16 +135,23 @@ async def open_client_websocket(
     host_header = host if port in (80, 443) else f"{host}:{port}"
     if secure:
         stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] = await trio.open_ssl_over_tcp_stream(
-            host, port, ssl_context=ssl.create_default_context(), https_compatible=True
+            host, port, ssl_context=ssl_context or ssl.create_default_context(), https_compatible=True
         )
     else:
         stream = await trio.open_tcp_stream(host, port)
     try:
+        if isinstance(stream, trio.SSLStream):
+            # Fail here, clearly, on a bad certificate: trio-websocket would wait forever.
+            await stream.do_handshake()
         try:
             async with trio.open_nursery() as nursery:
-                ws = await wrap_client_stream(
-                    nursery, stream, host_header, resource, subprotocols=subprotocols, extra_headers=extra_headers
-                )
+                try:
+                    with trio.fail_after(connect_timeout):
+                        ws = await wrap_client_stream(
+                            nursery, stream, host_header, resource, subprotocols=subprotocols, extra_headers=extra_headers
+                        )
+                except trio.TooSlowError:
+                    raise ConnectionTimeout from None
                 try:
                     yield ws
                 finally:
@@ -156,6 +173,7 @@ async def connect(
     *,
     subprotocols: list[str] | None = None,
     password: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     on_frame: Callable[[str, str], None] | None = None,
 ) -> AsyncIterator[ChargePoint]:
     """Open ``<url>/<cp_id>`` offering ``subprotocols`` (default: OCPP 2.0.1).
@@ -164,7 +182,9 @@ async def connect(
     """
     target = f"{url.rstrip('/')}/{cp_id}"
     headers = [basic_auth_header(cp_id, password)] if password is not None else None
-    async with open_client_websocket(target, subprotocols=subprotocols or ["ocpp2.0.1"], extra_headers=headers) as ws:
+    async with open_client_websocket(
+        target, subprotocols=subprotocols or ["ocpp2.0.1"], extra_headers=headers, ssl_context=ssl_context
+    ) as ws:
         yield ChargePoint(ws, cp_id, on_frame=on_frame)
 
 

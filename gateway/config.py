@@ -33,6 +33,9 @@ class GatewayConfig:
     max_connections: int = 20_000
     max_message_rate: float = 20.0
     max_message_burst: int = 40
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    tls_terminated_upstream: bool = False
     mqtt_host: str | None = None  # None: start an embedded fakeiot
     mqtt_port: int = 1883
     mqtt_keepalive: int = 60
@@ -97,6 +100,13 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                    help="messages per second a CP may send on average (0: no limit); beyond: close 1008")
     p.add_argument("--max-message-burst", type=int, default=default("max-message-burst", d.max_message_burst),
                    help="messages a CP may send at once above the average rate")
+    p.add_argument("--certfile", default=default("certfile", None),
+                   help="serve wss:// (TLS 1.2+) with this PEM certificate chain (OCPP security profile 2)")
+    p.add_argument("--keyfile", default=default("keyfile", None), help="private key of --certfile")
+    p.add_argument("--tls-terminated-upstream", action="store_true",
+                   default=_bool(default("tls-terminated-upstream", None)) or False,
+                   help="plain ws:// connections arrive through a TLS-terminating load balancer: "
+                        "treat them as TLS for security profile 2")
     p.add_argument("--mqtt-host", default=default("mqtt-host", None),
                    help="MQTT broker host; unset: start an embedded fakeiot")
     p.add_argument("--mqtt-port", type=int, default=default("mqtt-port", d.mqtt_port),
@@ -135,7 +145,7 @@ def _bool(value: object) -> bool | None:
         return True
     if text in ("0", "false", "no", "off"):
         return False
-    raise ConfigError(f"GATEWAY_PROCESSOR must be true or false, not {value!r}")
+    raise ConfigError(f"expected true or false, not {value!r}")
 
 
 def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -159,6 +169,9 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
             max_connections=int(args.max_connections),
             max_message_rate=float(args.max_message_rate),
             max_message_burst=int(args.max_message_burst),
+            certfile=Path(args.certfile).expanduser() if args.certfile else None,
+            keyfile=Path(args.keyfile).expanduser() if args.keyfile else None,
+            tls_terminated_upstream=bool(args.tls_terminated_upstream),
             mqtt_host=args.mqtt_host,
             mqtt_port=int(args.mqtt_port),
             mqtt_keepalive=int(args.mqtt_keepalive),
@@ -181,6 +194,11 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
         parser.error("--max-frame-size must be at least 1024 bytes")
     if config.ping_interval < 0 or config.pong_timeout <= 0 or config.handshake_timeout <= 0:
         parser.error("--ping-interval must be >= 0; --pong-timeout and --handshake-timeout must be > 0")
+    if (config.certfile is None) != (config.keyfile is None):
+        parser.error("--certfile and --keyfile go together")
+    for path in (config.certfile, config.keyfile):
+        if path is not None and not path.is_file():
+            parser.error(f"no such file: {path}")
     if config.max_message_rate < 0 or config.max_message_burst < 1:
         parser.error("--max-message-rate must be >= 0 and --max-message-burst >= 1")
     if config.max_connections < 1:

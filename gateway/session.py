@@ -130,6 +130,7 @@ class Bridge:
     max_connections: int = 20_000
     max_message_rate: float = 20.0
     max_message_burst: int = 40
+    tls: bool = False
     connections: int = 0
     refused: int = 0
     auth_failures: int = 0
@@ -157,6 +158,8 @@ class Bridge:
             identity = identity_from_path(request.path)
             subprotocol = choose_subprotocol(offers, self.subprotocols)
             attributes = await self.registry.check(identity)
+            if attributes.get(SECURITY_PROFILE_ATTRIBUTE) == "2" and not self.tls:
+                raise ConnectionRefused(f"Charge Point {identity.cp_id} uses security profile 2: connect with wss:// (TLS)")
         except ConnectionRefused as exc:
             # Complete the handshake so that the refusal carries a close code and reason.
             ws = await request.accept(subprotocol=subprotocol)

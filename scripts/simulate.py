@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import ssl
 import sys
 from pathlib import Path
 
@@ -38,6 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ocpp", choices=["1.6", "2.0.1"], default="2.0.1", help="OCPP version to speak")
     p.add_argument("--password", default=None,
                    help="HTTP Basic auth password (OCPP security profile 1); also SIMULATE_PASSWORD")
+    p.add_argument("--ca-file", default=None, help="CA certificate to trust for wss:// (default: the system's)")
     p.add_argument("--heartbeats", type=int, default=None, help="stop after this many heartbeats (default: run forever)")
     return p.parse_args(argv)
 
@@ -49,7 +51,10 @@ async def run(args: argparse.Namespace) -> int:
     subprotocol = "ocpp1.6" if args.ocpp == "1.6" else "ocpp2.0.1"
     try:
         password = args.password or os.environ.get("SIMULATE_PASSWORD")
-        async with connect(args.url, args.cp_id, subprotocols=[subprotocol], password=password, on_frame=on_frame) as cp:
+        context = ssl.create_default_context(cafile=args.ca_file) if args.ca_file else None
+        async with connect(
+            args.url, args.cp_id, subprotocols=[subprotocol], password=password, ssl_context=context, on_frame=on_frame
+        ) as cp:
             action, payload = boot_notification(
                 args.ocpp, vendor=args.cp_vendor, model=args.cp_model, serial=args.cp_serial, firmware=args.cp_version
             )
