@@ -143,6 +143,11 @@ class Bridge:
         self.active += 1
         try:
             await self._handle(request)
+        except ConnectionClosed:
+            pass  # the CP went away during the handshake or the refusal
+        except Exception:
+            # trio-websocket lets a handler's error end the whole server: never let one escape.
+            log.exception("unexpected error handling %s", request.path[:80])
         finally:
             self.active -= 1
 

@@ -311,3 +311,17 @@ async def test_registry_cache_stays_bounded(aws: Any) -> None:
         assert not await registry.is_registered(f"nobody-{n}")
     assert registry.lookups == 25
     assert len(registry._cache) <= 10
+
+
+async def test_a_client_vanishing_mid_handshake_does_not_hurt_the_server(gateway: RunningGateway, register: Any) -> None:
+    register("CP1")
+    for _ in range(3):
+        stream = await trio.open_tcp_stream("127.0.0.1", gateway.port)
+        await stream.send_all(
+            b"GET /CP1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Protocol: ocpp2.0.1\r\n\r\n"
+        )
+        await stream.aclose()  # gone before the gateway answers
+    async with connect(gateway.url, "CP1") as cp:
+        assert "currentTime" in await cp.call(*heartbeat())
