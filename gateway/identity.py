@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from .errors import InvalidIdentity
 
@@ -61,7 +61,8 @@ def identity_from_path(path: str) -> ChargePointIdentity:
     The identity is the last path segment, percent-decoded.  Raises
     :class:`InvalidIdentity` with a reason fit for a close frame.
     """
-    raw_path = urlsplit(path).path
+    # A request target is a path with an optional query; urlsplit() would read "//x" as a host.
+    raw_path = path.split("?", 1)[0].split("#", 1)[0]
     if "%2f" in raw_path.lower():
         raise InvalidIdentity("Invalid charge point identity: '/' is not allowed (it separates MQTT topic levels)")
     segment = raw_path.rstrip("/").rsplit("/", 1)[-1] if raw_path.strip("/") else ""

@@ -61,3 +61,11 @@ def test_identity_that_maps_to_a_too_long_thing_name_is_refused() -> None:
     with pytest.raises(InvalidIdentity, match="too many special characters"):
         validate_identity("." * 43)
     assert len(validate_identity("." * 42).thing_name) == 126
+
+
+def test_targets_that_look_like_urls_are_paths() -> None:
+    # Found by hypothesis: urlsplit("//[") raised ValueError instead of giving an identity or a refusal.
+    with pytest.raises(InvalidIdentity, match="'\\[' is not allowed"):
+        identity_from_path("//[")
+    assert identity_from_path("//CP1").cp_id == "CP1"
+    assert identity_from_path("/a//CP1").cp_id == "CP1"
