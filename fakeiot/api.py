@@ -1,7 +1,9 @@
 """fakeiot's HTTP API: the subset of AWS IoT's REST APIs this project uses.
 
 Paths, methods, bodies and errors follow botocore's service models for
-``iot`` (CreateThing, DescribeThing, ListThings, DeleteThing, UpdateThing)
+``iot`` (CreateThing, DescribeThing, ListThings, DeleteThing, UpdateThing;
+the security calls of :mod:`fakeiot.security`; the topic-rule calls of
+:mod:`fakeiot.rules.api`)
 and ``iot-data`` (GetThingShadow, UpdateThingShadow, DeleteThingShadow), so
 ``boto3.client("iot", endpoint_url=...)`` and ``boto3.client("iot-data",
 endpoint_url=...)`` work against it unchanged.  Requests are not
@@ -26,6 +28,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from .certs import CertificateAuthority
+from .errors import ApiError
+from .rules import RulesEngine
+from .rules.api import RulesApi
+from .security import SecurityApi
 from .shadow import ShadowError
 from .shadow_service import Publication, ShadowService
 from .store import Store, Thing
@@ -34,14 +41,6 @@ log = logging.getLogger(__name__)
 
 THING_NAME = re.compile(r"^[A-Za-z0-9:_-]{1,128}$")
 MAX_BODY = 256 * 1024
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, error_type: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error_type = error_type
-        self.message = message
 
 
 class IotApi:
@@ -55,17 +54,22 @@ class IotApi:
         *,
         region: str,
         account_id: str,
+        rules: RulesEngine | None = None,
+        ca: CertificateAuthority | None = None,
+        endpoint: str = "127.0.0.1:8883",
     ) -> None:
         self.store = store
         self.shadows = shadows
         self.publish = publish
         self.region = region
         self.account_id = account_id
+        self.security = SecurityApi(store, ca, region, account_id, endpoint)
+        self.rules = RulesApi(rules or RulesEngine(store), store, region, account_id)
 
     def arn(self, name: str) -> str:
         return f"arn:aws:iot:{self.region}:{self.account_id}:thing/{name}"
 
-    def handle(self, method: str, target: str, body: bytes) -> tuple[int, Any]:
+    def handle(self, method: str, target: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, Any]:
         """Returns (status, JSON-able body)."""
         url = urlsplit(target)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
@@ -74,10 +78,21 @@ class IotApi:
             return 200, {"status": "ok"}
         if parts == ["things"] and method == "GET":
             return 200, self.list_things(query)
+        routed = self._route_security(method, parts, query, body, headers or {})
+        if routed is None:
+            routed = self._route_rules(method, parts, body)
+        if routed is not None:
+            return 200, routed
         if len(parts) >= 2 and parts[0] == "things":
             name = parts[1]
             if not THING_NAME.match(name):
                 raise ApiError(400, "InvalidRequestException", f"Invalid thing name: {name!r} (allowed: [a-zA-Z0-9:_-], 1-128)")
+            if len(parts) == 3 and parts[2] == "principals":
+                principal = (headers or {}).get("x-amzn-principal")
+                if method == "GET":
+                    return 200, self.security.list_thing_principals(name)
+                if method in ("PUT", "DELETE"):
+                    return 200, self.security.thing_principal(name, principal, attach=method == "PUT")
             if len(parts) == 2:
                 thing_op = {"POST": self.create_thing, "GET": self.describe_thing, "DELETE": self.delete_thing, "PATCH": self.update_thing}
                 if method in thing_op:
@@ -89,6 +104,53 @@ class IotApi:
                 if method in shadow_op:
                     return 200, shadow_op[method](name, body)
         raise ApiError(404, "ResourceNotFoundException", f"No such operation: {method} {url.path}")
+
+    def _route_security(
+        self, method: str, parts: list[str], query: dict[str, str], body: bytes, headers: dict[str, str]
+    ) -> Any:
+        sec = self.security
+        if parts == ["keys-and-certificate"] and method == "POST":
+            return sec.create_keys_and_certificate(query)
+        if parts == ["endpoint"] and method == "GET":
+            return sec.describe_endpoint(query)
+        if parts == ["certificates"] and method == "GET":
+            return sec.list_certificates()
+        if len(parts) != 2:
+            return None
+        kind, name = parts
+        if kind == "policies":
+            if method == "POST":
+                return sec.create_policy(name, _json_body(body))
+            if method == "GET":
+                return sec.get_policy(name)
+            if method == "DELETE":
+                return sec.delete_policy(name)
+        if kind == "target-policies" and method in ("PUT", "POST"):
+            return sec.attach_policy(name, _json_body(body), attach=method == "PUT")
+        if kind == "policy-targets" and method == "POST":
+            return sec.list_targets(name)
+        if kind == "certificates":
+            if method == "GET":
+                return sec.describe_certificate(name)
+            if method == "PUT":
+                return sec.update_certificate(name, query)
+            if method == "DELETE":
+                return sec.delete_certificate(name, query)
+        return None
+
+    def _route_rules(self, method: str, parts: list[str], body: bytes) -> Any:
+        if parts == ["rules"] and method == "GET":
+            return self.rules.list()
+        if len(parts) == 2 and parts[0] == "rules":
+            if method == "POST":
+                return self.rules.create(parts[1], _json_body(body))
+            if method == "GET":
+                return self.rules.get(parts[1])
+            if method == "DELETE":
+                return self.rules.delete(parts[1])
+        if len(parts) == 3 and parts[:2] == ["fakeiot", "tables"] and method == "GET":
+            return self.rules.scan(parts[2])
+        return None
 
     # -- registry (iot) ------------------------------------------------------------
 
@@ -251,7 +313,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         body = self.rfile.read(length) if length else b""
         try:
-            status, doc = self.server.api.handle(self.command, self.path, body)
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            status, doc = self.server.api.handle(self.command, self.path, body, headers)
         except ApiError as exc:
             self._reply(exc.status, {"message": exc.message}, exc.error_type)
             return

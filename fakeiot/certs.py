@@ -43,7 +43,16 @@ def _write(directory: Path, stem: str, cert: x509.Certificate, key: ec.EllipticC
 
 
 class CertificateAuthority:
-    def __init__(self, common_name: str = "fakeiot development CA", organization: str | None = "fakeiot") -> None:
+    def __init__(
+        self,
+        common_name: str = "fakeiot development CA",
+        organization: str | None = "fakeiot",
+        *,
+        existing: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None,
+    ) -> None:
+        if existing is not None:
+            self.cert, self.key = existing
+            return
         self.key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.timezone.utc)
         name = _name(common_name, organization)
@@ -60,8 +69,26 @@ class CertificateAuthority:
             .sign(self.key, hashes.SHA256())
         )
 
+    @classmethod
+    def load(cls, cert_path: Path, key_path: Path) -> CertificateAuthority:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{key_path}: expected an EC private key")
+        return cls(existing=(cert, key))
+
     def save(self, directory: Path, stem: str = "ca") -> Issued:
         return _write(directory, stem, self.cert, self.key)
+
+    def issue_pem(self, common_name: str) -> tuple[bytes, bytes, bytes]:
+        """A new client key and certificate, in memory: (certificate PEM, private key PEM, public key PEM)."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = self._build(common_name, None, key, (), (), server=False)
+        return (
+            cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+            key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+        )
 
     def issue(
         self,
@@ -75,6 +102,19 @@ class CertificateAuthority:
         server: bool = False,
     ) -> Issued:
         key = ec.generate_private_key(ec.SECP256R1())
+        cert = self._build(common_name, organization, key, dns_names, ip_addresses, server=server)
+        return _write(directory, stem, cert, key)
+
+    def _build(
+        self,
+        common_name: str,
+        organization: str | None,
+        key: ec.EllipticCurvePrivateKey,
+        dns_names: tuple[str, ...],
+        ip_addresses: tuple[str, ...],
+        *,
+        server: bool,
+    ) -> x509.Certificate:
         now = datetime.datetime.now(datetime.timezone.utc)
         usage = [ExtendedKeyUsageOID.SERVER_AUTH] if server else [ExtendedKeyUsageOID.CLIENT_AUTH]
         builder = (
@@ -92,7 +132,7 @@ class CertificateAuthority:
         sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        return _write(directory, stem, builder.sign(self.key, hashes.SHA256()), key)
+        return builder.sign(self.key, hashes.SHA256())
 
 
 def make_development_pki(
@@ -107,3 +147,13 @@ def make_development_pki(
     for client in clients:
         issued[client] = ca.issue(directory, f"client-{client}", client)
     return issued
+
+
+def ensure_pki(directory: Path) -> tuple[CertificateAuthority, dict[str, Issued]]:
+    """fakeiot's own CA and server certificate in ``directory``: loaded, or made on first use."""
+    ca_files = Issued(directory / "ca.pem", directory / "ca.key")
+    server_files = Issued(directory / "server.pem", directory / "server.key")
+    if all(p.is_file() for p in (ca_files.cert, ca_files.key, server_files.cert, server_files.key)):
+        return CertificateAuthority.load(ca_files.cert, ca_files.key), {"ca": ca_files, "server": server_files}
+    issued = make_development_pki(directory)
+    return CertificateAuthority.load(issued["ca"].cert, issued["ca"].key), issued

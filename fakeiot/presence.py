@@ -88,4 +88,5 @@ class PresencePlugin(BasePlugin[BrokerContext]):
 
 
 def _principal(session: Any) -> str:
-    return str(getattr(session, "username", None) or "anonymous")
+    # AWS IoT names the certificate (its id) for X.509 clients.
+    return str(getattr(session, "fakeiot_certificate_id", None) or getattr(session, "username", None) or "anonymous")

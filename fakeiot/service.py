@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,7 +22,10 @@ from pathlib import Path
 import trio
 
 from .api import ApiServer, IotApi
-from .broker import FakeIotBroker, broker_config
+from .broker import FakeIotBroker, TlsListener, broker_config
+from .certs import CertificateAuthority, ensure_pki
+from .rules import RuleError, RulesEngine, load_rules_file
+from .security import CERTIFICATE_KIND
 from .shadow_service import Publication, ShadowService
 from .store import Store
 
@@ -37,10 +42,36 @@ class FakeIotConfig:
     data_dir: Path = Path.home() / ".local" / "share" / "fakeiot"
     region: str = "us-east-1"
     account_id: str = "000000000000"
+    tls_port: int | None = None  # None: no TLS listener; 8883 is AWS IoT's
+    pki_dir: Path | None = None  # None: <data-dir>/certs (made on first use)
+    backend_password: str | None = None  # None: <data-dir>/backend-password (made on first use)
+    rules_file: Path | None = None
 
     @property
     def database(self) -> Path:
         return self.data_dir / "fakeiot.sqlite3"
+
+    @property
+    def certs_dir(self) -> Path:
+        return self.pki_dir or self.data_dir / "certs"
+
+    @property
+    def backend_password_file(self) -> Path:
+        return self.data_dir / "backend-password"
+
+
+def _backend_password(config: FakeIotConfig) -> str:
+    if config.backend_password:
+        return config.backend_password
+    path = config.backend_password_file
+    if path.is_file():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(password + "\n")
+    return password
 
 
 class FakeIotError(Exception):
@@ -60,7 +91,12 @@ class FakeIot:
         self._api_thread: threading.Thread | None = None
         self._stop_broker: asyncio.Event | None = None
         self.mqtt_port = 0
+        self.tls_port: int | None = None
         self.api_port = 0
+        self.rules: RulesEngine | None = None
+        self.ca: CertificateAuthority | None = None
+        self.ca_file: Path | None = None
+        self.backend_password = ""
 
     @property
     def api_url(self) -> str:
@@ -68,11 +104,25 @@ class FakeIot:
 
     def start(self) -> None:
         self.store = Store(self.config.database)
+        try:
+            self.backend_password = _backend_password(self.config)
+            self.ca, pki = ensure_pki(self.config.certs_dir)
+            self.ca_file = pki["ca"].cert
+            self.rules = RulesEngine(self.store)
+            if self.config.rules_file is not None:
+                for name, payload in load_rules_file(self.config.rules_file).items():
+                    self.rules.put(name, payload, replace=True)
+        except (OSError, ValueError, RuleError) as exc:
+            self.store.close()
+            raise FakeIotError(str(exc)) from None
+        tls = None
+        if self.config.tls_port is not None:
+            tls = TlsListener(self.config.tls_port, pki["ca"].cert, pki["server"].cert, pki["server"].key)
         shadows = ShadowService(self.store)
         ready = threading.Event()
         failure: list[BaseException] = []
         self._loop_thread = threading.Thread(
-            target=self._run_broker, args=(shadows, ready, failure), name="fakeiot-broker", daemon=False
+            target=self._run_broker, args=(shadows, tls, ready, failure), name="fakeiot-broker", daemon=False
         )
         self._loop_thread.start()
         ready.wait()
@@ -82,7 +132,10 @@ class FakeIot:
             raise FakeIotError(
                 f"fakeiot MQTT broker cannot listen on {self.config.host}:{self.config.mqtt_port}: {failure[0]}"
             )
-        api = IotApi(self.store, shadows, self._publish_threadsafe, region=self.config.region, account_id=self.config.account_id)
+        api = IotApi(
+            self.store, shadows, self._publish_threadsafe, region=self.config.region, account_id=self.config.account_id,
+            rules=self.rules, ca=self.ca, endpoint=f"{self.config.host}:{self.tls_port or self.mqtt_port}",
+        )
         try:
             self._api_server = ApiServer((self.config.host, self.config.api_port), api)
         except OSError as exc:
@@ -93,7 +146,9 @@ class FakeIot:
         self._api_thread = threading.Thread(target=self._api_server.serve_forever, name="fakeiot-api", daemon=False)
         self._api_thread.start()
         log.info(
-            "fakeiot: MQTT on %s:%d, API on %s, data in %s", self.config.host, self.mqtt_port, self.api_url, self.config.data_dir
+            "fakeiot: MQTT on %s:%d%s, API on %s, data in %s", self.config.host, self.mqtt_port,
+            f", MQTT over mutual TLS on {self.tls_port} (CA {self.ca_file})" if self.tls_port else "",
+            self.api_url, self.config.data_dir,
         )
 
     def stop(self) -> None:
@@ -114,11 +169,24 @@ class FakeIot:
             self._loop_thread.join()
             self._loop_thread = None
 
-    def _run_broker(self, shadows: ShadowService, ready: threading.Event, failure: list[BaseException]) -> None:
+    def _certificate_status(self, certificate_id: str) -> str | None:
+        store = self.store
+        doc = store.get_resource(CERTIFICATE_KIND, certificate_id) if store is not None else None
+        return None if doc is None else str(doc.get("status"))
+
+    def _run_broker(
+        self, shadows: ShadowService, tls: TlsListener | None, ready: threading.Event, failure: list[BaseException]
+    ) -> None:
         async def main() -> None:
             self._loop = asyncio.get_running_loop()
             self._stop_broker = asyncio.Event()
-            broker = FakeIotBroker(broker_config(self.config.host, self.config.mqtt_port), shadows)
+            broker = FakeIotBroker(
+                broker_config(self.config.host, self.config.mqtt_port, tls),
+                shadows,
+                backend_password=self.backend_password,
+                rules=self.rules,
+                certificate_status=self._certificate_status,
+            )
             try:
                 await broker.start()
             except Exception as exc:  # amqtt wraps every start failure in BrokerError
@@ -127,6 +195,8 @@ class FakeIot:
                 return
             self.broker = broker
             self.mqtt_port = broker.bound_port
+            if tls is not None:
+                self.tls_port = broker.bound_port_of("tls")
             ready.set()
             await self._stop_broker.wait()
             await broker.shutdown()

@@ -34,6 +34,19 @@ CREATE TABLE IF NOT EXISTS shadows (
     document TEXT,
     version INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS resources (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    document TEXT NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+CREATE TABLE IF NOT EXISTS table_items (
+    table_name TEXT NOT NULL,
+    key TEXT NOT NULL,
+    item TEXT NOT NULL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (table_name, key)
+);
 """
 
 
@@ -152,6 +165,57 @@ class Store:
                     ),
                 )
             return result
+
+    # -- other resources (policies, certificates, rules...) as JSON documents -------
+
+    def put_resource(self, kind: str, name: str, document: dict[str, Any]) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO resources VALUES (?, ?, ?) ON CONFLICT(kind, name) DO UPDATE SET document = excluded.document",
+                (kind, name, json.dumps(document)),
+            )
+
+    def get_resource(self, kind: str, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute("SELECT document FROM resources WHERE kind = ? AND name = ?", (kind, name)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def update_resource(self, kind: str, name: str, change: Callable[[dict[str, Any] | None], dict[str, Any] | None]) -> None:
+        """Read-modify-write one resource atomically; ``change`` returning None deletes it."""
+        with self._transaction() as db:
+            row = db.execute("SELECT document FROM resources WHERE kind = ? AND name = ?", (kind, name)).fetchone()
+            new = change(json.loads(row[0]) if row else None)
+            if new is None:
+                db.execute("DELETE FROM resources WHERE kind = ? AND name = ?", (kind, name))
+            else:
+                db.execute(
+                    "INSERT INTO resources VALUES (?, ?, ?) ON CONFLICT(kind, name) DO UPDATE SET document = excluded.document",
+                    (kind, name, json.dumps(new)),
+                )
+
+    def delete_resource(self, kind: str, name: str) -> bool:
+        with self._transaction() as db:
+            return db.execute("DELETE FROM resources WHERE kind = ? AND name = ?", (kind, name)).rowcount > 0
+
+    def list_resources(self, kind: str) -> list[tuple[str, dict[str, Any]]]:
+        with self._lock:
+            rows = self._db.execute("SELECT name, document FROM resources WHERE kind = ? ORDER BY name", (kind,)).fetchall()
+        return [(r[0], json.loads(r[1])) for r in rows]
+
+    # -- rule tables (what the rules engine's table action writes) --------------------
+
+    def put_item(self, table: str, key: str, item: dict[str, Any]) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO table_items VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(table_name, key) DO UPDATE SET item = excluded.item, updated = excluded.updated",
+                (table, key, json.dumps(item), time.time()),
+            )
+
+    def scan_items(self, table: str) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT item FROM table_items WHERE table_name = ? ORDER BY key", (table,)).fetchall()
+        return [json.loads(r[0]) for r in rows]
 
 
 def _thing(row: tuple[Any, ...]) -> Thing:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import logging
 import ssl
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import trio
 from trio_websocket import WebSocketServer, serve_websocket
 
+from fakeiot.policy import BACKEND_USERNAME
 from fakeiot.service import FakeIot, FakeIotConfig, running_fakeiot
 
 from .aws import AwsSettings, make_clients
@@ -37,6 +38,20 @@ def server_ssl_context(config: GatewayConfig) -> ssl.SSLContext | None:
     return context
 
 
+def mqtt_ssl_context(config: GatewayConfig) -> ssl.SSLContext | None:
+    """Mutual TLS 1.2+ to the IoT endpoint with the gateway's client certificate."""
+    if config.iot_endpoint is None:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=str(config.ca_file) if config.ca_file else None)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        assert config.cert_file is not None and config.key_file is not None
+        context.load_cert_chain(str(config.cert_file), str(config.key_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load --ca-file/--cert-file/--key-file: {exc}") from None
+    return context
+
+
 @dataclass
 class RunningGateway:
     """What :func:`run_gateway` reports through ``task_status.started()``."""
@@ -53,7 +68,9 @@ async def run_gateway(config: GatewayConfig, *, task_status: trio.TaskStatus[Run
     """Run until cancelled.  Reports a :class:`RunningGateway` once serving."""
     async with AsyncExitStack() as stack:
         iot: FakeIot | None = None
-        mqtt_host, mqtt_port, api_url = config.mqtt_host, config.mqtt_port, config.iot_api_url
+        address, api_url = config.broker_address, config.iot_api_url
+        backend_user, backend_password = config.processor_mqtt_username, config.processor_mqtt_password
+        mqtt_tls = mqtt_ssl_context(config)
         if config.embedded:
             iot = await stack.enter_async_context(
                 running_fakeiot(
@@ -66,15 +83,22 @@ async def run_gateway(config: GatewayConfig, *, task_status: trio.TaskStatus[Run
                     )
                 )
             )
-            mqtt_host, mqtt_port, api_url = "127.0.0.1", iot.mqtt_port, iot.api_url
-        assert mqtt_host is not None
+            address, api_url = ("127.0.0.1", iot.mqtt_port), iot.api_url
+            backend_user, backend_password = BACKEND_USERNAME, iot.backend_password
+        assert address is not None
+        mqtt_host, mqtt_port = address
         iot_client, iot_data = await trio.to_thread.run_sync(
             make_clients, AwsSettings(region=config.region, iot_endpoint_url=api_url)
         )
         stack.callback(iot_client.close)
         stack.callback(iot_data.close)
-        settings = MqttSettings(host=mqtt_host, port=mqtt_port, keepalive=config.mqtt_keepalive)
+        settings = MqttSettings(host=mqtt_host, port=mqtt_port, keepalive=config.mqtt_keepalive, ssl_context=mqtt_tls)
         driver = await stack.enter_async_context(open_mqtt_driver(settings))
+        processor_driver = driver
+        if config.run_processor and backend_user is not None:
+            processor_driver = await stack.enter_async_context(
+                open_mqtt_driver(replace(settings, username=backend_user, password=backend_password))
+            )
         registry = Registry(iot_client, ttl=config.registry_ttl, negative_ttl=config.registry_negative_ttl)
         bridge = Bridge(
             driver=driver,
@@ -93,7 +117,7 @@ async def run_gateway(config: GatewayConfig, *, task_status: trio.TaskStatus[Run
         async with trio.open_nursery() as nursery:
             processor = None
             if config.run_processor:
-                processor = Processor(driver, iot_data, ProcessorSettings(heartbeat_interval=config.heartbeat_interval))
+                processor = Processor(processor_driver, iot_data, ProcessorSettings(heartbeat_interval=config.heartbeat_interval))
                 await nursery.start(processor.run)
             server: WebSocketServer = await nursery.start(
                 lambda task_status: serve_websocket(
@@ -109,8 +133,8 @@ async def run_gateway(config: GatewayConfig, *, task_status: trio.TaskStatus[Run
             port = server.port
             url = f"{'wss' if ssl_context else 'ws'}://{config.host}:{port}"
             log.info(
-                "gateway: serving OCPP-J (%s) on %s/<charge-point-id>; MQTT %s:%d%s",
-                ", ".join(config.subprotocols), url, mqtt_host, mqtt_port,
+                "gateway: serving OCPP-J (%s) on %s/<charge-point-id>; MQTT %s://%s:%d%s",
+                ", ".join(config.subprotocols), url, "mqtts" if mqtt_tls else "mqtt", mqtt_host, mqtt_port,
                 f"; registry API {api_url}" if api_url else "; registry: AWS IoT",
             )
             task_status.started(RunningGateway(url, port, bridge, driver, iot, processor))

@@ -36,9 +36,15 @@ class GatewayConfig:
     certfile: Path | None = None
     keyfile: Path | None = None
     tls_terminated_upstream: bool = False
-    mqtt_host: str | None = None  # None: start an embedded fakeiot
+    mqtt_host: str | None = None  # None (and no iot_endpoint): start an embedded fakeiot
     mqtt_port: int = 1883
     mqtt_keepalive: int = 60
+    iot_endpoint: str | None = None  # host[:port] of AWS IoT Core (MQTT over mutual TLS, port 8883)
+    ca_file: Path | None = None  # CAs that sign the broker's certificate (AWS: AmazonRootCA1.pem)
+    cert_file: Path | None = None  # the gateway's X.509 client certificate
+    key_file: Path | None = None
+    processor_mqtt_username: str | None = None
+    processor_mqtt_password: str | None = field(default=None, repr=False)
     iot_api_url: str | None = None
     region: str = "us-east-1"
     fakeiot_api_port: int = 8090
@@ -51,7 +57,17 @@ class GatewayConfig:
 
     @property
     def embedded(self) -> bool:
-        return self.mqtt_host is None
+        return self.mqtt_host is None and self.iot_endpoint is None
+
+    @property
+    def broker_address(self) -> tuple[str, int] | None:
+        """(host, port) of an external broker, or None for the embedded fakeiot."""
+        if self.iot_endpoint is not None:
+            host, _, port = self.iot_endpoint.rpartition(":") if ":" in self.iot_endpoint else (self.iot_endpoint, "", "")
+            return host, int(port) if port else 8883
+        if self.mqtt_host is not None:
+            return self.mqtt_host, self.mqtt_port
+        return None
 
     @property
     def run_processor(self) -> bool:
@@ -107,8 +123,22 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                    default=_bool(default("tls-terminated-upstream", None)) or False,
                    help="plain ws:// connections arrive through a TLS-terminating load balancer: "
                         "treat them as TLS for security profile 2")
+    p.add_argument("--iot-endpoint", default=default("iot-endpoint", None),
+                   help="AWS IoT Core data endpoint HOST[:PORT] (aws iot describe-endpoint --endpoint-type iot:Data-ATS); "
+                        "each CP's MQTT connection uses TLS 1.2+ with --cert-file/--key-file; port 8883 by default")
+    p.add_argument("--ca-file", default=default("ca-file", None),
+                   help="PEM CA bundle that signs the broker's certificate (AWS: AmazonRootCA1.pem; default: system CAs)")
+    p.add_argument("--cert-file", default=default("cert-file", None), help="the gateway's X.509 client certificate (PEM)")
+    p.add_argument("--key-file", default=default("key-file", None), help="private key of --cert-file (PEM)")
+    p.add_argument("--processor-mqtt-username", default=default("processor-mqtt-username", None),
+                   help="MQTT user name of the in-process message processor (fakeiot's backend role: fakeiot-backend)")
+    p.add_argument("--processor-mqtt-password", default=default("processor-mqtt-password", None),
+                   help="its password; prefer the environment variable GATEWAY_PROCESSOR_MQTT_PASSWORD")
+    p.add_argument("--processor-mqtt-password-file", default=default("processor-mqtt-password-file", None),
+                   help="read that password from this file (fakeiot writes <data-dir>/backend-password)")
     p.add_argument("--mqtt-host", default=default("mqtt-host", None),
-                   help="MQTT broker host; unset: start an embedded fakeiot")
+                   help="plain-TCP MQTT broker host (Mosquitto, fakeiot...); unset and no --iot-endpoint: "
+                        "start an embedded fakeiot")
     p.add_argument("--mqtt-port", type=int, default=default("mqtt-port", d.mqtt_port),
                    help="MQTT broker port (also the embedded fakeiot's port)")
     p.add_argument("--mqtt-keepalive", type=int, default=default("mqtt-keepalive", d.mqtt_keepalive),
@@ -148,6 +178,17 @@ def _bool(value: object) -> bool | None:
     raise ConfigError(f"expected true or false, not {value!r}")
 
 
+def _password(value: str | None, file: str | None) -> str | None:
+    if file is None:
+        return value
+    if value is not None:
+        raise ConfigError("give --processor-mqtt-password or --processor-mqtt-password-file, not both")
+    try:
+        return Path(file).expanduser().read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read --processor-mqtt-password-file {file}: {exc.strerror}") from None
+
+
 def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> GatewayConfig:
     """Parse flags and environment; exits with a usage error on bad input."""
     environ = os.environ if environ is None else environ
@@ -175,6 +216,12 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
             mqtt_host=args.mqtt_host,
             mqtt_port=int(args.mqtt_port),
             mqtt_keepalive=int(args.mqtt_keepalive),
+            iot_endpoint=args.iot_endpoint,
+            ca_file=Path(args.ca_file).expanduser() if args.ca_file else None,
+            cert_file=Path(args.cert_file).expanduser() if args.cert_file else None,
+            key_file=Path(args.key_file).expanduser() if args.key_file else None,
+            processor_mqtt_username=args.processor_mqtt_username,
+            processor_mqtt_password=_password(args.processor_mqtt_password, args.processor_mqtt_password_file),
             iot_api_url=args.iot_api_url,
             region=args.region,
             fakeiot_api_port=int(args.fakeiot_api_port),
@@ -196,7 +243,22 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
         parser.error("--ping-interval must be >= 0; --pong-timeout and --handshake-timeout must be > 0")
     if (config.certfile is None) != (config.keyfile is None):
         parser.error("--certfile and --keyfile go together")
-    for path in (config.certfile, config.keyfile):
+    if config.iot_endpoint is not None:
+        if config.mqtt_host is not None:
+            parser.error("--iot-endpoint and --mqtt-host are alternatives: give one")
+        try:
+            address = config.broker_address
+        except ValueError:
+            address = None
+        if address is None or not address[0] or not 0 < address[1] <= 65535:
+            parser.error(f"--iot-endpoint must be HOST[:PORT], not {config.iot_endpoint!r}")
+        if config.cert_file is None or config.key_file is None:
+            parser.error("--iot-endpoint needs --cert-file and --key-file (the gateway's X.509 client certificate)")
+    elif config.cert_file is not None or config.ca_file is not None:
+        parser.error("--ca-file, --cert-file and --key-file are for --iot-endpoint (MQTT over TLS)")
+    if (config.cert_file is None) != (config.key_file is None):
+        parser.error("--cert-file and --key-file go together")
+    for path in (config.certfile, config.keyfile, config.ca_file, config.cert_file, config.key_file):
         if path is not None and not path.is_file():
             parser.error(f"no such file: {path}")
     if config.max_message_rate < 0 or config.max_message_burst < 1:

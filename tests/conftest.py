@@ -16,6 +16,7 @@ import pytest
 import trio
 
 from fakeiot import FakeIot, FakeIotConfig, running_fakeiot
+from fakeiot.policy import BACKEND_USERNAME
 from gateway.app import RunningGateway, run_gateway
 from gateway.aws import AwsSettings, make_clients
 from gateway.config import GatewayConfig
@@ -59,6 +60,8 @@ def gateway_config(iot: FakeIot, **overrides: Any) -> GatewayConfig:
         mqtt_port=iot.mqtt_port,
         iot_api_url=iot.api_url,
         processor=True,
+        processor_mqtt_username=BACKEND_USERNAME,
+        processor_mqtt_password=iot.backend_password,
         registry_negative_ttl=0.0,
     )
     return replace(base, **overrides)
@@ -70,8 +73,21 @@ async def gateway(fakeiot: FakeIot, nursery: trio.Nursery) -> RunningGateway:
     return await nursery.start(run_gateway, gateway_config(fakeiot))
 
 
+def backend_settings(iot: FakeIot) -> MqttSettings:
+    """MQTT settings with fakeiot's backend role (may use any topic), like the message processor."""
+    return MqttSettings(port=iot.mqtt_port, username=BACKEND_USERNAME, password=iot.backend_password)
+
+
 @pytest.fixture
 async def mqtt_driver(fakeiot: FakeIot) -> AsyncIterator[MqttDriver]:
+    """MQTT clients with the backend role."""
+    async with open_mqtt_driver(backend_settings(fakeiot)) as driver:
+        yield driver
+
+
+@pytest.fixture
+async def device_driver(fakeiot: FakeIot) -> AsyncIterator[MqttDriver]:
+    """MQTT clients without a role: confined to their own topics, like the gateway's CP connections."""
     async with open_mqtt_driver(MqttSettings(port=fakeiot.mqtt_port)) as driver:
         yield driver
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import trio
 
@@ -9,11 +11,12 @@ from fakeiot import FakeIot
 from gateway.errors import MqttConnectError, MqttConnectionLost
 from gateway.mqtt_link import MqttSettings, open_mqtt_driver
 
+from .conftest import backend_settings
 from .processes import free_port
 
 
 async def test_many_concurrent_publishers_share_a_small_inflight_window(fakeiot: FakeIot) -> None:
-    async with open_mqtt_driver(MqttSettings(port=fakeiot.mqtt_port, max_inflight=2)) as driver:
+    async with open_mqtt_driver(replace(backend_settings(fakeiot), max_inflight=2)) as driver:
         async with driver.link("backend:rx") as rx, driver.link("backend:tx") as tx:
             await rx.subscribe("load/in")
             async with trio.open_nursery() as nursery:
@@ -29,7 +32,7 @@ async def test_many_concurrent_publishers_share_a_small_inflight_window(fakeiot:
 async def test_request_reply_burst_does_not_deadlock(fakeiot: FakeIot) -> None:
     """The processor's shape: receive a burst, answer each from its own task."""
     n = 300
-    async with open_mqtt_driver(MqttSettings(port=fakeiot.mqtt_port, max_inflight=4)) as driver:
+    async with open_mqtt_driver(replace(backend_settings(fakeiot), max_inflight=4)) as driver:
         async with driver.link("backend:server") as server, driver.link("backend:client") as client:
             await server.subscribe("req")
             await client.subscribe("rep")

@@ -26,7 +26,7 @@ from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, validate_payload
 
 from .. import ocppj
-from ..errors import InvalidIdentity, MqttConnectionLost
+from ..errors import InvalidIdentity, MqttConnectionLost, MqttSubscriptionRefused
 from ..identity import cp_id_for, thing_name_for, validate_identity
 from ..mqtt_link import MqttDriver
 from ..subprotocol import OCPP_VERSIONS
@@ -62,8 +62,15 @@ class Processor:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; ``started()`` once subscribed."""
         async with self._driver.link(self.settings.client_id, clean_session=False) as link:
-            await link.subscribe(SHADOW_UPDATES, 1)
-            await link.subscribe("+/in", 1)
+            try:
+                await link.subscribe(SHADOW_UPDATES, 1)
+                await link.subscribe("+/in", 1)
+            except MqttSubscriptionRefused as exc:
+                raise MqttSubscriptionRefused(
+                    f"{exc}: the processor needs a backend role on the broker (fakeiot: MQTT user name "
+                    "fakeiot-backend and the password in <data-dir>/backend-password; AWS IoT: a policy "
+                    "allowing iot:Subscribe to topicfilter/+/in)"
+                ) from None
             log.info("processor: subscribed to +/in as %s", self.settings.client_id)
             task_status.started()
             async with trio.open_nursery() as nursery:
