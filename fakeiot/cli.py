@@ -4,6 +4,9 @@
     python -m fakeiot thing create|describe|delete CP1 [--api-url URL]
     python -m fakeiot thing list [--api-url URL]
     python -m fakeiot shadow get|delete CP1 [--api-url URL]
+    python -m fakeiot rule create NAME --sql "SELECT ..." (--table T | --republish TOPIC) [--api-url URL]
+    python -m fakeiot rule list|get|delete [NAME] [--api-url URL]
+    python -m fakeiot table scan TABLE [--api-url URL]
 
 Every option can be set with ``FAKEIOT_<OPTION>`` (``FAKEIOT_API_URL``...).
 The ``thing`` and ``shadow`` commands talk to a running fakeiot (standalone
@@ -82,6 +85,23 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     certs.add_argument("--server-name", action="append", default=None, help="DNS name of the server certificate (repeatable)")
     certs.add_argument("--client", action="append", default=[], help="common name of a client certificate (repeatable)")
 
+    rule = sub.add_parser("rule", help="manage topic rules (AWS IoT SQL subset)")
+    rule_sub = rule.add_subparsers(dest="action", required=True)
+    create = rule_sub.add_parser("create", help="create a topic rule")
+    create.add_argument("name", metavar="NAME", help="rule name ([a-zA-Z0-9_])")
+    create.add_argument("--sql", required=True, help="SELECT ... FROM '<topic filter>' [WHERE ...]")
+    create.add_argument("--table", action="append", default=[], help="store each result in this table, keyed by its first column")
+    create.add_argument("--republish", action="append", default=[], metavar="TOPIC", help="publish each result to TOPIC (${...} templates allowed)")
+    for action, text in (("get", "show a rule"), ("delete", "delete a rule")):
+        rule_sub.add_parser(action, help=text).add_argument("name", metavar="NAME")
+    rule_sub.add_parser("list", help="list rules")
+    table = sub.add_parser("table", help="read what rules stored")
+    table_sub = table.add_subparsers(dest="action", required=True)
+    table_sub.add_parser("scan", help="print every item of a table as JSON lines").add_argument("table", metavar="TABLE")
+    for parser in (create, table, rule, *rule_sub.choices.values(), *table_sub.choices.values()):
+        if not any(a.dest == "api_url" for a in parser._actions):
+            parser.add_argument("--api-url", default=api_url, help="fakeiot API (FAKEIOT_API_URL)")
+
     shadow = sub.add_parser("shadow", help="read or delete device shadows")
     shadow_sub = shadow.add_subparsers(dest="action", required=True)
     for action, text in (("get", "print a charge point's shadow document"), ("delete", "delete a shadow")):
@@ -96,6 +116,14 @@ def _serve_options(p: argparse.ArgumentParser, environ: Mapping[str, str]) -> No
     p.add_argument("--mqtt-port", type=int, default=_env(environ, "mqtt-port", DEFAULTS.mqtt_port), help="MQTT port")
     p.add_argument("--api-port", type=int, default=_env(environ, "api-port", DEFAULTS.api_port), help="HTTP API port")
     p.add_argument("--data-dir", default=_env(environ, "data-dir", str(DEFAULTS.data_dir)), help="registry and shadows are kept here")
+    p.add_argument("--tls-port", type=int, default=_env(environ, "tls-port", None),
+                   help="also serve MQTT over mutual TLS on this port (AWS IoT: 8883); the CA and server certificate "
+                        "are <data-dir>/certs/ca.pem and server.pem, made on first use")
+    p.add_argument("--rules", default=_env(environ, "rules", None),
+                   help='JSON file {"rules": {"<name>": {"sql": ..., "actions": [...]}}} loaded (replacing same-named rules) at start')
+    p.add_argument("--backend-password", default=_env(environ, "backend-password", None),
+                   help="password of the MQTT backend role (user fakeiot-backend); default: made once, kept in "
+                        "<data-dir>/backend-password.  Prefer FAKEIOT_BACKEND_PASSWORD to the flag")
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -121,6 +149,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         thing_name = validate_identity(args.cp_id).thing_name if hasattr(args, "cp_id") else None
     except InvalidIdentity as exc:
         parser.error(exc.reason)
+    if args.command == "table":
+        return _scan(args)
     iot, iot_data = make_clients(AwsSettings(iot_endpoint_url=args.api_url))
     try:
         return _manage(args, thing_name, iot, iot_data)
@@ -140,7 +170,49 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return 1
 
 
+def _rules(args: argparse.Namespace, iot: Any) -> int:
+    if args.action == "create":
+        actions: list[dict[str, Any]] = [
+            {"dynamoDBv2": {"roleArn": "arn:aws:iam::000000000000:role/fakeiot", "putItem": {"tableName": t}}} for t in args.table
+        ]
+        actions += [{"republish": {"roleArn": "arn:aws:iam::000000000000:role/fakeiot", "topic": t, "qos": 0}} for t in args.republish]
+        if not actions:
+            print("error: give --table and/or --republish (what the rule does with each result)", file=sys.stderr)
+            return 2
+        iot.create_topic_rule(ruleName=args.name, topicRulePayload={"sql": args.sql, "actions": actions})
+        print(f"created rule {args.name}")
+    elif args.action == "list":
+        for rule in iot.list_topic_rules()["rules"]:
+            disabled = "\t(disabled)" if rule.get("ruleDisabled") else ""
+            print(f"{rule['ruleName']}\t{rule['topicPattern']}{disabled}")
+    elif args.action == "get":
+        rule = iot.get_topic_rule(ruleName=args.name)["rule"]
+        print(json.dumps(rule, indent=2, default=str))
+    else:
+        iot.delete_topic_rule(ruleName=args.name)
+        print(f"deleted rule {args.name}")
+    return 0
+
+
+def _scan(args: argparse.Namespace) -> int:
+    from urllib.error import URLError
+    from urllib.parse import quote
+    from urllib.request import urlopen
+
+    try:
+        with urlopen(f"{args.api_url}/fakeiot/tables/{quote(args.table, safe='')}", timeout=10) as response:
+            items = json.loads(response.read())["items"]
+    except URLError as exc:
+        print(f"error: cannot reach fakeiot at {args.api_url}: {exc.reason}", file=sys.stderr)
+        return 1
+    for item in items:
+        print(json.dumps(item, sort_keys=True))
+    return 0
+
+
 def _manage(args: argparse.Namespace, thing_name: str | None, iot: Any, iot_data: Any) -> int:
+    if args.command == "rule":
+        return _rules(args, iot)
     if args.command == "thing":
         if args.action == "list":
             for thing in iot.list_things()["things"]:
@@ -189,7 +261,13 @@ def serve(args: argparse.Namespace) -> int:
     for noisy in ("amqtt", "transitions"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     config = FakeIotConfig(
-        host=args.host, mqtt_port=int(args.mqtt_port), api_port=int(args.api_port), data_dir=Path(args.data_dir).expanduser()
+        host=args.host,
+        mqtt_port=int(args.mqtt_port),
+        api_port=int(args.api_port),
+        data_dir=Path(args.data_dir).expanduser(),
+        tls_port=None if args.tls_port is None else int(args.tls_port),
+        rules_file=Path(args.rules).expanduser() if args.rules else None,
+        backend_password=args.backend_password,
     )
     iot = FakeIot(config)
     stop = threading.Event()
@@ -200,7 +278,13 @@ def serve(args: argparse.Namespace) -> int:
     except FakeIotError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"fakeiot: MQTT mqtt://{config.host}:{iot.mqtt_port}, API {iot.api_url}, data in {config.data_dir}", flush=True)
+    tls = f", mqtts://{config.host}:{iot.tls_port} (mutual TLS, CA {iot.ca_file})" if iot.tls_port else ""
+    print(f"fakeiot: MQTT mqtt://{config.host}:{iot.mqtt_port}{tls}, API {iot.api_url}, data in {config.data_dir}", flush=True)
+    print(
+        f"fakeiot: backend role: MQTT user name fakeiot-backend, password in {config.backend_password_file}"
+        if not config.backend_password else "fakeiot: backend role: MQTT user name fakeiot-backend (password given)",
+        flush=True,
+    )
     try:
         while not stop.wait(1.0):
             pass

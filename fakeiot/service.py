@@ -130,7 +130,8 @@ class FakeIot:
             self._loop_thread.join()
             self.store.close()
             raise FakeIotError(
-                f"fakeiot MQTT broker cannot listen on {self.config.host}:{self.config.mqtt_port}: {failure[0]}"
+                f"fakeiot MQTT broker cannot listen on {self.config.host}:{self.config.mqtt_port}"
+                f"{f' / TLS {self.config.tls_port}' if tls else ''}: {failure[0]}"
             )
         api = IotApi(
             self.store, shadows, self._publish_threadsafe, region=self.config.region, account_id=self.config.account_id,
