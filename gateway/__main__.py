@@ -25,6 +25,11 @@ async def _main(config: GatewayConfig) -> None:
                 f"API {running.fakeiot.api_url}, data in {config.data_dir}",
                 flush=True,
             )
+            print(
+                "embedded fakeiot: backend role (any topic, e.g. for mosquitto_sub): user fakeiot-backend, "
+                f"password in {running.fakeiot.config.backend_password_file}",
+                flush=True,
+            )
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
                 logging.getLogger("gateway").info("received %s: shutting down", signal.Signals(signum).name)
