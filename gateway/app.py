@@ -35,6 +35,14 @@ def server_ssl_context(config: GatewayConfig) -> ssl.SSLContext | None:
         context.load_cert_chain(str(config.certfile), str(config.keyfile))
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot load --certfile/--keyfile: {exc}") from None
+    if config.client_ca_file is not None:
+        # Profile 3 CPs send a certificate; profile 1/2 CPs on the same port do not: optional here,
+        # required per CP by its registered profile (session.py).
+        try:
+            context.load_verify_locations(cafile=str(config.client_ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load --client-ca-file: {exc}") from None
+        context.verify_mode = ssl.CERT_OPTIONAL
     return context
 
 
@@ -111,6 +119,10 @@ async def run_gateway(config: GatewayConfig, *, task_status: trio.TaskStatus[Run
             max_message_rate=config.max_message_rate,
             max_message_burst=config.max_message_burst,
             tls=config.certfile is not None or config.tls_terminated_upstream,
+            tls_direct=config.certfile is not None,
+            min_security_profile=config.min_security_profile,
+            cpo_name=config.cpo_name if config.client_ca_file is not None else None,
+            cert_binding=config.cert_binding,
         )
 
         ssl_context = server_ssl_context(config)

@@ -36,6 +36,10 @@ class GatewayConfig:
     certfile: Path | None = None
     keyfile: Path | None = None
     tls_terminated_upstream: bool = False
+    client_ca_file: Path | None = None  # CAs of charge point client certificates (security profile 3)
+    cpo_name: str | None = None
+    cert_binding: str = "cn-or-san"
+    min_security_profile: int = 0
     mqtt_host: str | None = None  # None (and no iot_endpoint): start an embedded fakeiot
     mqtt_port: int = 1883
     mqtt_keepalive: int = 60
@@ -136,6 +140,15 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                    help="its password; prefer the environment variable GATEWAY_PROCESSOR_MQTT_PASSWORD")
     p.add_argument("--processor-mqtt-password-file", default=default("processor-mqtt-password-file", None),
                    help="read that password from this file (fakeiot writes <data-dir>/backend-password)")
+    p.add_argument("--client-ca-file", default=default("client-ca-file", None),
+                   help="security profile 3: ask wss:// clients for a certificate and verify it against these CAs (PEM)")
+    p.add_argument("--cpo-name", default=default("cpo-name", None),
+                   help="security profile 3: the O of every charge point certificate must contain this name")
+    p.add_argument("--cert-binding", default=default("cert-binding", d.cert_binding), choices=["cn-or-san", "cn", "san"],
+                   help="security profile 3: where the certificate must name the CP id of the URL")
+    p.add_argument("--min-security-profile", type=int, default=default("min-security-profile", d.min_security_profile),
+                   choices=[0, 1, 2, 3], help="refuse charge points registered with a lower security profile "
+                                               "(1: every CP needs a password)")
     p.add_argument("--mqtt-host", default=default("mqtt-host", None),
                    help="plain-TCP MQTT broker host (Mosquitto, fakeiot...); unset and no --iot-endpoint: "
                         "start an embedded fakeiot")
@@ -213,6 +226,10 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
             certfile=Path(args.certfile).expanduser() if args.certfile else None,
             keyfile=Path(args.keyfile).expanduser() if args.keyfile else None,
             tls_terminated_upstream=bool(args.tls_terminated_upstream),
+            client_ca_file=Path(args.client_ca_file).expanduser() if args.client_ca_file else None,
+            cpo_name=args.cpo_name or None,
+            cert_binding=args.cert_binding,
+            min_security_profile=int(args.min_security_profile),
             mqtt_host=args.mqtt_host,
             mqtt_port=int(args.mqtt_port),
             mqtt_keepalive=int(args.mqtt_keepalive),
@@ -258,7 +275,11 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
         parser.error("--ca-file, --cert-file and --key-file are for --iot-endpoint (MQTT over TLS)")
     if (config.cert_file is None) != (config.key_file is None):
         parser.error("--cert-file and --key-file go together")
-    for path in (config.certfile, config.keyfile, config.ca_file, config.cert_file, config.key_file):
+    if config.client_ca_file is not None and (config.certfile is None or config.cpo_name is None):
+        parser.error("--client-ca-file (security profile 3) needs --certfile/--keyfile (wss://) and --cpo-name")
+    if config.cert_binding not in ("cn-or-san", "cn", "san"):
+        parser.error("--cert-binding must be cn-or-san, cn or san")
+    for path in (config.certfile, config.keyfile, config.ca_file, config.cert_file, config.key_file, config.client_ca_file):
         if path is not None and not path.is_file():
             parser.error(f"no such file: {path}")
     if config.max_message_rate < 0 or config.max_message_burst < 1:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
+from .client_certs import check_client_certificate
 from .credentials import (
     PASSWORD_HASH_ATTRIBUTE,
     SECURITY_PROFILE_ATTRIBUTE,
@@ -131,6 +132,10 @@ class Bridge:
     max_message_rate: float = 20.0
     max_message_burst: int = 40
     tls: bool = False
+    tls_direct: bool = False  # the gateway terminates TLS itself (it sees client certificates)
+    min_security_profile: int = 0
+    cpo_name: str | None = None  # set: profile-3 client certificates are checked (needs --client-ca-file)
+    cert_binding: str = "cn-or-san"
     connections: int = 0
     refused: int = 0
     auth_failures: int = 0
@@ -163,8 +168,7 @@ class Bridge:
             identity = identity_from_path(request.path)
             subprotocol = choose_subprotocol(offers, self.subprotocols)
             attributes = await self.registry.check(identity)
-            if attributes.get(SECURITY_PROFILE_ATTRIBUTE) == "2" and not self.tls:
-                raise ConnectionRefused(f"Charge Point {identity.cp_id} uses security profile 2: connect with wss:// (TLS)")
+            self._check_security_profile(request, identity, attributes)
         except ConnectionRefused as exc:
             # Complete the handshake so that the refusal carries a close code and reason.
             ws = await request.accept(subprotocol=subprotocol)
@@ -206,6 +210,29 @@ class Bridge:
             session.finished.set()
             closed = ws.closed
             log.info("%s: disconnected (%s %s)", identity.cp_id, closed.code if closed else "?", (closed.reason or "") if closed else "")
+
+    def _check_security_profile(
+        self, request: WebSocketRequest, identity: ChargePointIdentity, attributes: dict[str, str]
+    ) -> None:
+        """Refuse (1008) a connection that does not meet the CP's registered security profile."""
+        profile = security_profile(attributes)
+        cp_id = identity.cp_id
+        if profile < self.min_security_profile:
+            raise ConnectionRefused(
+                f"Charge Point {cp_id} is registered for security profile {profile}; "
+                f"this gateway requires {self.min_security_profile} or higher"
+            )
+        if profile >= 2 and not self.tls:
+            raise ConnectionRefused(f"Charge Point {cp_id} uses security profile {profile}: connect with wss:// (TLS)")
+        if profile >= 3:
+            if not self.tls_direct or self.cpo_name is None:
+                raise ConnectionRefused(
+                    f"Charge Point {cp_id} uses security profile 3, which this gateway does not serve "
+                    "(needs --certfile/--keyfile, --client-ca-file and --cpo-name)"
+                )
+            check_client_certificate(
+                _peer_certificate(request), identity, attributes, cpo_name=self.cpo_name, binding=self.cert_binding
+            )
 
     async def _authenticate(self, request: WebSocketRequest, identity: ChargePointIdentity, attributes: dict[str, str]) -> bool:
         """Check HTTP Basic credentials: user = CP id, password against the stored hash.
@@ -304,9 +331,35 @@ class Bridge:
         done.cancel()
 
 
+def security_profile(attributes: dict[str, str]) -> int:
+    """The Thing's registered profile: ``ocppSecurityProfile``, else 1 with a password hash, else 0."""
+    value = attributes.get(SECURITY_PROFILE_ATTRIBUTE)
+    if value in ("0", "1", "2", "3"):
+        return int(value)
+    if value is not None:
+        # A typo in the registry must not silently lower the bar.
+        raise ConnectionRefused(f"Charge Point has an invalid {SECURITY_PROFILE_ATTRIBUTE} {value[:8]!r} in the registry")
+    return 1 if PASSWORD_HASH_ATTRIBUTE in attributes else 0
+
+
 def requires_password(attributes: dict[str, str]) -> bool:
-    """Security profile 1 or 2: the Thing has a password hash, or a profile that needs one."""
-    return PASSWORD_HASH_ATTRIBUTE in attributes or attributes.get(SECURITY_PROFILE_ATTRIBUTE, "0") in ("1", "2")
+    """Security profile 1 or 2 (profile 3 authenticates with the client certificate)."""
+    return security_profile(attributes) in (1, 2) or (
+        PASSWORD_HASH_ATTRIBUTE in attributes and security_profile(attributes) != 3
+    )
+
+
+def _peer_certificate(request: WebSocketRequest) -> bytes | None:
+    """The verified client certificate (DER) of a wss:// connection, if it sent one.
+
+    trio-websocket (pinned < 0.13) keeps the connection's stream in
+    ``_stream``; over TLS it is a :class:`trio.SSLStream`.
+    """
+    stream = getattr(getattr(request, "_connection", None), "_stream", None)
+    if isinstance(stream, trio.SSLStream):
+        der = stream.getpeercert(binary_form=True)
+        return bytes(der) if der else None
+    return None
 
 
 def _close_of(exc: ConnectionClosed) -> tuple[int, str]:
