@@ -33,6 +33,7 @@ async def _main(config: GatewayConfig) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
                 logging.getLogger("gateway").info("received %s: shutting down", signal.Signals(signum).name)
+                await running.bridge.drain()
                 nursery.cancel_scope.cancel()
                 break
 

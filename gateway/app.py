@@ -100,7 +100,15 @@ async def run_gateway(config: GatewayConfig, *, task_status: trio.TaskStatus[Run
         )
         stack.callback(iot_client.close)
         stack.callback(iot_data.close)
-        settings = MqttSettings(host=mqtt_host, port=mqtt_port, keepalive=config.mqtt_keepalive, ssl_context=mqtt_tls)
+        settings = MqttSettings(
+            host=mqtt_host,
+            port=mqtt_port,
+            keepalive=config.mqtt_keepalive,
+            ssl_context=mqtt_tls,
+            connect_rate=config.mqtt_connect_rate,
+            connect_burst=config.mqtt_connect_burst,
+            connect_max_wait=config.mqtt_connect_max_wait,
+        )
         driver = await stack.enter_async_context(open_mqtt_driver(settings))
         processor_driver = driver
         if config.run_processor and backend_user is not None:
@@ -123,6 +131,7 @@ async def run_gateway(config: GatewayConfig, *, task_status: trio.TaskStatus[Run
             min_security_profile=config.min_security_profile,
             cpo_name=config.cpo_name if config.client_ca_file is not None else None,
             cert_binding=config.cert_binding,
+            drain_timeout=config.drain_timeout,
         )
 
         ssl_context = server_ssl_context(config)

@@ -175,6 +175,7 @@ async def connect(
     password: str | None = None,
     ssl_context: ssl.SSLContext | None = None,
     on_frame: Callable[[str, str], None] | None = None,
+    connect_timeout: float = 30.0,
 ) -> AsyncIterator[ChargePoint]:
     """Open ``<url>/<cp_id>`` offering ``subprotocols`` (default: OCPP 2.0.1).
 
@@ -183,7 +184,8 @@ async def connect(
     target = f"{url.rstrip('/')}/{cp_id}"
     headers = [basic_auth_header(cp_id, password)] if password is not None else None
     async with open_client_websocket(
-        target, subprotocols=subprotocols or ["ocpp2.0.1"], extra_headers=headers, ssl_context=ssl_context
+        target, subprotocols=subprotocols or ["ocpp2.0.1"], extra_headers=headers, ssl_context=ssl_context,
+        connect_timeout=connect_timeout,
     ) as ws:
         yield ChargePoint(ws, cp_id, on_frame=on_frame)
 

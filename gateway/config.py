@@ -43,6 +43,10 @@ class GatewayConfig:
     mqtt_host: str | None = None  # None (and no iot_endpoint): start an embedded fakeiot
     mqtt_port: int = 1883
     mqtt_keepalive: int = 60
+    mqtt_connect_rate: float = 100.0
+    mqtt_connect_burst: int = 100
+    mqtt_connect_max_wait: float = 120.0
+    drain_timeout: float = 10.0
     iot_endpoint: str | None = None  # host[:port] of AWS IoT Core (MQTT over mutual TLS, port 8883)
     ca_file: Path | None = None  # CAs that sign the broker's certificate (AWS: AmazonRootCA1.pem)
     cert_file: Path | None = None  # the gateway's X.509 client certificate
@@ -156,6 +160,15 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                    help="MQTT broker port (also the embedded fakeiot's port)")
     p.add_argument("--mqtt-keepalive", type=int, default=default("mqtt-keepalive", d.mqtt_keepalive),
                    help="MQTT keepalive of each CP's connection, seconds")
+    p.add_argument("--mqtt-connect-rate", type=float, default=default("mqtt-connect-rate", d.mqtt_connect_rate),
+                   help="new MQTT connections per second from this process (AWS IoT limits connects per second per "
+                        "account); a reconnect storm waits its turn instead of failing (0: no limit)")
+    p.add_argument("--mqtt-connect-burst", type=int, default=default("mqtt-connect-burst", d.mqtt_connect_burst),
+                   help="MQTT connections allowed at once above that rate")
+    p.add_argument("--mqtt-connect-max-wait", type=float, default=default("mqtt-connect-max-wait", d.mqtt_connect_max_wait),
+                   help="a CP whose MQTT connection would wait longer for its turn is closed with 1013 (try again later)")
+    p.add_argument("--drain-timeout", type=float, default=default("drain-timeout", d.drain_timeout),
+                   help="on SIGTERM/SIGINT: seconds to wait for CPs to acknowledge the 1001 close before exiting")
     p.add_argument("--iot-api-url", default=default("iot-api-url", None),
                    help="endpoint of the IoT registry/shadow API (fakeiot's URL); unset with --mqtt-host: AWS IoT")
     p.add_argument("--region", default=default("region", d.region), help="AWS region for boto3")
@@ -233,6 +246,10 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
             mqtt_host=args.mqtt_host,
             mqtt_port=int(args.mqtt_port),
             mqtt_keepalive=int(args.mqtt_keepalive),
+            mqtt_connect_rate=float(args.mqtt_connect_rate),
+            mqtt_connect_burst=int(args.mqtt_connect_burst),
+            mqtt_connect_max_wait=float(args.mqtt_connect_max_wait),
+            drain_timeout=float(args.drain_timeout),
             iot_endpoint=args.iot_endpoint,
             ca_file=Path(args.ca_file).expanduser() if args.ca_file else None,
             cert_file=Path(args.cert_file).expanduser() if args.cert_file else None,
@@ -282,6 +299,10 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
     for path in (config.certfile, config.keyfile, config.ca_file, config.cert_file, config.key_file, config.client_ca_file):
         if path is not None and not path.is_file():
             parser.error(f"no such file: {path}")
+    if config.mqtt_connect_rate < 0 or config.mqtt_connect_burst < 1 or config.mqtt_connect_max_wait < 0:
+        parser.error("--mqtt-connect-rate and --mqtt-connect-max-wait must be >= 0, --mqtt-connect-burst >= 1")
+    if config.drain_timeout < 0:
+        parser.error("--drain-timeout must be >= 0")
     if config.max_message_rate < 0 or config.max_message_burst < 1:
         parser.error("--max-message-rate must be >= 0 and --max-message-burst >= 1")
     if config.max_connections < 1:

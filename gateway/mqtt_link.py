@@ -43,6 +43,7 @@ import trio
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from .errors import MqttConnectError, MqttConnectionLost, MqttSubscriptionRefused
+from .ratelimit import Pacer
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ class MqttSettings:
     ssl_context: ssl.SSLContext | None = None
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    connect_rate: float = 100.0  # new MQTT connections per second from this process (0: unlimited)
+    connect_burst: int = 100
+    connect_max_wait: float = 120.0  # a connection not admitted within this many seconds fails
 
 
 class MqttDriver:
@@ -71,7 +75,20 @@ class MqttDriver:
     def __init__(self, settings: MqttSettings, *, max_concurrent_connects: int = 32) -> None:
         self.settings = settings
         self.connect_limiter = trio.CapacityLimiter(max_concurrent_connects)
+        self._pacer = Pacer(settings.connect_rate, max(1, settings.connect_burst), settings.connect_max_wait)
         self._links: set[MqttLink] = set()
+        self.admission_waits = 0  # connections that had to wait for the connect rate
+
+    async def _admit(self, client_id: str) -> None:
+        wait = self._pacer.reserve(trio.current_time())
+        if wait is None:
+            raise MqttConnectError(
+                f"MQTT connect rate limit ({self.settings.connect_rate:g}/s): {client_id!r} not admitted within "
+                f"{self.settings.connect_max_wait:g} s"
+            )
+        if wait > 0:
+            self.admission_waits += 1
+            await trio.sleep(wait)
 
     @property
     def link_count(self) -> int:
@@ -90,6 +107,7 @@ class MqttDriver:
         Raises :class:`MqttConnectError` if the broker cannot be reached or
         refuses the connection.
         """
+        await self._admit(client_id)
         link = MqttLink(self, client_id, clean_session=clean_session)
         await link._connect()
         self._links.add(link)

@@ -87,7 +87,10 @@ class ChargePointSession:
     finished: trio.Event = field(default_factory=trio.Event)
 
     def replace(self) -> None:
-        self.ending.set(CLOSE_NORMAL, REPLACED_REASON)
+        self.end(CLOSE_NORMAL, REPLACED_REASON)
+
+    def end(self, code: int, reason: str) -> None:
+        self.ending.set(code, reason)
         self.cancel_scope.cancel()
 
 
@@ -113,6 +116,9 @@ class LocalSessions:
             with trio.move_on_after(timeout):
                 await old.finished.wait()
 
+    def all(self) -> list[ChargePointSession]:
+        return list(self._by_id.values())
+
     def release(self, session: ChargePointSession) -> None:
         if self._by_id.get(session.identity.cp_id) is session:
             del self._by_id[session.identity.cp_id]
@@ -136,6 +142,8 @@ class Bridge:
     min_security_profile: int = 0
     cpo_name: str | None = None  # set: profile-3 client certificates are checked (needs --client-ca-file)
     cert_binding: str = "cn-or-san"
+    drain_timeout: float = 10.0  # how long a closing connection waits for the CP's close frame
+    draining: bool = False
     connections: int = 0
     refused: int = 0
     auth_failures: int = 0
@@ -160,6 +168,8 @@ class Bridge:
         offers = clean_offers(request.proposed_subprotocols)
         subprotocol = next((p for p in offers if p in self.subprotocols), None)
         try:
+            if self.draining:
+                raise ConnectionRefused("Gateway shutting down", close_code=CLOSE_GOING_AWAY)
             if self.active > self.max_connections:
                 raise ConnectionRefused(
                     f"Gateway at capacity ({self.max_connections} connections); try again later",
@@ -204,12 +214,24 @@ class Bridge:
             self.sessions.release(session)
             session.ending.set(CLOSE_GOING_AWAY, "Gateway shutting down")
             with trio.CancelScope(shield=True):
-                with trio.move_on_after(2):
+                with trio.move_on_after(self.drain_timeout):
                     code = session.ending.code if session.ending.code not in (None, CLOSE_ABNORMAL) else CLOSE_NORMAL
                     await ws.aclose(code, session.ending.reason)
             session.finished.set()
             closed = ws.closed
             log.info("%s: disconnected (%s %s)", identity.cp_id, closed.code if closed else "?", (closed.reason or "") if closed else "")
+
+    async def drain(self) -> None:
+        """Graceful stop: refuse new CPs, close every connected one with 1001 and wait for them
+        (at most ``drain_timeout``) while their connections can still complete the close handshake."""
+        self.draining = True
+        sessions = self.sessions.all()
+        log.info("draining: closing %d charge point connection(s) with 1001", len(sessions))
+        for session in sessions:
+            session.end(CLOSE_GOING_AWAY, "Gateway shutting down")
+        with trio.move_on_after(self.drain_timeout + 1):
+            for session in sessions:
+                await session.finished.wait()
 
     def _check_security_profile(
         self, request: WebSocketRequest, identity: ChargePointIdentity, attributes: dict[str, str]

@@ -47,8 +47,8 @@ async def test_a_cp_client_cannot_read_or_write_another_cps_topics(
             async with mqtt_driver.link("test:backend") as backend:
                 await backend.publish("CP2/out", b"for CP2")
                 await backend.publish("CP1/out", b"for CP1")
-            with trio.fail_after(5):
-                assert await cp1.receive() == ("CP1/out", b"for CP1")
+                with trio.fail_after(5):
+                    assert await cp1.receive() == ("CP1/out", b"for CP1")
             await cp1.publish("CP1/in", b"mine")  # allowed
             # Publishing into another CP's topic closes the connection, as on AWS IoT.
             with pytest.raises(MqttConnectionLost):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,7 @@ from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, validate_payload
 
 from .. import ocppj
-from ..errors import InvalidIdentity, MqttConnectionLost, MqttSubscriptionRefused
+from ..errors import InvalidIdentity, MqttConnectError, MqttConnectionLost, MqttSubscriptionRefused
 from ..identity import cp_id_for, thing_name_for, validate_identity
 from ..mqtt_link import MqttDriver
 from ..subprotocol import OCPP_VERSIONS
@@ -58,9 +59,40 @@ class Processor:
         self._versions: dict[str, str] = {}
         self._limiter = trio.CapacityLimiter(settings.max_concurrent)
         self.handled = 0
+        self.reconnects = 0
+        self._started = False
+        self._subscribed = False
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve until cancelled; ``started()`` once subscribed."""
+        """Serve until cancelled; ``started()`` once subscribed.
+
+        A failure to connect at start is raised (a configuration error is
+        reported at once).  Once running, a lost broker connection is
+        retried with exponential backoff and full jitter (0.5 s doubling up to
+        30 s), so a broker restart does not end the process.  The MQTT session
+        is persistent (clean session off): QoS 1 messages published while the
+        processor was away are delivered when it is back, where the broker
+        kept the session.
+        """
+        failures = 0
+        while True:
+            self._subscribed = False
+            failure: Exception | None = None
+            try:
+                await self._serve_once(None if self._started else task_status)
+            except* (MqttConnectionLost, MqttConnectError) as group:  # may arrive wrapped by the link's nursery
+                failure = group.exceptions[0] if isinstance(group.exceptions[0], Exception) else None
+            if failure is not None:
+                if not self._started:
+                    raise failure  # could not start at all: report it
+                log.warning("processor: %s", failure)
+            self.reconnects += 1
+            failures = 1 if self._subscribed else failures + 1
+            delay = random.uniform(0, min(30.0, 0.5 * 2 ** min(failures, 10)))
+            log.warning("processor: reconnecting to the broker in %.1f s (attempt %d)", delay, failures)
+            await trio.sleep(delay)
+
+    async def _serve_once(self, task_status: trio.TaskStatus[None] | None) -> None:
         async with self._driver.link(self.settings.client_id, clean_session=False) as link:
             try:
                 await link.subscribe(SHADOW_UPDATES, 1)
@@ -72,19 +104,26 @@ class Processor:
                     "allowing iot:Subscribe to topicfilter/+/in)"
                 ) from None
             log.info("processor: subscribed to +/in as %s", self.settings.client_id)
-            task_status.started()
-            async with trio.open_nursery() as nursery:
-                while True:
-                    try:
+            self._subscribed = True
+            if task_status is not None:
+                task_status.started()
+                self._started = True
+            lost: MqttConnectionLost | None = None
+            try:
+                async with trio.open_nursery() as nursery:
+                    while True:
                         topic, payload = await link.receive()
-                    except MqttConnectionLost as exc:
-                        raise MqttConnectionLost(f"processor lost its MQTT connection: {exc}") from None
-                    if topic.endswith("/shadow/update"):
-                        self._learn_version(topic, payload)
-                        continue
-                    token = object()
-                    await self._limiter.acquire_on_behalf_of(token)
-                    nursery.start_soon(self._handle_and_release, link, topic, payload, token)
+                        if topic.endswith("/shadow/update"):
+                            self._learn_version(topic, payload)
+                            continue
+                        token = object()
+                        await self._limiter.acquire_on_behalf_of(token)
+                        nursery.start_soon(self._handle_and_release, link, topic, payload, token)
+            except* MqttConnectionLost as group:
+                # The receive loop and answers in flight see the same loss; report it once.
+                lost = MqttConnectionLost(f"processor lost its MQTT connection: {group.exceptions[0]}")
+            if lost is not None:
+                raise lost
 
     async def _handle_and_release(self, link: Any, topic: str, payload: bytes, token: object) -> None:
         try:
