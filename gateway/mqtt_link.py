@@ -47,6 +47,8 @@ from .ratelimit import Pacer
 
 log = logging.getLogger(__name__)
 
+FLUSH_TIMEOUT = 2.0  # seconds a closing link waits for PUBACKs of what it published
+
 
 @dataclass(frozen=True)
 class MqttSettings:
@@ -118,10 +120,11 @@ class MqttDriver:
                 try:
                     yield link
                 finally:
-                    with trio.CancelScope(shield=True):
-                        await link._disconnect()
                     nursery.cancel_scope.cancel()
         finally:
+            # The reader and writer have stopped: flush and disconnect by ourselves, even when cancelled.
+            with trio.CancelScope(shield=True):
+                await link._disconnect()
             self._links.discard(link)
             link._close_socket("disconnected by the gateway")
 
@@ -279,9 +282,20 @@ class MqttLink:
     async def _disconnect(self) -> None:
         """Send DISCONNECT; paho closes the socket once it is written.
 
-        Runs shielded while the link's own tasks may already be cancelled,
-        so it writes by itself instead of relying on the writer task.
+        Runs shielded after the link's reader and writer tasks have stopped,
+        so it reads (PUBACKs) and writes by itself.
         """
+        if self._closed.is_set() or self._sock is None:
+            return
+        # QoS 1 messages already handed over are not abandoned: wait (bounded) for their PUBACKs,
+        # so that a CP's last frames before it leaves still reach the broker.
+        with trio.move_on_after(FLUSH_TIMEOUT):
+            while self._unacked and self._sock is not None and not self._closed.is_set():
+                if self._client.want_write():
+                    self._client.loop_write()
+                    continue
+                await trio.lowlevel.wait_readable(self._sock)
+                self._client.loop_read()
         if self._closed.is_set() or self._sock is None:
             return
         self._closing = True

@@ -80,3 +80,18 @@ async def test_receive_raises_once_the_broker_is_gone(tmp_path: object) -> None:
     finally:
         await link_cm.__aexit__(None, None, None)
         await driver_cm.__aexit__(None, None, None)
+
+
+async def test_messages_published_just_before_leaving_are_delivered(fakeiot: FakeIot) -> None:
+    """A link that publishes and leaves at once waits for its PUBACKs before DISCONNECT (bounded)."""
+    async with open_mqtt_driver(backend_settings(fakeiot)) as driver:
+        async with driver.link("test:listener") as listener:
+            await listener.subscribe("burst/+", 1)
+            for round_ in range(5):
+                async with driver.link("test:leaver") as leaver:
+                    for i in range(10):
+                        await leaver.publish(f"burst/{round_}", str(i).encode())
+                # the leaver is gone; everything it published arrives
+                with trio.fail_after(5):
+                    got = [await listener.receive() for _ in range(10)]
+                assert [p for _, p in got] == [str(i).encode() for i in range(10)]

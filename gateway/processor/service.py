@@ -27,7 +27,12 @@ from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, validate_payload
 
 from .. import ocppj
-from ..errors import InvalidIdentity, MqttConnectError, MqttConnectionLost, MqttSubscriptionRefused
+from ..errors import (
+    InvalidIdentity,
+    MqttConnectError,
+    MqttConnectionLost,
+    MqttSubscriptionRefused,
+)
 from ..identity import cp_id_for, thing_name_for, validate_identity
 from ..mqtt_link import MqttDriver
 from ..subprotocol import OCPP_VERSIONS
