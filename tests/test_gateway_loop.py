@@ -93,6 +93,12 @@ async def test_ocpp16_messages(gateway: RunningGateway, register: Any, aws: Any)
     [
         ("ocpp2.0.1", "this is not json", [4, "-1", "FormatViolation"]),
         ("ocpp1.6", "this is not json", [4, "-1", "FormationViolation"]),
+        ("ocpp2.0.1", '{"not": "an array"}', [4, "-1", "FormatViolation"]),
+        ("ocpp2.0.1", "[]", [4, "-1", "FormatViolation"]),
+        ("ocpp1.6", '[2, "id1"]', [4, "id1", "FormationViolation"]),
+        ("ocpp2.0.1", '[2, 17, "Heartbeat", {}]', [4, "-1", "FormatViolation"]),
+        ("ocpp2.0.1", '[2, "' + "x" * 37 + '", "Heartbeat", {}]', [4, "-1", "FormatViolation"]),
+        ("ocpp1.6", '[2, "' + "y" * 5000 + '", "Heartbeat", {}]', [4, "-1", "FormationViolation"]),
         ("ocpp2.0.1", '[9, "id9", "Heartbeat", {}]', [4, "id9", "MessageTypeNotSupported"]),
         ("ocpp2.0.1", '[2, "id2", "DataTransfer", {"vendorId": "x"}]', [4, "id2", "NotImplemented"]),
         ("ocpp1.6", '[2, "id3", "DataTransfer", {"vendorId": "x"}]', [4, "id3", "NotImplemented"]),
@@ -114,6 +120,15 @@ async def test_bad_frames_get_the_specified_call_error(
         assert isinstance(answer[3], str) and isinstance(answer[4], dict)
         # The connection stays usable.
         assert "currentTime" in await cp.call(*heartbeat())
+
+
+async def test_unicode_message_ids_are_echoed(gateway: RunningGateway, register: Any) -> None:
+    register("CPU")
+    async with connect(gateway.url, "CPU") as cp:
+        await cp.send_text('[2, "идентификатор-✓", "Heartbeat", {}]')
+        with trio.fail_after(5):
+            answer = json.loads(await cp.receive_text())
+    assert answer[:2] == [3, "идентификатор-✓"] and "currentTime" in answer[2]
 
 
 async def test_callresult_and_callerror_from_a_cp_are_not_answered(gateway: RunningGateway, register: Any, spy: Spy) -> None:
