@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 THING_NAME = re.compile(r"^[A-Za-z0-9:_-]{1,128}$")
 MAX_BODY = 256 * 1024
+ATTRIBUTE_NAME = re.compile(r"[a-zA-Z0-9_.,@/:#-]{1,128}")
+ATTRIBUTE_VALUE = re.compile(r"[a-zA-Z0-9_.,@/:#=\[\]-]{0,800}")
 
 
 class IotApi:
@@ -298,6 +300,11 @@ def _attributes(payload: Any) -> dict[str, str]:
     attributes = payload.get("attributes") or {} if isinstance(payload, dict) else None
     if not isinstance(attributes, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in attributes.items()):
         raise ApiError(400, "InvalidRequestException", "attributePayload.attributes must map strings to strings")
+    for key, value in attributes.items():  # AWS IoT's AttributeName / AttributeValue rules
+        if not ATTRIBUTE_NAME.fullmatch(key):
+            raise ApiError(400, "InvalidRequestException", f"Invalid attribute name {key[:40]!r}: [a-zA-Z0-9_.,@/:#-], 1-128")
+        if not ATTRIBUTE_VALUE.fullmatch(value):
+            raise ApiError(400, "InvalidRequestException", f"Invalid value of attribute {key}: [a-zA-Z0-9_.,@/:#=[]-], up to 800")
     return attributes
 
 

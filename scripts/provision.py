@@ -15,6 +15,11 @@
   to ``OUT/certificate.pem``, ``OUT/private.key`` (mode 0600) and
   ``OUT/certificate-id``, with the policy attached;
 * one Thing per charge point id (Thing names derived as the gateway does);
+  with ``--passwords FILE``, each Thing this run creates gets a random
+  password (OCPP security profile 1): its salted PBKDF2 hash goes into the
+  Thing attributes ``ocppPasswordHash`` / ``ocppSecurityProfile``, the password
+  itself only into FILE (``cp_id,password`` lines, mode 0600) for the CPs'
+  configuration;
 * with ``--heartbeat-rule TABLE --rule-role-arn ARN``: the sample's heartbeat
   rule, writing ``chargePointId`` and ``lastTimestamp`` to a DynamoDB table;
 * ``OUT/gateway.env``: the ``GATEWAY_*`` variables that point the gateway at
@@ -44,6 +49,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from gateway.credentials import (  # noqa: E402
+    PASSWORD_HASH_ATTRIBUTE,
+    SECURITY_PROFILE_ATTRIBUTE,
+    generate_password,
+    hash_password,
+)
 from gateway.errors import InvalidIdentity  # noqa: E402
 from gateway.identity import validate_identity  # noqa: E402
 
@@ -70,24 +81,24 @@ def gateway_policy() -> dict[str, Any]:
     }
 
 
-def _ids(args: argparse.Namespace) -> list[str]:
+def _ids(args: argparse.Namespace) -> list[tuple[str, str]]:
     ids = list(args.cp)
     if args.cp_file:
         ids += [line.strip() for line in Path(args.cp_file).read_text().splitlines() if line.strip() and not line.startswith("#")]
-    names = []
+    pairs = []
     for cp_id in ids:
         try:
-            names.append(validate_identity(cp_id).thing_name)
+            pairs.append((cp_id, validate_identity(cp_id).thing_name))
         except InvalidIdentity as exc:
             raise SystemExit(f"error: charge point id {cp_id!r}: {exc.reason}") from None
-    return list(dict.fromkeys(names))
+    return list(dict.fromkeys(pairs))
 
 
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-def up(iot: Any, args: argparse.Namespace, things: list[str]) -> None:
+def up(iot: Any, args: argparse.Namespace, things: list[tuple[str, str]]) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -120,13 +131,27 @@ def up(iot: Any, args: argparse.Namespace, things: list[str]) -> None:
     iot.attach_policy(policyName=args.policy_name, target=cert_arn)
     print(f"policy {args.policy_name}: attached to the certificate")
 
-    for name in things:
+    passwords: list[str] = []
+    for cp_id, name in things:
         try:
-            iot.create_thing(thingName=name)
+            iot.describe_thing(thingName=name)
+            continue  # exists: leave it (and its password) alone
         except ClientError as exc:
-            if _code(exc) != "ResourceAlreadyExistsException":  # exists with other attributes: leave it alone
+            if _code(exc) != "ResourceNotFoundException":
                 raise
+        attributes: dict[str, str] = {}
+        if args.passwords:
+            password = generate_password()
+            attributes = {PASSWORD_HASH_ATTRIBUTE: hash_password(password), SECURITY_PROFILE_ATTRIBUTE: "1"}
+            passwords.append(f"{cp_id},{password}")
+        iot.create_thing(thingName=name, attributePayload={"attributes": attributes})
     print(f"things: {len(things)} registered")
+    if passwords:
+        path = Path(args.passwords)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a") as f:
+            f.write("\n".join(passwords) + "\n")
+        print(f"passwords: {len(passwords)} new, appended to {path} (keep it secret; only hashes are in AWS)")
 
     if args.heartbeat_rule:
         payload = {
@@ -155,7 +180,7 @@ def up(iot: Any, args: argparse.Namespace, things: list[str]) -> None:
     print(f"endpoint {endpoint}; settings in {out / 'gateway.env'}")
 
 
-def down(iot: Any, args: argparse.Namespace, things: list[str]) -> None:
+def down(iot: Any, args: argparse.Namespace, things: list[tuple[str, str]]) -> None:
     out = Path(args.out)
     if args.heartbeat_rule:
         try:
@@ -191,7 +216,7 @@ def down(iot: Any, args: argparse.Namespace, things: list[str]) -> None:
         if _code(exc) != "ResourceNotFoundException":
             raise
         print(f"policy {args.policy_name}: already gone")
-    for name in things:
+    for _, name in things:
         try:
             iot.delete_thing(thingName=name)  # AWS succeeds for a missing Thing; moto does not
         except ClientError as exc:
@@ -207,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="gateway-identity", help="directory for the certificate, key and gateway.env")
     p.add_argument("--cp", action="append", default=[], metavar="CP_ID", help="charge point id to register (repeatable)")
     p.add_argument("--cp-file", help="file with one charge point id per line")
+    p.add_argument("--passwords", metavar="FILE", help="give each new Thing a random password (security profile 1); "
+                   "append cp_id,password lines to FILE (mode 0600)")
     p.add_argument("--policy-name", default="ocpp-gateway")
     p.add_argument("--heartbeat-rule", metavar="TABLE", help="also create the heartbeat rule writing into this DynamoDB table")
     p.add_argument("--rule-name", default="chargePointHeartbeat")

@@ -130,6 +130,26 @@ def test_provision_up_and_down_idempotent(endpoint: str, clients: tuple[Any, Any
     assert f"policy {policy}: already gone" in twice.stdout
 
 
+def test_provision_sets_cp_passwords_as_hashes(endpoint: str, clients: tuple[Any, Any], tmp_path: Path) -> None:
+    from gateway.credentials import verify_password
+
+    iot, _ = clients
+    cp = _unique("CPpw")
+    secrets = tmp_path / "passwords.csv"
+    args = ["--out", str(tmp_path / "id"), "--endpoint-url", endpoint, "--policy-name", _unique("p"), "--cp", cp]
+    result = run("scripts/provision.py", "up", *args, "--passwords", str(secrets))
+    assert result.returncode == 0, result.stderr
+    cp_id, password = secrets.read_text().strip().split(",")
+    assert cp_id == cp and stat.S_IMODE(secrets.stat().st_mode) == 0o600
+    assert password not in result.stdout + result.stderr
+    attributes = iot.describe_thing(thingName=cp)["attributes"]
+    assert attributes["ocppSecurityProfile"] == "1" and password not in json.dumps(attributes)
+    assert verify_password(password, attributes["ocppPasswordHash"])
+    again = run("scripts/provision.py", "up", *args, "--passwords", str(secrets))
+    assert again.returncode == 0 and len(secrets.read_text().splitlines()) == 1  # existing Things keep theirs
+    assert run("scripts/provision.py", "down", *args).returncode == 0
+
+
 def test_provision_rejects_bad_input(endpoint: str, tmp_path: Path) -> None:
     bad = run("scripts/provision.py", "up", "--out", str(tmp_path), "--endpoint-url", endpoint, "--cp", "CP/1")
     assert bad.returncode != 0 and "charge point id 'CP/1'" in bad.stderr

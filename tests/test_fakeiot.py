@@ -225,3 +225,12 @@ async def test_registry_events(aws: tuple[Any, Any], mqtt_driver: MqttDriver) ->
     assert [t for t, _ in events] == ["$aws/events/thing/CP1/created", "$aws/events/thing/CP1/updated", "$aws/events/thing/CP1/deleted"]
     assert [e["operation"] for _, e in events] == ["CREATED", "UPDATED", "DELETED"]
     assert events[1][1]["attributes"] == {"a": "1", "b": "2"} and events[0][1]["eventType"] == "THING_EVENT"
+
+
+async def test_attribute_names_and_values_follow_aws_rules(aws: Any) -> None:
+    iot = aws[0]
+    with pytest.raises(iot.exceptions.InvalidRequestException, match="Invalid value of attribute model"):
+        iot.create_thing(thingName="CPA", attributePayload={"attributes": {"model": "has spaces"}})
+    with pytest.raises(iot.exceptions.InvalidRequestException, match="Invalid attribute name"):
+        iot.create_thing(thingName="CPA", attributePayload={"attributes": {"bad name": "x"}})
+    iot.create_thing(thingName="CPA", attributePayload={"attributes": {"ocppSerialNumber": "SN-1/a:b"}})
