@@ -4,6 +4,7 @@ gateway SIGKILLed behind a TCP load balancer (HAProxy).  RELIABILITY.md tabulate
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -138,6 +139,21 @@ def test_sigterm_drain_is_bounded_by_the_drain_timeout(tmp_path: Path) -> None:
         took = trio.run(mute_cp)
         assert gw.proc.returncode == 0
         assert took < 8  # bounded (drain 1 s + MQTT disconnect), not the 10 s default
+
+
+async def test_binary_and_oversized_frames_close_only_that_cp(fakeiot: FakeIot, nursery: trio.Nursery, register: Any) -> None:
+    gateway = await nursery.start(run_gateway, gateway_config(fakeiot, max_frame_size=4096))
+    register("CP1", "BIN", "BIG")
+    async with connect(gateway.url, "CP1") as bystander:
+        assert (await bystander.call(*boot_notification("2.0.1", vendor="V", model="M", serial="CP1", firmware="1")))["status"] == "Accepted"
+        async with connect(gateway.url, "BIN") as cp:
+            await cp.ws.send_message(b"\x01\x02binary")
+            assert await closed_with(cp.ws) == (1003, "Binary frames are not allowed: OCPP-J uses text frames")
+        async with connect(gateway.url, "BIG") as cp:
+            await cp.send_text(json.dumps([2, "big", "DataTransfer", {"vendorId": "x", "data": "x" * 5000}]))
+            code, _ = await closed_with(cp.ws)
+            assert code == 1009
+        assert "currentTime" in await bystander.call("Heartbeat", {})
 
 
 async def test_invalid_utf8_in_a_text_frame_fails_only_that_connection(

@@ -194,21 +194,6 @@ async def test_identity_with_dots_maps_to_its_thing(gateway: RunningGateway, reg
     assert shadow_of(aws, "site:2ECP:401")["state"]["reported"]["chargingStation"]["model"] == "M1"
 
 
-async def test_binary_and_oversized_frames_close_only_that_cp(fakeiot: FakeIot, nursery: trio.Nursery, register: Any) -> None:
-    gateway = await nursery.start(run_gateway, gateway_config(fakeiot, max_frame_size=4096))
-    register("CP1", "BIN", "BIG")
-    async with connect(gateway.url, "CP1") as bystander:
-        assert (await bystander.call(*boot()))["status"] == "Accepted"
-        async with connect(gateway.url, "BIN") as cp:
-            await cp.ws.send_message(b"\x01\x02binary")
-            assert await closed_with(cp.ws) == (1003, "Binary frames are not allowed: OCPP-J uses text frames")
-        async with connect(gateway.url, "BIG") as cp:
-            await cp.send_text(json.dumps([2, "big", "DataTransfer", {"vendorId": "x", "data": "x" * 5000}]))
-            code, _ = await closed_with(cp.ws)
-            assert code == 1009
-        assert "currentTime" in await bystander.call(*heartbeat())
-
-
 async def test_duplicate_connection_on_the_same_gateway(gateway: RunningGateway, register: Any) -> None:
     register("CP1")
     async with connect(gateway.url, "CP1") as old:
