@@ -61,11 +61,23 @@ def stop_transaction_16(payload: Json, ctx: Context) -> Json:
     return {"idTagInfo": dict(_ACCEPTED)} if payload.get("idTag") else {}
 
 
+def authorize_201(payload: Json, ctx: Context) -> Json:
+    return {"idTokenInfo": dict(_ACCEPTED)}
+
+
+def transaction_event_201(payload: Json, ctx: Context) -> Json:
+    # idTokenInfo only when the CP sent an idToken (OCPP 2.0.1 E01-E04).
+    return {"idTokenInfo": dict(_ACCEPTED)} if payload.get("idToken") else {}
+
+
 HANDLERS: dict[str, dict[str, Handler]] = {
     "2.0.1": {
         "BootNotification": boot_notification,
         "Heartbeat": heartbeat,
         "StatusNotification": empty,
+        "Authorize": authorize_201,
+        "TransactionEvent": transaction_event_201,
+        "MeterValues": empty,
     },
     "1.6": {
         "BootNotification": boot_notification,
