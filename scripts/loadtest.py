@@ -59,6 +59,7 @@ class Stats:
     errors: Counter[str] = field(default_factory=Counter)
     first_connect: float = 0.0
     last_connect: float = 0.0
+    last_boot: float = 0.0  # wall clock when the last CP's boot was answered
 
     def merge(self, other: dict[str, Any]) -> None:
         for name in ("attempted", "established", "refused", "dropped", "booted", "sent", "received"):
@@ -69,13 +70,14 @@ class Stats:
         firsts = [t for t in (self.first_connect, other["first_connect"]) if t]
         self.first_connect = min(firsts) if firsts else 0.0
         self.last_connect = max(self.last_connect, other["last_connect"])
+        self.last_boot = max(self.last_boot, other["last_boot"])
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "attempted": self.attempted, "established": self.established, "refused": self.refused,
             "dropped": self.dropped, "booted": self.booted, "sent": self.sent, "received": self.received,
             "boot_rtt": self.boot_rtt, "steady_rtt": self.steady_rtt, "errors": dict(self.errors),
-            "first_connect": self.first_connect, "last_connect": self.last_connect,
+            "first_connect": self.first_connect, "last_connect": self.last_connect, "last_boot": self.last_boot,
         }
 
 
@@ -134,6 +136,7 @@ async def one_cp(cp_id: str, args: argparse.Namespace, stats: Stats, start_at: f
                 stats.errors[f"boot {result.get('status')}"] += 1
                 return
             stats.booted += 1
+            stats.last_boot = time.time()
             tx: dict[str, Any] = {}
             # Spread the CPs' steady-state messages evenly over the interval.
             next_at = now + random.uniform(0, args.interval)
@@ -260,13 +263,14 @@ def register(args: argparse.Namespace, ids: list[str]) -> None:
     iot_data.close()
 
 
-def summarize(stats: Stats, args: argparse.Namespace, wall: float, gateway: list[dict[str, float]]) -> dict[str, Any]:
+def summarize(stats: Stats, args: argparse.Namespace, wall: float, gateway: list[dict[str, float]], started: float) -> dict[str, Any]:
     ramp = stats.last_connect - stats.first_connect if stats.established > 1 else 0.0
     summary: dict[str, Any] = {
         "cps": args.cps, "duration_s": args.duration, "interval_s": args.interval, "mix": args.mix, "url": args.url,
         "attempted": stats.attempted, "established": stats.established, "refused": stats.refused,
         "dropped": stats.dropped, "booted": stats.booted,
         "connect_rate_per_s": (stats.established - 1) / ramp if ramp > 0 else None,
+        "all_booted_after_s": stats.last_boot - started if stats.booted == args.cps else None,
         "boot_rtt_ms": percentiles(stats.boot_rtt), "steady_rtt_ms": percentiles(stats.steady_rtt),
         "sent": stats.sent, "answered": stats.received, "unanswered": stats.sent - stats.received,
         "msgs_per_s_cp_to_cpo": stats.sent / wall if wall else 0.0,
@@ -292,6 +296,7 @@ def render(summary: dict[str, Any]) -> str:
         ("refused / dropped", f"{summary['refused']} / {summary['dropped']}"),
         ("booted (Accepted)", str(summary["booted"])),
         ("connect rate achieved", "-" if rate is None else f"{rate:.0f}/s"),
+        ("all booted after", "-" if summary["all_booted_after_s"] is None else f"{summary['all_booted_after_s']:.1f} s"),
         ("boot RTT ms p50 / p95 / p99 / max", ms(summary["boot_rtt_ms"])),
         ("steady RTT ms p50 / p95 / p99 / max", ms(summary["steady_rtt_ms"])),
         ("CALLs sent / answered", f"{summary['sent']} / {summary['answered']}"),
@@ -386,8 +391,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.register:
         register(args, ids)
+    started = time.time()
     stats, wall, gateway = trio.run(run_all, args, ids)
-    summary = summarize(stats, args, wall, gateway)
+    summary = summarize(stats, args, wall, gateway, started)
     print(render(summary))
     if args.json:
         text = json.dumps(summary, indent=2)

@@ -1,0 +1,338 @@
+#!/usr/bin/env python3
+"""Benchmarks of the gateway, and BENCHMARKS.md regenerated from them.
+
+    python scripts/bench.py --markdown BENCHMARKS.md            # the full plan (about 25 minutes)
+    python scripts/bench.py --quick --markdown /tmp/quick.md     # a few minutes, smaller numbers
+
+Starts, on free 127.0.0.1 ports: fakeiot (registry and shadows; also the
+broker for the amqtt runs), Mosquitto (the broker for the mosquitto runs),
+the message processor in its own process, and ONE gateway process per run.
+The load comes from ``scripts/loadtest.py`` (separate process) for the
+gateway path, and from bare MQTT clients in this process for the baseline:
+the same CP ids, frames, broker and processor, with no gateway in between.
+The gap between the two is the gateway's own cost.
+
+The plan:
+
+1. scale: N CPs held (1k, 5k, and the largest this machine allows, "10k"),
+   booted, heartbeating every 30 s; gateway RSS, threads and CPU at each N;
+2. storm: all "10k" CPs connecting at once, as after a gateway restart;
+3. throughput: a fixed offered load of OCPP messages per second (5,000, and
+   half of it) through the gateway and through bare MQTT, on Mosquitto and
+   on amqtt; achieved rate each way, round trips, added latency, ratios.
+
+Figures are printed as they come and, with ``--markdown``, written as a
+document with the commands that made them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import trio  # noqa: E402
+from cost_per_cp import free_port, proc_stats, start  # noqa: E402
+from loadtest import percentiles  # noqa: E402
+
+from gateway.mqtt_link import MqttSettings, open_mqtt_driver  # noqa: E402
+
+MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+
+
+class Stack:
+    """fakeiot + broker + processor; gateways started per run."""
+
+    def __init__(self, broker: str, tmp: Path) -> None:
+        self.broker, self.tmp = broker, tmp
+        self.procs: list[subprocess.Popen[str]] = []
+        self.api_port, self.amqtt_port = free_port(), free_port()
+        self.api_url = f"http://127.0.0.1:{self.api_port}"
+        self.mqtt_port = self.amqtt_port
+
+    def __enter__(self) -> Stack:
+        data = self.tmp / f"iot-{self.broker}"
+        self.procs.append(start([sys.executable, "-m", "fakeiot", "--mqtt-port", str(self.amqtt_port),
+                                 "--api-port", str(self.api_port), "--data-dir", str(data)], "fakeiot: MQTT"))
+        credentials = ["--mqtt-username", "fakeiot-backend", "--mqtt-password-file", str(data / "backend-password")]
+        if self.broker == "mosquitto":
+            assert MOSQUITTO, "mosquitto is not installed"
+            self.mqtt_port = free_port()
+            conf = self.tmp / "mosquitto.conf"
+            conf.write_text(f"listener {self.mqtt_port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
+                            "max_inflight_messages 100\nset_tcp_nodelay true\nlog_dest stderr\n")
+            self.procs.append(start([MOSQUITTO, "-c", str(conf)], "running"))
+            credentials = []
+        self.procs.append(start([sys.executable, "-m", "gateway.processor", "--mqtt-port", str(self.mqtt_port),
+                                 "--iot-api-url", self.api_url, "--log-level", "WARNING", *credentials],
+                                "processor: answering"))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in reversed(self.procs):
+            stop(proc)
+
+    @contextmanager
+    def gateway(self) -> Iterator[tuple[str, int]]:
+        port = free_port()
+        proc = start([sys.executable, "-m", "gateway", "--port", str(port), "--mqtt-host", "127.0.0.1",
+                      "--mqtt-port", str(self.mqtt_port), "--iot-api-url", self.api_url, "--no-processor",
+                      "--log-level", "WARNING", "--mqtt-connect-rate", "500", "--mqtt-connect-burst", "500",
+                      "--max-message-rate", "0", "--max-connections", "20000"], "listening on")
+        try:
+            time.sleep(1.0)
+            yield f"ws://127.0.0.1:{port}", proc.pid
+        finally:
+            stop(proc)
+
+    def register(self, prefix: str, n: int) -> None:
+        run_loadtest(["--url", "ws://unused", "--cps", str(n), "--prefix", prefix, "--register", "--api-url", self.api_url,
+                      "--duration", "0.001", "--rate", "1", "--quiet"], register_only=True)
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def run_loadtest(args: list[str], *, register_only: bool = False) -> dict[str, Any]:
+    """scripts/loadtest.py as a subprocess; returns its JSON figures."""
+    if register_only:
+        # Register through the load test's own code path, without running load.
+        from loadtest import register  # noqa: PLC0415
+
+        ns = argparse.Namespace(api_url=args[args.index("--api-url") + 1])
+        prefix, n = args[args.index("--prefix") + 1], int(args[args.index("--cps") + 1])
+        register(ns, [f"{prefix}{i}" for i in range(n)])
+        return {}
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        command = [sys.executable, str(ROOT / "scripts" / "loadtest.py"), *args, "--json", out.name, "--quiet"]
+        print("+ " + " ".join(command[1:]), flush=True)
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        print(done.stdout, flush=True)
+        if done.returncode not in (0, 1):
+            raise SystemExit(f"loadtest failed: {done.stderr[-2000:]}")
+        return json.loads(Path(out.name).read_text())  # type: ignore[no-any-return]
+
+
+# -- the bare-MQTT baseline ------------------------------------------------------------
+
+
+async def _baseline(port: int, prefix: str, cps: int, interval: float, duration: float, rate: float) -> dict[str, Any]:
+    """CPs as bare MQTT clients (client id = CP id): publish CALLs to <id>/in, await <id>/out."""
+    boot_rtt: list[float] = []
+    steady: list[float] = []
+    errors = 0
+    sent = answered = 0
+    settings = MqttSettings(port=port, connect_rate=0, keepalive=60)
+    async with open_mqtt_driver(settings) as driver:
+        start_at = trio.current_time() + 0.2
+        end_at = start_at + duration
+
+        async def one(i: int) -> None:
+            nonlocal errors, sent, answered
+            cp_id = f"{prefix}{i}"
+            await trio.sleep_until(start_at + i / rate)
+            try:
+                async with driver.link(cp_id) as link:
+                    await link.subscribe(f"{cp_id}/out", 1)
+                    record = {"state": {"reported": {"ocppProtocol": "ocpp2.0.1"}}}
+                    await link.publish(f"$aws/things/{cp_id}/shadow/update", json.dumps(record).encode())
+
+                    async def call(action: str, payload: dict[str, Any]) -> float:
+                        nonlocal sent, answered
+                        mid = str(uuid.uuid4())
+                        t0 = trio.current_time()
+                        sent += 1
+                        await link.publish(f"{cp_id}/in", json.dumps([2, mid, action, payload]).encode())
+                        with trio.fail_after(30):
+                            while True:
+                                _, body = await link.receive()
+                                if json.loads(body)[1] == mid:
+                                    answered += 1
+                                    return trio.current_time() - t0
+
+                    boot = {"chargingStation": {"vendorName": "LoadTest", "model": "LT-1"}, "reason": "PowerUp"}
+                    boot_rtt.append(await call("BootNotification", boot))
+                    next_at = trio.current_time() + random.uniform(0, interval)
+                    while next_at < end_at:
+                        await trio.sleep_until(next_at)
+                        steady.append(await call("Heartbeat", {}))
+                        next_at += interval
+            except Exception:  # noqa: BLE001 - counted
+                errors += 1
+
+        wall0 = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            for i in range(cps):
+                nursery.start_soon(one, i)
+        wall = trio.current_time() - wall0
+    return {"cps": cps, "boot_rtt_ms": percentiles(boot_rtt), "steady_rtt_ms": percentiles(steady), "sent": sent,
+            "answered": answered, "errors": errors, "msgs_per_s_cp_to_cpo": sent / wall, "msgs_per_s_cpo_to_cp": answered / wall}
+
+
+# -- the plan ------------------------------------------------------------------------
+
+
+def scale_runs(stack: Stack, sizes: list[int], hold: float, hold_largest: float, results: dict[str, Any]) -> None:
+    for n in sizes:
+        with stack.gateway() as (url, pid):
+            idle = proc_stats(pid)
+            duration = hold_largest if n == max(sizes) else hold
+            figures = run_loadtest(["--url", url, "--cps", str(n), "--prefix", "LT", "--rate", "500", "--interval", "30",
+                                    "--duration", str(duration + n / 500), "--gateway-pid", str(pid)])
+            figures["gateway_idle"] = {"rss_mib": idle[0], "threads": idle[1]}
+            results.setdefault("scale", []).append(figures)
+
+
+def storm_run(stack: Stack, n: int, results: dict[str, Any]) -> None:
+    with stack.gateway() as (url, pid):
+        figures = run_loadtest(["--url", url, "--cps", str(n), "--prefix", "LT", "--rate", "100000", "--interval", "30",
+                                "--duration", "90", "--connect-timeout", "120", "--call-timeout", "120",
+                                "--gateway-pid", str(pid)])
+        results["storm"] = figures
+
+
+def throughput_runs(stack: Stack, cps: int, loads: list[int], duration: float, results: dict[str, Any]) -> None:
+    for load in loads:
+        interval = cps / load
+        with stack.gateway() as (url, pid):
+            through = run_loadtest(["--url", url, "--cps", str(cps), "--prefix", "LT", "--rate", "500",
+                                    "--interval", f"{interval:g}", "--duration", str(duration + cps / 500),
+                                    "--gateway-pid", str(pid)])
+        print(f"baseline: {cps} bare MQTT clients, {load} msgs/s offered ...", flush=True)
+        bare = trio.run(_baseline, stack.mqtt_port, "LT", cps, interval, duration + cps / 500, 500.0)
+        print(json.dumps({k: v for k, v in bare.items() if k != "cps"}), flush=True)
+        results.setdefault("throughput", {}).setdefault(stack.broker, []).append(
+            {"offered": load, "cps": cps, "gateway": through, "baseline": bare})
+
+
+# -- the document -------------------------------------------------------------------
+
+
+def _ms(d: dict[str, Any], key: str = "p50") -> str:
+    value = d.get(key)
+    return "-" if value is None else f"{value:.1f}"
+
+
+def markdown(results: dict[str, Any], command: str) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Generated by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} — do not edit by hand.",
+        f"Machine: {results['machine']}. Load generator, broker, processor and gateway all on it.",
+        "Gateway settings for these runs: `--mqtt-connect-rate 500 --mqtt-connect-burst 500 --max-message-rate 0`.",
+        "",
+    ]
+    if "scale" in results:
+        lines += ["## Charge points held by one gateway process (Mosquitto)", "",
+                  "Each CP boots, then sends a Heartbeat every 30 s; connect ramp 500/s.", "",
+                  "| CPs | established / refused / dropped | booted | heartbeat RTT ms p50 / p99 / max | gateway RSS MiB idle → max | RSS per CP KiB | threads max | gateway CPU % (mean) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for run in results["scale"]:
+            gw, idle = run.get("gateway", {}), run["gateway_idle"]
+            per_cp = (gw.get("rss_mib_max", 0) - idle["rss_mib"]) * 1024 / max(1, run["booted"])
+            lines.append(
+                f"| {run['cps']} | {run['established']} / {run['refused']} / {run['dropped']} | {run['booted']} | "
+                f"{_ms(run['steady_rtt_ms'])} / {_ms(run['steady_rtt_ms'], 'p99')} / {_ms(run['steady_rtt_ms'], 'max')} | "
+                f"{idle['rss_mib']:.1f} → {gw.get('rss_mib_max', 0):.1f} | {per_cp:.1f} | {gw.get('threads_max', '-')} | "
+                f"{gw.get('cpu_percent_mean', 0):.1f} |")
+        scale_errors = "; ".join(f"{r['cps']} CPs: {r['errors']}" for r in results["scale"] if r["errors"]) or "none"
+        lines += ["", f"Errors: {scale_errors}.", ""]
+    if "storm" in results:
+        s = results["storm"]
+        lines += ["## Reconnect storm (Mosquitto)", "",
+                  f"{s['cps']} CPs connecting at once. Established {s['established']}, refused {s['refused']}, "
+                  f"dropped {s['dropped']}, booted {s['booted']}; all booted after "
+                  f"{'-' if s['all_booted_after_s'] is None else format(s['all_booted_after_s'], '.1f')} s; connect rate sustained "
+                  f"{'-' if s['connect_rate_per_s'] is None else format(s['connect_rate_per_s'], '.0f')}/s; BootNotification RTT ms "
+                  f"p50 {_ms(s['boot_rtt_ms'])}, p99 {_ms(s['boot_rtt_ms'], 'p99')}, max {_ms(s['boot_rtt_ms'], 'max')}. "
+                  f"Errors: {s['errors'] or 'none'}.", ""]
+    if "throughput" in results:
+        lines += ["## Throughput and the bare-MQTT baseline", "",
+                  "The same CP ids and OCPP frames, the same broker and processor: through the gateway (WebSocket → MQTT) "
+                  "and as bare MQTT clients (the physical limit of the architecture).", "",
+                  "| broker | offered msgs/s | path | achieved CP→CPO / CPO→CP msgs/s | RTT ms p50 / p99 | added p50 ms | ratio p50 |",
+                  "|---|---|---|---|---|---|---|"]
+        for broker, runs in results["throughput"].items():
+            for run in runs:
+                g, b = run["gateway"], run["baseline"]
+                added = (g["steady_rtt_ms"]["p50"] or 0) - (b["steady_rtt_ms"]["p50"] or 0)
+                ratio = (g["steady_rtt_ms"]["p50"] or 0) / (b["steady_rtt_ms"]["p50"] or 1)
+                lines.append(f"| {broker} | {run['offered']} | gateway | {g['msgs_per_s_cp_to_cpo']:.0f} / {g['msgs_per_s_cpo_to_cp']:.0f} | "
+                             f"{_ms(g['steady_rtt_ms'])} / {_ms(g['steady_rtt_ms'], 'p99')} | {added:+.1f} | {ratio:.2f} |")
+                lines.append(f"| {broker} | {run['offered']} | bare MQTT | {b['msgs_per_s_cp_to_cpo']:.0f} / {b['msgs_per_s_cpo_to_cp']:.0f} | "
+                             f"{_ms(b['steady_rtt_ms'])} / {_ms(b['steady_rtt_ms'], 'p99')} | | |")
+        lines += [""]
+    lines += ["Raw figures: `benchmarks.json` next to this file.", ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(prog="scripts/bench.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    largest = min(10_000, (fd_limit - 100) // 2)  # the gateway holds two sockets per CP
+    p.add_argument("--quick", action="store_true", help="small sizes and short holds (a few minutes)")
+    p.add_argument("--scale", default=f"1000,5000,{largest}", help="CP counts held by one gateway")
+    p.add_argument("--hold", type=float, default=60.0, help="seconds each scale run holds its CPs")
+    p.add_argument("--hold-largest", type=float, default=300.0, help="seconds the largest scale run holds")
+    p.add_argument("--storm", type=int, default=largest, help="CPs in the reconnect storm (0: skip)")
+    p.add_argument("--throughput-cps", type=int, default=500)
+    p.add_argument("--loads", default="5000,2500", help="offered OCPP messages per second")
+    p.add_argument("--throughput-duration", type=float, default=30.0)
+    p.add_argument("--brokers", default="mosquitto,amqtt", help="brokers for the throughput runs")
+    p.add_argument("--only", default="scale,storm,throughput", help="parts of the plan to run")
+    p.add_argument("--markdown", help="write the document here (and benchmarks.json beside it)")
+    args = p.parse_args()
+    if args.quick:
+        args.scale, args.hold, args.hold_largest, args.storm = "200,500,1000", 15.0, 20.0, 1000
+        args.loads, args.throughput_duration, args.throughput_cps = "1000,500", 10.0, 200
+    sizes = [int(x) for x in args.scale.split(",")]
+    parts = set(args.only.split(","))
+    results: dict[str, Any] = {"machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, "
+                                          f"Python {platform.python_version()}, open files limit {fd_limit}"}
+    if max(sizes) < 10_000 and "scale" in parts:
+        print(f"note: the open files limit ({fd_limit}) caps one gateway at {largest} CPs (two sockets each)", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        brokers = args.brokers.split(",")
+        for broker in (["mosquitto"] if MOSQUITTO else []) + [b for b in brokers if b != "mosquitto"]:
+            with Stack(broker, Path(tmp)) as stack:
+                stack.register("LT", max(sizes + [args.storm, args.throughput_cps]))
+                if broker == "mosquitto" and "scale" in parts:
+                    scale_runs(stack, sizes, args.hold, args.hold_largest, results)
+                if broker == "mosquitto" and "storm" in parts and args.storm:
+                    storm_run(stack, args.storm, results)
+                if "throughput" in parts and broker in brokers:
+                    throughput_runs(stack, args.throughput_cps, [int(x) for x in args.loads.split(",")],
+                                    args.throughput_duration, results)
+    if args.markdown:
+        command = "python scripts/bench.py " + " ".join(sys.argv[1:])
+        Path(args.markdown).write_text(markdown(results, command.strip()))
+        Path(args.markdown).with_name("benchmarks.json").write_text(json.dumps(results, indent=1) + "\n")
+        print(f"wrote {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
