@@ -148,7 +148,7 @@ def main() -> int:
             if args.broker == "mosquitto":
                 mqtt_port = free_port()
                 conf = Path(tmp) / "mosquitto.conf"
-                conf.write_text(f"listener {mqtt_port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nlog_dest stderr\n")
+                conf.write_text(f"listener {mqtt_port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nset_tcp_nodelay true\nlog_dest stderr\n")
                 mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
                 procs.append(start([mosquitto, "-c", str(conf)], "running"))
             api_url = f"http://127.0.0.1:{api_port}"

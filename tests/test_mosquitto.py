@@ -40,7 +40,7 @@ async def mosquitto(tmp_path: Path) -> AsyncIterator[int]:
     # Queue limits as a production broker for a backend needs them: never drop silently.
     config.write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_queued_messages 0\nmax_inflight_messages 0\nlog_dest stderr\n"
+        "max_queued_messages 0\nmax_inflight_messages 0\nset_tcp_nodelay true\nlog_dest stderr\n"
     )
     assert MOSQUITTO is not None
     proc = await trio.lowlevel.open_process([MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
