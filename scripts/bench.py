@@ -247,14 +247,18 @@ def markdown(results: dict[str, Any], command: str) -> str:
     if "scale" in results:
         lines += ["## Charge points held by one gateway process (Mosquitto)", "",
                   "Each CP boots, then sends a Heartbeat every 30 s; connect ramp 500/s.", "",
-                  "| CPs | established / refused / dropped | booted | heartbeat RTT ms p50 / p99 / max | gateway RSS MiB idle → max | RSS per CP KiB | threads max | gateway CPU % (mean) |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| CPs | established / refused / dropped | booted | all booted after s | heartbeat RTT ms p50 / p99 / max (whole run) | same, after all booted | gateway RSS MiB idle → max | RSS per CP KiB | threads max | gateway CPU % (mean) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for run in results["scale"]:
             gw, idle = run.get("gateway", {}), run["gateway_idle"]
             per_cp = (gw.get("rss_mib_max", 0) - idle["rss_mib"]) * 1024 / max(1, run["booted"])
+            after = run.get("steady_after_boot_rtt_ms", {})
+            booted_after = run.get("all_booted_after_s")
             lines.append(
                 f"| {run['cps']} | {run['established']} / {run['refused']} / {run['dropped']} | {run['booted']} | "
+                f"{'-' if booted_after is None else format(booted_after, '.1f')} | "
                 f"{_ms(run['steady_rtt_ms'])} / {_ms(run['steady_rtt_ms'], 'p99')} / {_ms(run['steady_rtt_ms'], 'max')} | "
+                f"{_ms(after)} / {_ms(after, 'p99')} / {_ms(after, 'max')} | "
                 f"{idle['rss_mib']:.1f} → {gw.get('rss_mib_max', 0):.1f} | {per_cp:.1f} | {gw.get('threads_max', '-')} | "
                 f"{gw.get('cpu_percent_mean', 0):.1f} |")
         scale_errors = "; ".join(f"{r['cps']} CPs: {r['errors']}" for r in results["scale"] if r["errors"]) or "none"

@@ -56,6 +56,7 @@ class Stats:
     received: int = 0
     boot_rtt: list[float] = field(default_factory=list)
     steady_rtt: list[float] = field(default_factory=list)
+    steady_at: list[float] = field(default_factory=list)  # wall clock of each steady-state answer
     errors: Counter[str] = field(default_factory=Counter)
     first_connect: float = 0.0
     last_connect: float = 0.0
@@ -66,6 +67,7 @@ class Stats:
             setattr(self, name, getattr(self, name) + other[name])
         self.boot_rtt += other["boot_rtt"]
         self.steady_rtt += other["steady_rtt"]
+        self.steady_at += other["steady_at"]
         self.errors.update(other["errors"])
         firsts = [t for t in (self.first_connect, other["first_connect"]) if t]
         self.first_connect = min(firsts) if firsts else 0.0
@@ -76,7 +78,7 @@ class Stats:
         return {
             "attempted": self.attempted, "established": self.established, "refused": self.refused,
             "dropped": self.dropped, "booted": self.booted, "sent": self.sent, "received": self.received,
-            "boot_rtt": self.boot_rtt, "steady_rtt": self.steady_rtt, "errors": dict(self.errors),
+            "boot_rtt": self.boot_rtt, "steady_rtt": self.steady_rtt, "steady_at": self.steady_at, "errors": dict(self.errors),
             "first_connect": self.first_connect, "last_connect": self.last_connect, "last_boot": self.last_boot,
         }
 
@@ -118,9 +120,11 @@ async def one_cp(cp_id: str, args: argparse.Namespace, stats: Stats, start_at: f
     subprotocol = "ocpp1.6" if version == "1.6" else "ocpp2.0.1"
     kinds, weights = zip(*mix, strict=True)
     established = False
+    connection: Any = None
     try:
         async with connect(args.url, cp_id, subprotocols=[subprotocol], ssl_context=ssl_context,
                            connect_timeout=args.connect_timeout) as cp:
+            connection = cp.ws
             established = True
             stats.established += 1
             now = trio.current_time()
@@ -151,6 +155,7 @@ async def one_cp(cp_id: str, args: argparse.Namespace, stats: Stats, start_at: f
                     stats.errors[f"{action}: CallError {_error_code(exc)}"] += 1
                 stats.received += 1
                 stats.steady_rtt.append(trio.current_time() - t0)
+                stats.steady_at.append(time.time())
                 next_at += args.interval
     except CallErrorReceived as exc:
         stats.received += 1
@@ -158,11 +163,12 @@ async def one_cp(cp_id: str, args: argparse.Namespace, stats: Stats, start_at: f
     except trio.TooSlowError:
         stats.errors["call timeout" if established else "connect timeout"] += 1
     except Exception as exc:  # noqa: BLE001 - every failure is counted by kind
-        reason = getattr(exc, "reason", None)
+        reason = getattr(exc, "reason", None) or getattr(connection, "closed", None)
         if established:
             stats.dropped += 1
             code = getattr(reason, "code", None)
-            stats.errors[f"closed {code}" if code else type(exc).__name__] += 1
+            text = getattr(reason, "reason", None)
+            stats.errors[f"closed {code} {text or ''}".strip()[:80] if code else type(exc).__name__] += 1
         else:
             stats.refused += 1
             stats.errors[f"refused: {type(exc).__name__}"] += 1
@@ -272,6 +278,10 @@ def summarize(stats: Stats, args: argparse.Namespace, wall: float, gateway: list
         "connect_rate_per_s": (stats.established - 1) / ramp if ramp > 0 else None,
         "all_booted_after_s": stats.last_boot - started if stats.booted == args.cps else None,
         "boot_rtt_ms": percentiles(stats.boot_rtt), "steady_rtt_ms": percentiles(stats.steady_rtt),
+        # Steady state proper: answers after the last CP booted (the connect ramp excluded).
+        "steady_after_boot_rtt_ms": percentiles(
+            [rtt for rtt, at in zip(stats.steady_rtt, stats.steady_at, strict=True) if at > stats.last_boot]
+        ) if stats.booted == args.cps else percentiles([]),
         "sent": stats.sent, "answered": stats.received, "unanswered": stats.sent - stats.received,
         "msgs_per_s_cp_to_cpo": stats.sent / wall if wall else 0.0,
         "msgs_per_s_cpo_to_cp": stats.received / wall if wall else 0.0,
@@ -299,6 +309,7 @@ def render(summary: dict[str, Any]) -> str:
         ("all booted after", "-" if summary["all_booted_after_s"] is None else f"{summary['all_booted_after_s']:.1f} s"),
         ("boot RTT ms p50 / p95 / p99 / max", ms(summary["boot_rtt_ms"])),
         ("steady RTT ms p50 / p95 / p99 / max", ms(summary["steady_rtt_ms"])),
+        ("  after all booted", ms(summary["steady_after_boot_rtt_ms"])),
         ("CALLs sent / answered", f"{summary['sent']} / {summary['answered']}"),
         ("msgs/s CP->CPO / CPO->CP", f"{summary['msgs_per_s_cp_to_cpo']:.1f} / {summary['msgs_per_s_cpo_to_cp']:.1f}"),
         ("errors", ", ".join(f"{k}: {v}" for k, v in summary["errors"].items()) or "none"),
