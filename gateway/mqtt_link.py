@@ -228,6 +228,7 @@ class MqttLink:
             raise MqttConnectionLost(f"publish to {topic!r} failed: {paho.error_string(info.rc)}")
         if qos > 0:
             self._unacked.add(info.mid)
+        self._write_now()
 
     async def receive(self) -> tuple[str, bytes]:
         """The next (topic, payload) received.
@@ -241,6 +242,7 @@ class MqttLink:
         topic, payload, mid, qos = self._inbox.popleft()
         if qos > 0 and not self._closed.is_set():
             self._client.ack(mid, qos)
+            self._write_now()
         return topic, payload
 
     # -- connection lifecycle ---------------------------------------------------
@@ -345,16 +347,27 @@ class MqttLink:
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 return
 
+    def _write_now(self) -> None:
+        """Write what paho has queued straight away (the socket is non-blocking).
+
+        The common case - the socket has room - then costs no task switch and
+        no epoll registration; whatever does not fit is left to :meth:`_writer`.
+        """
+        if self._sock is not None and self._client.want_write():
+            self._client.loop_write()
+
     async def _writer(self) -> None:
         while not self._closed.is_set():
             await self._want_write.wait()
             self._want_write = trio.Event()
             while self._sock is not None and self._client.want_write():
+                self._client.loop_write()  # optimistic: usually everything fits
+                if self._sock is None or not self._client.want_write():
+                    break
                 try:
                     await trio.lowlevel.wait_writable(self._sock)
                 except (trio.ClosedResourceError, OSError):
                     return
-                self._client.loop_write()
 
     def _misc(self) -> None:
         if self._sock is not None:
