@@ -17,6 +17,8 @@ from fakeiot.service import FakeIot, FakeIotConfig, running_fakeiot
 from .aws import AwsSettings, make_clients
 from .config import GatewayConfig
 from .errors import ConfigError
+from .gcpolicy import GcPolicy
+from .looplag import LoopMonitor
 from .mqtt_link import MqttDriver, MqttSettings, open_mqtt_driver
 from .processor import Processor, ProcessorSettings
 from .registry import Registry
@@ -70,6 +72,7 @@ class RunningGateway:
     driver: MqttDriver
     fakeiot: FakeIot | None
     processor: Processor | None
+    loop: LoopMonitor
 
 
 async def run_gateway(config: GatewayConfig, *, task_status: trio.TaskStatus[RunningGateway] = trio.TASK_STATUS_IGNORED) -> None:
@@ -135,7 +138,10 @@ async def run_gateway(config: GatewayConfig, *, task_status: trio.TaskStatus[Run
         )
 
         ssl_context = server_ssl_context(config)
+        loop = LoopMonitor()
         async with trio.open_nursery() as nursery:
+            await nursery.start(loop.run)
+            await nursery.start(GcPolicy(config.gc_full_interval).run)
             processor = None
             if config.run_processor:
                 processor = Processor(processor_driver, iot_data, ProcessorSettings(heartbeat_interval=config.heartbeat_interval))
@@ -158,4 +164,4 @@ async def run_gateway(config: GatewayConfig, *, task_status: trio.TaskStatus[Run
                 ", ".join(config.subprotocols), url, "mqtts" if mqtt_tls else "mqtt", mqtt_host, mqtt_port,
                 f"; registry API {api_url}" if api_url else "; registry: AWS IoT",
             )
-            task_status.started(RunningGateway(url, port, bridge, driver, iot, processor))
+            task_status.started(RunningGateway(url, port, bridge, driver, iot, processor, loop))

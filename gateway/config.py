@@ -47,6 +47,7 @@ class GatewayConfig:
     mqtt_connect_burst: int = 100
     mqtt_connect_max_wait: float = 120.0
     drain_timeout: float = 10.0
+    gc_full_interval: float = 300.0  # 0: CPython's own full-collection policy (see gcpolicy.py)
     iot_endpoint: str | None = None  # host[:port] of AWS IoT Core (MQTT over mutual TLS, port 8883)
     ca_file: Path | None = None  # CAs that sign the broker's certificate (AWS: AmazonRootCA1.pem)
     cert_file: Path | None = None  # the gateway's X.509 client certificate
@@ -169,6 +170,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                    help="a CP whose MQTT connection would wait longer for its turn is closed with 1013 (try again later)")
     p.add_argument("--drain-timeout", type=float, default=default("drain-timeout", d.drain_timeout),
                    help="on SIGTERM/SIGINT: seconds to wait for CPs to acknowledge the 1001 close before exiting")
+    p.add_argument("--gc-full-interval", type=float, default=default("gc-full-interval", d.gc_full_interval),
+                   help="seconds between full garbage collections, which pause every CP for up to a second at 10,000 "
+                        "CPs; 0: CPython's default policy (frequent full collections)")
     p.add_argument("--iot-api-url", default=default("iot-api-url", None),
                    help="endpoint of the IoT registry/shadow API (fakeiot's URL); unset with --mqtt-host: AWS IoT")
     p.add_argument("--region", default=default("region", d.region), help="AWS region for boto3")
@@ -250,6 +254,7 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
             mqtt_connect_burst=int(args.mqtt_connect_burst),
             mqtt_connect_max_wait=float(args.mqtt_connect_max_wait),
             drain_timeout=float(args.drain_timeout),
+            gc_full_interval=float(args.gc_full_interval),
             iot_endpoint=args.iot_endpoint,
             ca_file=Path(args.ca_file).expanduser() if args.ca_file else None,
             cert_file=Path(args.cert_file).expanduser() if args.cert_file else None,
@@ -303,6 +308,8 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
         parser.error("--mqtt-connect-rate and --mqtt-connect-max-wait must be >= 0, --mqtt-connect-burst >= 1")
     if config.drain_timeout < 0:
         parser.error("--drain-timeout must be >= 0")
+    if config.gc_full_interval < 0:
+        parser.error("--gc-full-interval must be >= 0 (0: CPython's default)")
     if config.max_message_rate < 0 or config.max_message_burst < 1:
         parser.error("--max-message-rate must be >= 0 and --max-message-burst >= 1")
     if config.max_connections < 1:

@@ -115,11 +115,12 @@ class MqttDriver:
         self._links.add(link)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(link._reader)
-                nursery.start_soon(link._writer)
+                link._nursery = nursery
+                nursery.start_soon(link._reader, name="mqtt reader")
                 try:
                     yield link
                 finally:
+                    link._nursery = None
                     nursery.cancel_scope.cancel()
         finally:
             # The reader and writer have stopped: flush and disconnect by ourselves, even when cancelled.
@@ -171,13 +172,15 @@ class MqttLink:
         self._client.on_subscribe = self._on_subscribe
         self._sock: Any = None
         self._connack = trio.Event()
-        self._connect_rc: Any = None
-        self._want_write = trio.Event()
+        # paho's ReasonCode objects each carry a copy of every reason name (about 1 KiB): keep plain values only.
+        self._connect_refusal: str | None = None
+        self._nursery: trio.Nursery | None = None  # the link's own, while connected
+        self._writer_running = False
         self._inbox: deque[tuple[str, bytes, int, int]] = deque()
         self._inbox_changed = trio.Event()
         self._unacked: set[int] = set()
         self._acked = trio.Event()
-        self._suback: dict[int, tuple[trio.Event, list[Any]]] = {}
+        self._suback: dict[int, tuple[trio.Event, list[tuple[bool, int]]]] = {}
         self._closed = trio.Event()
         self._close_reason: str | None = None
         self._closing = False
@@ -203,14 +206,15 @@ class MqttLink:
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
             raise MqttConnectionLost(f"subscribe to {topic!r} failed: {paho.error_string(rc)}")
         done = trio.Event()
-        codes: list[Any] = []
+        codes: list[tuple[bool, int]] = []
         self._suback[mid] = (done, codes)
+        self._write_now()
         with trio.fail_after(self._settings.connect_timeout):
             await done.wait()
         self._check_open()
-        if not codes or codes[0].is_failure:
+        if not codes or codes[0][0]:
             raise MqttSubscriptionRefused(f"broker refused subscription to {topic!r}")
-        return int(codes[0].value)
+        return codes[0][1]
 
     async def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
         """Hand a message to the broker.
@@ -258,7 +262,6 @@ class MqttLink:
                 raise MqttConnectError(f"cannot reach MQTT broker {where}: {exc}") from None
             # From here on paho runs only in this (the Trio) thread.
             self._client.on_socket_close = self._on_socket_close
-            self._client.on_socket_register_write = self._on_register_write
             self._sock = self._client.socket()
             if self._sock is None:
                 raise MqttConnectError(f"MQTT broker {where} closed the connection during CONNECT")
@@ -270,8 +273,8 @@ class MqttLink:
                     self._client.loop_read()
             if not self._connack.is_set():
                 raise MqttConnectError(f"MQTT broker {where} did not accept CONNECT within {settings.connect_timeout:g} s")
-            if self._connect_rc.is_failure:
-                raise MqttConnectError(f"MQTT broker {where} refused client {self.client_id!r}: {self._connect_rc}")
+            if self._connect_refusal is not None:
+                raise MqttConnectError(f"MQTT broker {where} refused client {self.client_id!r}: {self._connect_refusal}")
         except BaseException:
             self._close_socket("connect failed")
             raise
@@ -323,7 +326,6 @@ class MqttLink:
         self._closed.set()
         # Wake every task waiting on this link; each one re-checks and raises.
         self._inbox_changed.set()
-        self._want_write.set()
         self._acked.set()
         for done, _ in self._suback.values():
             done.set()
@@ -332,7 +334,7 @@ class MqttLink:
         if self._closed.is_set():
             raise MqttConnectionLost(self._close_reason or "connection closed")
 
-    # -- the two socket tasks and the ticker's hook --------------------------------
+    # -- the socket tasks and the ticker's hook --------------------------------------
 
     async def _reader(self) -> None:
         while self._sock is not None:
@@ -346,37 +348,43 @@ class MqttLink:
                 rc = self._client.loop_read()
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 return
+            self._write_now()  # anything paho queued while reading
 
     def _write_now(self) -> None:
         """Write what paho has queued straight away (the socket is non-blocking).
 
-        The common case - the socket has room - then costs no task switch and
-        no epoll registration; whatever does not fit is left to :meth:`_writer`.
+        Every call that makes paho queue a packet (publish, ack, subscribe,
+        loop_misc's PINGREQ, loop_read) is followed by this.  The common
+        case - the socket has room - costs no task switch and no epoll
+        registration; only when the socket is full is a :meth:`_writer` task
+        started (in the link's nursery) to wait until it drains.
         """
-        if self._sock is not None and self._client.want_write():
-            self._client.loop_write()
+        if self._sock is None or not self._client.want_write():
+            return
+        self._client.loop_write()
+        if self._sock is not None and self._client.want_write() and not self._writer_running and self._nursery is not None:
+            self._writer_running = True
+            self._nursery.start_soon(self._writer, name="mqtt writer")
 
     async def _writer(self) -> None:
-        while not self._closed.is_set():
-            await self._want_write.wait()
-            self._want_write = trio.Event()
+        try:
             while self._sock is not None and self._client.want_write():
-                self._client.loop_write()  # optimistic: usually everything fits
-                if self._sock is None or not self._client.want_write():
-                    break
-                try:
-                    await trio.lowlevel.wait_writable(self._sock)
-                except (trio.ClosedResourceError, OSError):
-                    return
+                await trio.lowlevel.wait_writable(self._sock)
+                self._client.loop_write()
+        except (trio.ClosedResourceError, OSError):
+            return
+        finally:
+            self._writer_running = False
 
     def _misc(self) -> None:
         if self._sock is not None:
             self._client.loop_misc()
+            self._write_now()  # a PINGREQ
 
     # -- paho callbacks (run in the Trio thread, inside loop_*) ------------------------
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
-        self._connect_rc = rc
+        self._connect_refusal = str(rc) if rc.is_failure else None
         self._connack.set()
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
@@ -394,16 +402,13 @@ class MqttLink:
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, codes: list[Any], props: Any) -> None:
         waiter = self._suback.pop(mid, None)
         if waiter is not None:
-            waiter[1].extend(codes)
+            waiter[1].extend((code.is_failure, int(code.value)) for code in codes)
             waiter[0].set()
 
     def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         trio.lowlevel.notify_closing(sock)
         self._sock = None
         self._mark_closed("connection to the MQTT broker lost")
-
-    def _on_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        self._want_write.set()
 
 
 def _wake_all(event: trio.Event) -> trio.Event:

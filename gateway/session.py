@@ -284,11 +284,14 @@ class Bridge:
             await link.subscribe(identity.out_topic, 1)
             record = {"state": {"reported": {"ocppProtocol": session.subprotocol}}}
             await link.publish(f"$aws/things/{identity.thing_name}/shadow/update", json.dumps(record).encode(), 1)
+            # Constant task names: trio would otherwise build one name string per task, per CP.
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._cp_to_mqtt, ws, link, session, nursery.cancel_scope)
-                nursery.start_soon(self._mqtt_to_cp, ws, link, session, nursery.cancel_scope)
+                nursery.start_soon(self._mqtt_to_cp, ws, link, session, nursery.cancel_scope, name="mqtt->cp")
                 if self.ping_interval > 0:
-                    nursery.start_soon(self._keepalive, ws, session, nursery.cancel_scope)
+                    nursery.start_soon(self._keepalive, ws, session, nursery.cancel_scope, name="ws keepalive")
+                # The CP -> MQTT pump runs in this task (one task fewer per CP); whichever pump ends first
+                # cancels the nursery, and with it the other pump.
+                await self._cp_to_mqtt(ws, link, session, nursery.cancel_scope)
 
     async def _keepalive(self, ws: WebSocketConnection, session: ChargePointSession, done: trio.CancelScope) -> None:
         """Ping the CP; one that does not answer in time is closed and its MQTT session released."""

@@ -31,6 +31,7 @@ import argparse
 import json
 import platform
 import random
+import re
 import resource
 import shutil
 import subprocess
@@ -65,6 +66,8 @@ class Stack:
         self.api_port, self.amqtt_port = free_port(), free_port()
         self.api_url = f"http://127.0.0.1:{self.api_port}"
         self.mqtt_port = self.amqtt_port
+        self.processor_output: list[str] = []
+        self.processor_loop: dict[str, float] | None = None
 
     def __enter__(self) -> Stack:
         data = self.tmp / f"iot-{self.broker}"
@@ -81,29 +84,56 @@ class Stack:
             credentials = []
         self.procs.append(start([sys.executable, "-m", "gateway.processor", "--mqtt-port", str(self.mqtt_port),
                                  "--iot-api-url", self.api_url, "--log-level", "WARNING", *credentials],
-                                "processor: answering"))
+                                "processor: answering", keep=self.processor_output))
         return self
 
     def __exit__(self, *exc: object) -> None:
         for proc in reversed(self.procs):
             stop(proc)
+        time.sleep(0.2)  # the drain thread reads the processor's last lines
+        self.processor_loop = loop_figures(self.processor_output)
+        print(f"processor ({self.broker} runs): {self.processor_loop}", flush=True)
 
     @contextmanager
-    def gateway(self) -> Iterator[tuple[str, int]]:
+    def gateway(self, output: list[str] | None = None) -> Iterator[tuple[str, int]]:
+        """A gateway process for one run; its output lines (its stop summary included) go to ``output``."""
         port = free_port()
         proc = start([sys.executable, "-m", "gateway", "--port", str(port), "--mqtt-host", "127.0.0.1",
                       "--mqtt-port", str(self.mqtt_port), "--iot-api-url", self.api_url, "--no-processor",
                       "--log-level", "WARNING", "--mqtt-connect-rate", "500", "--mqtt-connect-burst", "500",
-                      "--max-message-rate", "0", "--max-connections", "20000"], "listening on")
+                      "--max-message-rate", "0", "--max-connections", "20000"], "listening on", keep=output)
         try:
             time.sleep(1.0)
             yield f"ws://127.0.0.1:{port}", proc.pid
         finally:
             stop(proc)
+            time.sleep(0.3)  # the drain thread reads the gateway's last lines (its stop summary)
 
     def register(self, prefix: str, n: int) -> None:
         run_loadtest(["--url", "ws://unused", "--cps", str(n), "--prefix", prefix, "--register", "--api-url", self.api_url,
                       "--duration", "0.001", "--rate", "1", "--quiet"], register_only=True)
+
+
+LOOP_LINE = re.compile(r"event loop lag max (\d+) ms, mean ([\d.]+) ms, (\d+) stalls over (\d+) ms; "
+                       r"full GCs (\d+) \(max (\d+) ms\)")
+
+
+def loop_figures(lines: list[str]) -> dict[str, float] | None:
+    """The event-loop summary a gateway or processor prints when it stops (gateway/looplag.py).
+
+    Warnings and errors it logged are shown too (at most 20 lines)."""
+    problems = [line.rstrip() for line in lines if " WARNING " in line or " ERROR " in line]
+    for line in problems[:20]:
+        print(f"  | {line}", flush=True)
+    if len(problems) > 20:
+        print(f"  | ... {len(problems) - 20} more", flush=True)
+    for line in reversed(lines):
+        found = LOOP_LINE.search(line)
+        if found:
+            lag_max, lag_mean, stalls, threshold, full_gcs, gc_max = found.groups()
+            return {"lag_max_ms": float(lag_max), "lag_mean_ms": float(lag_mean), "stalls": int(stalls),
+                    "stall_threshold_ms": float(threshold), "full_gcs": int(full_gcs), "full_gc_max_ms": float(gc_max)}
+    return None
 
 
 def stop(proc: subprocess.Popen[str]) -> None:
@@ -196,22 +226,26 @@ async def _baseline(port: int, prefix: str, cps: int, interval: float, duration:
 
 def scale_runs(stack: Stack, sizes: list[int], hold: float, hold_largest: float, ramp: float, results: dict[str, Any]) -> None:
     for n in sizes:
-        with stack.gateway() as (url, pid):
+        output: list[str] = []
+        with stack.gateway(output) as (url, pid):
             idle = proc_stats(pid)
             duration = hold_largest if n == max(sizes) else hold
             figures = run_loadtest(["--url", url, "--cps", str(n), "--prefix", "LT", "--rate", f"{ramp:g}", "--interval", "30",
                                     "--duration", str(duration + n / ramp), "--connect-timeout", "120",
                                     "--gateway-pid", str(pid)])
             figures["gateway_idle"] = {"rss_mib": idle[0], "threads": idle[1]}
-            results.setdefault("scale", []).append(figures)
+        figures["gateway_loop"] = loop_figures(output)
+        results.setdefault("scale", []).append(figures)
 
 
 def storm_run(stack: Stack, n: int, results: dict[str, Any]) -> None:
-    with stack.gateway() as (url, pid):
+    output: list[str] = []
+    with stack.gateway(output) as (url, pid):
         figures = run_loadtest(["--url", url, "--cps", str(n), "--prefix", "LT", "--rate", "100000", "--interval", "30",
                                 "--duration", "90", "--connect-timeout", "120", "--call-timeout", "120",
                                 "--gateway-pid", str(pid)])
-        results["storm"] = figures
+    figures["gateway_loop"] = loop_figures(output)
+    results["storm"] = figures
 
 
 def throughput_runs(stack: Stack, cps: int, loads: list[int], duration: float, results: dict[str, Any]) -> None:
@@ -336,6 +370,7 @@ def main() -> int:
                 if "throughput" in parts and broker in brokers:
                     throughput_runs(stack, args.throughput_cps, [int(x) for x in args.loads.split(",")],
                                     args.throughput_duration, results)
+            results.setdefault("processor_loop", {})[broker] = stack.processor_loop
     if args.markdown:
         command = "python scripts/bench.py " + " ".join(sys.argv[1:])
         Path(args.markdown).write_text(markdown(results, command.strip()))

@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -42,7 +43,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(args: list[str], ready: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def start(args: list[str], ready: str, env: dict[str, str] | None = None,
+          keep: list[str] | None = None) -> subprocess.Popen[str]:
+    """Start a process and wait for ``ready`` in its output; later output lines go to ``keep`` if given."""
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})))
     assert proc.stdout is not None
@@ -53,10 +56,16 @@ def start(args: list[str], ready: str, env: dict[str, str] | None = None) -> sub
             break
         if ready in line:
             # Keep reading so a chatty process never blocks on a full pipe.
-            threading.Thread(target=proc.stdout.read, name=f"drain-{proc.pid}", daemon=True).start()
+            threading.Thread(target=_drain, args=(proc.stdout, keep), name=f"drain-{proc.pid}", daemon=True).start()
             return proc
     proc.kill()
     raise SystemExit(f"{args[:3]} did not start (waited for {ready!r})")
+
+
+def _drain(stream: Any, keep: list[str] | None) -> None:
+    for line in stream:
+        if keep is not None:
+            keep.append(line)
 
 
 def proc_stats(pid: int) -> tuple[float, int, float]:

@@ -41,6 +41,8 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.chargepoint import CallErrorReceived, boot_notification, connect  # noqa: E402
+from gateway.gcpolicy import GcPolicy  # noqa: E402
+from gateway.looplag import LoopMonitor  # noqa: E402
 
 MIX_NAMES = ("heartbeat", "status", "meter")
 
@@ -61,6 +63,10 @@ class Stats:
     first_connect: float = 0.0
     last_connect: float = 0.0
     last_boot: float = 0.0  # wall clock when the last CP's boot was answered
+    # This generator's own event loop (per worker process): a stalled generator inflates round trips.
+    loop_lag_max_ms: float = 0.0
+    loop_stalls: int = 0
+    gc_full_max_ms: float = 0.0
 
     def merge(self, other: dict[str, Any]) -> None:
         for name in ("attempted", "established", "refused", "dropped", "booted", "sent", "received"):
@@ -73,6 +79,9 @@ class Stats:
         self.first_connect = min(firsts) if firsts else 0.0
         self.last_connect = max(self.last_connect, other["last_connect"])
         self.last_boot = max(self.last_boot, other["last_boot"])
+        self.loop_lag_max_ms = max(self.loop_lag_max_ms, other["loop_lag_max_ms"])
+        self.loop_stalls += other["loop_stalls"]
+        self.gc_full_max_ms = max(self.gc_full_max_ms, other["gc_full_max_ms"])
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +89,7 @@ class Stats:
             "dropped": self.dropped, "booted": self.booted, "sent": self.sent, "received": self.received,
             "boot_rtt": self.boot_rtt, "steady_rtt": self.steady_rtt, "steady_at": self.steady_at, "errors": dict(self.errors),
             "first_connect": self.first_connect, "last_connect": self.last_connect, "last_boot": self.last_boot,
+            "loop_lag_max_ms": self.loop_lag_max_ms, "loop_stalls": self.loop_stalls, "gc_full_max_ms": self.gc_full_max_ms,
         }
 
 
@@ -185,7 +195,12 @@ async def worker(args: argparse.Namespace, ids: list[str], index: int, workers: 
     start = trio.current_time() + 0.2
     end_at = start + args.duration
     # The whole run ramps at --rate; this worker's CPs are every workers-th one.
+    monitor = LoopMonitor(warn_after=0.1, log_stalls=False)
     async with trio.open_nursery() as outer:
+        await outer.start(monitor.run)
+        # Full collections of the generator's own objects would stall every simulated CP at once and
+        # show up as gateway latency: one per 10 minutes at most (the gateway's own policy, longer).
+        await outer.start(GcPolicy(600.0).run)
         if progress:
             outer.start_soon(_progress, stats, start, args)
         async with trio.open_nursery() as nursery:
@@ -193,6 +208,9 @@ async def worker(args: argparse.Namespace, ids: list[str], index: int, workers: 
                 position = n * workers + index
                 nursery.start_soon(one_cp, cp_id, args, stats, start + position / args.rate, end_at, ssl_context, mix)
         outer.cancel_scope.cancel()
+    loop = monitor.summary()
+    stats.loop_lag_max_ms, stats.loop_stalls = loop["lag_max_ms"], loop["stalls"]
+    stats.gc_full_max_ms = loop["gc"]["gen2"]["max_ms"]
     return stats
 
 
@@ -286,6 +304,8 @@ def summarize(stats: Stats, args: argparse.Namespace, wall: float, gateway: list
         "msgs_per_s_cp_to_cpo": stats.sent / wall if wall else 0.0,
         "msgs_per_s_cpo_to_cp": stats.received / wall if wall else 0.0,
         "errors": dict(stats.errors), "wall_s": wall,
+        "generator": {"loop_lag_max_ms": stats.loop_lag_max_ms, "loop_stalls_over_100ms": stats.loop_stalls,
+                      "gc_full_max_ms": stats.gc_full_max_ms},
     }
     if gateway:
         summary["gateway"] = {
@@ -313,6 +333,8 @@ def render(summary: dict[str, Any]) -> str:
         ("CALLs sent / answered", f"{summary['sent']} / {summary['answered']}"),
         ("msgs/s CP->CPO / CPO->CP", f"{summary['msgs_per_s_cp_to_cpo']:.1f} / {summary['msgs_per_s_cpo_to_cp']:.1f}"),
         ("errors", ", ".join(f"{k}: {v}" for k, v in summary["errors"].items()) or "none"),
+        ("generator loop lag max / stalls >100 ms / full GC max",
+         "{loop_lag_max_ms:.0f} ms / {loop_stalls_over_100ms} / {gc_full_max_ms:.0f} ms".format(**summary["generator"])),
     ]
     if "gateway" in summary:
         g = summary["gateway"]

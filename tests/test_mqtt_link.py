@@ -95,3 +95,46 @@ async def test_messages_published_just_before_leaving_are_delivered(fakeiot: Fak
                 with trio.fail_after(5):
                     got = [await listener.receive() for _ in range(10)]
                 assert [p for _, p in got] == [str(i).encode() for i in range(10)]
+
+
+async def test_publishes_larger_than_the_socket_buffer_are_written_once_it_drains() -> None:
+    """A broker that stops reading fills the socket: the link starts a writer task that waits for room
+    and then writes the rest, in order, without the caller blocking or anything being dropped."""
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    payload_size, count = 256 * 1024, 40
+    received = bytearray()
+    resume = trio.Event()
+
+    async def broker() -> None:
+        conn, _ = await listener.accept()
+        with conn:
+            await conn.recv(1024)  # CONNECT
+            await conn.send(b"\x20\x02\x00\x00")  # CONNACK, accepted
+            await resume.wait()  # meanwhile the client's socket buffer fills up
+            while len(received) < payload_size * count:
+                chunk = await conn.recv(1 << 20)
+                if not chunk:
+                    break
+                received.extend(chunk)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(broker)
+        async with open_mqtt_driver(MqttSettings(port=port, connect_rate=0)) as driver:
+            async with driver.link("CP-big") as link:
+                for i in range(count):
+                    await link.publish("CP-big/in", bytes([65 + i % 26]) * payload_size, qos=0)
+                assert link._client.want_write(), "the test needs more data than the socket buffers hold"
+                assert link._writer_running
+                resume.set()
+                with trio.fail_after(20):
+                    while len(received) < payload_size * count:
+                        await trio.sleep(0.01)
+        listener.close()
+    # Every payload arrived, in order, after its PUBLISH header.
+    position = 0
+    for i in range(count):
+        position = received.index(bytes([65 + i % 26]) * payload_size, position) + payload_size
+    assert position <= len(received)

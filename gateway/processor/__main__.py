@@ -20,6 +20,7 @@ import trio
 
 from ..aws import AwsSettings, make_clients
 from ..errors import ConfigError, GatewayError
+from ..looplag import LoopMonitor
 from ..mqtt_link import MqttSettings, open_mqtt_driver
 from .service import Processor, ProcessorSettings
 
@@ -59,14 +60,17 @@ async def _run(args: argparse.Namespace) -> None:
         host=args.mqtt_host, port=int(args.mqtt_port), username=args.mqtt_username, password=args.mqtt_password,
         ssl_context=args.ssl_context,
     )
+    loop = LoopMonitor()
     async with open_mqtt_driver(mqtt) as driver:
         async with trio.open_nursery() as nursery:
+            await nursery.start(loop.run)
             await nursery.start(Processor(driver, iot_data, settings).run)
             print(f"processor: answering +/in on {args.mqtt_host}:{args.mqtt_port}", flush=True)
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for _ in signals:
                     nursery.cancel_scope.cancel()
                     break
+    print(f"processor stopped: {loop.describe()}", flush=True)
     iot_data.close()
 
 
