@@ -332,8 +332,16 @@ async def test_gateway_sigkill_behind_a_load_balancer(tmp_path: Path) -> None:
                 with trio.fail_after(30):
                     while not all(last_beat.values()):
                         await trio.sleep(0.05)
-                _drain(gw_a)
-                on_a = sum("connected from" in line for line in gw_a.lines)
+                with trio.fail_after(10):  # both gateways' log lines are read by threads: wait for all of them
+                    while True:
+                        _drain(gw_a)
+                        _drain(gw_b)
+                        on_a = sum("connected from" in line for line in gw_a.lines)
+                        on_b = sum("connected from" in line for line in gw_b.lines)
+                        if on_a + on_b >= len(ids):
+                            break
+                        await trio.sleep(0.05)
+                assert on_a + on_b == len(ids)  # each CP connected once
                 assert 0 < on_a < len(ids)  # round robin: both gateways hold CPs
                 gw_a.proc.kill()  # SIGKILL: no drain, no clean MQTT disconnect
                 gw_a.proc.wait()
