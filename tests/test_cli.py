@@ -69,8 +69,10 @@ def test_cli_errors_are_clear() -> None:
     assert unreachable.returncode == 1 and "cannot reach fakeiot" in unreachable.stderr
     bad_id = run("-m", "fakeiot", "thing", "create", "CP:1")
     assert bad_id.returncode == 2 and "':' is not allowed" in bad_id.stderr
+    bad_gc = run("-m", "gateway", "--gc-full-interval", "-1")
+    assert bad_gc.returncode == 2 and "--gc-full-interval must be >= 0" in bad_gc.stderr
     help_text = run("-m", "gateway", "--help").stdout
-    for option in ("--host", "--port", "--mqtt-host", "--iot-api-url", "--subprotocols", "GATEWAY_"):
+    for option in ("--host", "--port", "--mqtt-host", "--iot-api-url", "--subprotocols", "--gc-full-interval", "GATEWAY_"):
         assert option in help_text
 
 

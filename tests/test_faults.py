@@ -117,6 +117,8 @@ def test_sigterm_closes_cps_with_going_away_and_exits(tmp_path: Path) -> None:
 
         assert trio.run(cp_sees_going_away) == (1001, "Gateway shutting down")
         assert gw.proc.wait(timeout=10) == 0
+        # On the way out it says how well its event loop kept up (gateway/looplag.py).
+        assert re.search(r"gateway stopped: event loop lag max \d+ ms, mean [\d.]+ ms, \d+ stalls", gw.wait_for_line("gateway stopped"))
 
 
 def test_sigterm_drain_is_bounded_by_the_drain_timeout(tmp_path: Path) -> None:

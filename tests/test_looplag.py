@@ -1,0 +1,63 @@
+"""The event-loop lag monitor and the garbage-collection policy, in a real Trio loop."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+
+import pytest
+import trio
+
+from gateway.gcpolicy import GcPolicy
+from gateway.looplag import LoopMonitor
+
+
+async def test_a_blocking_call_shows_up_as_a_stall(caplog: pytest.LogCaptureFixture) -> None:
+    monitor = LoopMonitor(interval=0.01, warn_after=0.1)
+    with caplog.at_level(logging.WARNING, logger="gateway.looplag"):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(monitor.run)
+            await trio.sleep(0.05)
+            time.sleep(0.3)  # what a slow callback does to every other task
+            await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+    assert monitor.stalls == 1
+    assert 0.25 <= monitor.lag_max < 1.0
+    assert monitor.samples > 3
+    assert [r.getMessage() for r in caplog.records if "event loop stalled" in r.getMessage()]
+    assert "1 stalls over 100 ms" in monitor.describe()
+
+
+async def test_gc_pauses_are_timed_by_generation() -> None:
+    monitor = LoopMonitor()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(monitor.run)
+        gc.collect(2)
+        nursery.cancel_scope.cancel()
+    assert monitor.summary()["gc"]["gen2"]["count"] >= 1
+    assert monitor._on_gc not in gc.callbacks  # the hook is removed with the task
+
+
+async def test_gc_policy_schedules_full_collections_and_restores_cpython_defaults() -> None:
+    before = gc.get_threshold()
+    policy = GcPolicy(full_interval=0.05)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(policy.run)
+        assert gc.get_threshold()[:2] == before[:2]  # young collections unchanged
+        assert gc.get_threshold()[2] > 1_000_000  # no automatic full collections
+        assert gc.get_freeze_count() > 0  # what existed at start-up is frozen
+        with trio.fail_after(5):
+            while policy.full_collections < 2:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
+
+
+async def test_gc_policy_zero_keeps_cpython_policy() -> None:
+    before = gc.get_threshold()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(GcPolicy(full_interval=0).run)
+        assert gc.get_threshold() == before
+        nursery.cancel_scope.cancel()
