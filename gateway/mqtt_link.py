@@ -30,6 +30,7 @@ messages it sent are unacknowledged.
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import uuid
 from collections import deque
@@ -265,6 +266,9 @@ class MqttLink:
             self._sock = self._client.socket()
             if self._sock is None:
                 raise MqttConnectError(f"MQTT broker {where} closed the connection during CONNECT")
+            # paho leaves Nagle's algorithm on: a PUBACK followed by a PUBLISH (the processor's
+            # receive-then-answer) would then wait for the broker's delayed ACK, ~40 ms per round trip.
+            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._client.want_write():
                 self._client.loop_write()
             with trio.move_on_after(settings.connect_timeout):
