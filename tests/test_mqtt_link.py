@@ -138,3 +138,13 @@ async def test_publishes_larger_than_the_socket_buffer_are_written_once_it_drain
     for i in range(count):
         position = received.index(bytes([65 + i % 26]) * payload_size, position) + payload_size
     assert position <= len(received)
+
+
+async def test_links_turn_off_nagle(fakeiot: FakeIot) -> None:
+    """With Nagle on, a PUBACK followed by a PUBLISH waits for the broker's delayed ACK (~40 ms):
+    every MQTT socket the gateway and the processor open sets TCP_NODELAY."""
+    import socket
+
+    async with open_mqtt_driver(backend_settings(fakeiot)) as driver:
+        async with driver.link("backend:nodelay") as link:
+            assert link._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
