@@ -130,6 +130,7 @@ async def one_cp(cp_id: str, args: argparse.Namespace, stats: Stats, start_at: f
     subprotocol = "ocpp1.6" if version == "1.6" else "ocpp2.0.1"
     kinds, weights = zip(*mix, strict=True)
     established = False
+    finished = False  # the CP's run is over; only the closing handshake is left
     connection: Any = None
     try:
         async with connect(args.url, cp_id, subprotocols=[subprotocol], ssl_context=ssl_context,
@@ -167,6 +168,7 @@ async def one_cp(cp_id: str, args: argparse.Namespace, stats: Stats, start_at: f
                 stats.steady_rtt.append(trio.current_time() - t0)
                 stats.steady_at.append(time.time())
                 next_at += args.interval
+            finished = True
     except CallErrorReceived as exc:
         stats.received += 1
         stats.errors[f"BootNotification: CallError {_error_code(exc)}"] += 1
@@ -174,11 +176,15 @@ async def one_cp(cp_id: str, args: argparse.Namespace, stats: Stats, start_at: f
         stats.errors["call timeout" if established else "connect timeout"] += 1
     except Exception as exc:  # noqa: BLE001 - every failure is counted by kind
         reason = getattr(exc, "reason", None) or getattr(connection, "closed", None)
-        if established:
+        code = getattr(reason, "code", None)
+        text = getattr(reason, "reason", None)
+        kind = f"closed {code} {text or ''}".strip()[:80] + f" ({type(exc).__name__})" if code else type(exc).__name__
+        if finished:
+            # Not a dropped connection: every message was answered, closing it failed.
+            stats.errors[f"while closing at the end: {kind}"] += 1
+        elif established:
             stats.dropped += 1
-            code = getattr(reason, "code", None)
-            text = getattr(reason, "reason", None)
-            stats.errors[f"closed {code} {text or ''}".strip()[:80] if code else type(exc).__name__] += 1
+            stats.errors[kind] += 1
         else:
             stats.refused += 1
             stats.errors[f"refused: {type(exc).__name__}"] += 1
