@@ -96,8 +96,9 @@ class LoopMonitor:
     def describe(self) -> str:
         s = self.summary()
         gen2 = s["gc"]["gen2"]
+        young = max(s["gc"]["gen0"]["max_ms"], s["gc"]["gen1"]["max_ms"])
         return (
             f"event loop lag max {s['lag_max_ms']:.0f} ms, mean {s['lag_mean_ms']:.1f} ms, "
             f"{s['stalls']} stalls over {s['stall_threshold_ms']:.0f} ms; "
-            f"full GCs {gen2['count']} (max {gen2['max_ms']:.0f} ms)"
+            f"full GCs {gen2['count']} (max {gen2['max_ms']:.0f} ms), young GCs max {young:.0f} ms"
         )

@@ -115,7 +115,7 @@ class Stack:
 
 
 LOOP_LINE = re.compile(r"event loop lag max (\d+) ms, mean ([\d.]+) ms, (\d+) stalls over (\d+) ms; "
-                       r"full GCs (\d+) \(max (\d+) ms\)")
+                       r"full GCs (\d+) \(max (\d+) ms\)(?:, young GCs max (\d+) ms)?")
 
 
 def loop_figures(lines: list[str]) -> dict[str, float] | None:
@@ -130,9 +130,10 @@ def loop_figures(lines: list[str]) -> dict[str, float] | None:
     for line in reversed(lines):
         found = LOOP_LINE.search(line)
         if found:
-            lag_max, lag_mean, stalls, threshold, full_gcs, gc_max = found.groups()
+            lag_max, lag_mean, stalls, threshold, full_gcs, gc_max, young_max = found.groups()
             return {"lag_max_ms": float(lag_max), "lag_mean_ms": float(lag_mean), "stalls": int(stalls),
-                    "stall_threshold_ms": float(threshold), "full_gcs": int(full_gcs), "full_gc_max_ms": float(gc_max)}
+                    "stall_threshold_ms": float(threshold), "full_gcs": int(full_gcs), "full_gc_max_ms": float(gc_max),
+                    "young_gc_max_ms": float(young_max or 0)}
     return None
 
 

@@ -67,6 +67,7 @@ class Stats:
     loop_lag_max_ms: float = 0.0
     loop_stalls: int = 0
     gc_full_max_ms: float = 0.0
+    gc_young_max_ms: float = 0.0
 
     def merge(self, other: dict[str, Any]) -> None:
         for name in ("attempted", "established", "refused", "dropped", "booted", "sent", "received"):
@@ -82,6 +83,7 @@ class Stats:
         self.loop_lag_max_ms = max(self.loop_lag_max_ms, other["loop_lag_max_ms"])
         self.loop_stalls += other["loop_stalls"]
         self.gc_full_max_ms = max(self.gc_full_max_ms, other["gc_full_max_ms"])
+        self.gc_young_max_ms = max(self.gc_young_max_ms, other["gc_young_max_ms"])
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +92,7 @@ class Stats:
             "boot_rtt": self.boot_rtt, "steady_rtt": self.steady_rtt, "steady_at": self.steady_at, "errors": dict(self.errors),
             "first_connect": self.first_connect, "last_connect": self.last_connect, "last_boot": self.last_boot,
             "loop_lag_max_ms": self.loop_lag_max_ms, "loop_stalls": self.loop_stalls, "gc_full_max_ms": self.gc_full_max_ms,
+            "gc_young_max_ms": self.gc_young_max_ms,
         }
 
 
@@ -217,6 +220,7 @@ async def worker(args: argparse.Namespace, ids: list[str], index: int, workers: 
     loop = monitor.summary()
     stats.loop_lag_max_ms, stats.loop_stalls = loop["lag_max_ms"], loop["stalls"]
     stats.gc_full_max_ms = loop["gc"]["gen2"]["max_ms"]
+    stats.gc_young_max_ms = max(loop["gc"]["gen0"]["max_ms"], loop["gc"]["gen1"]["max_ms"])
     return stats
 
 
@@ -311,7 +315,7 @@ def summarize(stats: Stats, args: argparse.Namespace, wall: float, gateway: list
         "msgs_per_s_cpo_to_cp": stats.received / wall if wall else 0.0,
         "errors": dict(stats.errors), "wall_s": wall,
         "generator": {"loop_lag_max_ms": stats.loop_lag_max_ms, "loop_stalls_over_100ms": stats.loop_stalls,
-                      "gc_full_max_ms": stats.gc_full_max_ms},
+                      "gc_full_max_ms": stats.gc_full_max_ms, "gc_young_max_ms": stats.gc_young_max_ms},
     }
     if gateway:
         summary["gateway"] = {
@@ -339,8 +343,9 @@ def render(summary: dict[str, Any]) -> str:
         ("CALLs sent / answered", f"{summary['sent']} / {summary['answered']}"),
         ("msgs/s CP->CPO / CPO->CP", f"{summary['msgs_per_s_cp_to_cpo']:.1f} / {summary['msgs_per_s_cpo_to_cp']:.1f}"),
         ("errors", ", ".join(f"{k}: {v}" for k, v in summary["errors"].items()) or "none"),
-        ("generator loop lag max / stalls >100 ms / full GC max",
-         "{loop_lag_max_ms:.0f} ms / {loop_stalls_over_100ms} / {gc_full_max_ms:.0f} ms".format(**summary["generator"])),
+        ("generator loop lag max / stalls >100 ms / full, young GC max",
+         "{loop_lag_max_ms:.0f} ms / {loop_stalls_over_100ms} / {gc_full_max_ms:.0f}, {gc_young_max_ms:.0f} ms".format(
+             **summary["generator"])),
     ]
     if "gateway" in summary:
         g = summary["gateway"]
