@@ -141,7 +141,7 @@ async def run_gateway(config: GatewayConfig, *, task_status: trio.TaskStatus[Run
         loop = LoopMonitor()
         async with trio.open_nursery() as nursery:
             await nursery.start(loop.run)
-            await nursery.start(GcPolicy(config.gc_full_interval).run)
+            await nursery.start(GcPolicy(config.gc_full_interval, config.gc_young_interval).run)
             processor = None
             if config.run_processor:
                 processor = Processor(processor_driver, iot_data, ProcessorSettings(heartbeat_interval=config.heartbeat_interval))

@@ -48,6 +48,7 @@ class GatewayConfig:
     mqtt_connect_max_wait: float = 120.0
     drain_timeout: float = 10.0
     gc_full_interval: float = 300.0  # 0: CPython's own full-collection policy (see gcpolicy.py)
+    gc_young_interval: float = 0.1  # 0: young collections only when CPython's allocation counter says so
     iot_endpoint: str | None = None  # host[:port] of AWS IoT Core (MQTT over mutual TLS, port 8883)
     ca_file: Path | None = None  # CAs that sign the broker's certificate (AWS: AmazonRootCA1.pem)
     cert_file: Path | None = None  # the gateway's X.509 client certificate
@@ -173,6 +174,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--gc-full-interval", type=float, default=default("gc-full-interval", d.gc_full_interval),
                    help="seconds between full garbage collections, which pause every CP for up to a second at 10,000 "
                         "CPs; 0: CPython's default policy (frequent full collections)")
+    p.add_argument("--gc-young-interval", type=float, default=default("gc-young-interval", d.gc_young_interval),
+                   help="seconds between young garbage collections, which keeps each one to a few milliseconds "
+                        "under steady traffic; 0: only when CPython's allocation counter triggers one")
     p.add_argument("--iot-api-url", default=default("iot-api-url", None),
                    help="endpoint of the IoT registry/shadow API (fakeiot's URL); unset with --mqtt-host: AWS IoT")
     p.add_argument("--region", default=default("region", d.region), help="AWS region for boto3")
@@ -255,6 +259,7 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
             mqtt_connect_max_wait=float(args.mqtt_connect_max_wait),
             drain_timeout=float(args.drain_timeout),
             gc_full_interval=float(args.gc_full_interval),
+            gc_young_interval=float(args.gc_young_interval),
             iot_endpoint=args.iot_endpoint,
             ca_file=Path(args.ca_file).expanduser() if args.ca_file else None,
             cert_file=Path(args.cert_file).expanduser() if args.cert_file else None,
@@ -310,6 +315,8 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
         parser.error("--drain-timeout must be >= 0")
     if config.gc_full_interval < 0:
         parser.error("--gc-full-interval must be >= 0 (0: CPython's default)")
+    if config.gc_young_interval < 0:
+        parser.error("--gc-young-interval must be >= 0 (0: CPython's allocation counter only)")
     if config.max_message_rate < 0 or config.max_message_burst < 1:
         parser.error("--max-message-rate must be >= 0 and --max-message-burst >= 1")
     if config.max_connections < 1:

@@ -71,8 +71,10 @@ def test_cli_errors_are_clear() -> None:
     assert bad_id.returncode == 2 and "':' is not allowed" in bad_id.stderr
     bad_gc = run("-m", "gateway", "--gc-full-interval", "-1")
     assert bad_gc.returncode == 2 and "--gc-full-interval must be >= 0" in bad_gc.stderr
+    bad_young = run("-m", "gateway", "--gc-young-interval", "-0.1")
+    assert bad_young.returncode == 2 and "--gc-young-interval must be >= 0" in bad_young.stderr
     help_text = run("-m", "gateway", "--help").stdout
-    for option in ("--host", "--port", "--mqtt-host", "--iot-api-url", "--subprotocols", "--gc-full-interval", "GATEWAY_"):
+    for option in ("--host", "--port", "--mqtt-host", "--iot-api-url", "--subprotocols", "--gc-full-interval", "--gc-young-interval", "GATEWAY_"):
         assert option in help_text
 
 

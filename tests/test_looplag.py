@@ -55,6 +55,23 @@ async def test_gc_policy_schedules_full_collections_and_restores_cpython_default
     assert gc.get_freeze_count() == 0
 
 
+async def test_young_collections_keep_up_with_steady_churn() -> None:
+    # The gateway's steady state in miniature: each new object replaces an old one, so CPython's
+    # allocations-minus-deallocations counter never reaches its threshold.
+    old = [[i] for i in range(20_000)]
+    policy = GcPolicy(full_interval=60, young_interval=0.01)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(policy.run)
+        for i in range(len(old)):
+            old[i] = [i]
+        assert len(gc.get_objects(0)) >= 19_000  # CPython alone has not collected them
+        with trio.fail_after(5):
+            while policy.young_collections < 2:
+                await trio.sleep(0.01)
+        assert len(gc.get_objects(0)) + len(gc.get_objects(1)) < 5_000
+        nursery.cancel_scope.cancel()
+
+
 async def test_gc_policy_zero_keeps_cpython_policy() -> None:
     before = gc.get_threshold()
     async with trio.open_nursery() as nursery:
