@@ -6,10 +6,10 @@ its *external loop* mode instead:
 
 * the blocking part of connecting (DNS, TCP, TLS handshake) runs in a Trio
   worker thread (``trio.to_thread``), bounded by a limiter;
-* once connected, each client's socket is watched by two small Trio tasks in
-  the owner's nursery: one waits until it is readable and calls
-  ``loop_read()``, the other waits until paho has bytes queued and the socket
-  is writable and calls ``loop_write()``;
+* once connected, one small Trio task per client waits until its socket is
+  readable and calls ``loop_read()``; what paho queues is written at once
+  (``loop_write()``), and only while a socket is full does a second task wait
+  until it is writable;
 * one :class:`MqttDriver` task per process calls ``loop_misc()`` on every
   client once a second (keepalive PINGREQs, PINGRESP time-outs), yielding to
   other tasks every ``TICK_SLICE`` clients.
