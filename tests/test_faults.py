@@ -301,66 +301,69 @@ async def test_gateway_sigkill_behind_a_load_balancer(tmp_path: Path) -> None:
         gateway_args = ("--mqtt-host", "127.0.0.1", "--mqtt-port", str(mqtt), "--iot-api-url", api_url)
         with program("-m", "gateway.processor", "--mqtt-port", str(mqtt), "--iot-api-url", api_url,
                      "--mqtt-username", "fakeiot-backend", "--mqtt-password-file", str(tmp_path / "iot" / "backend-password")) as proc, \
-                program("-m", "gateway", "--port", str(port_a), *gateway_args) as gw_a, \
-                program("-m", "gateway", "--port", str(port_b), *gateway_args) as gw_b, \
                 program(HAPROXY, "-f", str(config), "-db", python=False) as haproxy:
-            proc.wait_for_line("processor: answering")
-            gw_a.wait_for_line("listening on")
-            gw_b.wait_for_line("listening on")
-            url = f"ws://127.0.0.1:{lb}"
-            await _wait_for_port(lb)
-            await trio.to_thread.run_sync(lambda: (haproxy.wait_for_line("gateways/a is UP"), haproxy.wait_for_line("gateways/b is UP")))
-            boots = dict.fromkeys(ids, 0)
-            last_beat = dict.fromkeys(ids, 0.0)
+            # HAProxy logs a server's state only when it changes: start the gateways once both are DOWN
+            # (nothing listens yet), so that their coming UP is always logged.
+            await trio.to_thread.run_sync(lambda: (haproxy.wait_for_line("gateways/a is DOWN"), haproxy.wait_for_line("gateways/b is DOWN")))
+            with program("-m", "gateway", "--port", str(port_a), *gateway_args) as gw_a, \
+                    program("-m", "gateway", "--port", str(port_b), *gateway_args) as gw_b:
+                proc.wait_for_line("processor: answering")
+                gw_a.wait_for_line("listening on")
+                gw_b.wait_for_line("listening on")
+                url = f"ws://127.0.0.1:{lb}"
+                await _wait_for_port(lb)
+                await trio.to_thread.run_sync(lambda: (haproxy.wait_for_line("gateways/a is UP"), haproxy.wait_for_line("gateways/b is UP")))
+                boots = dict.fromkeys(ids, 0)
+                last_beat = dict.fromkeys(ids, 0.0)
 
-            async def charge_point(cp_id: str) -> None:
-                """Boot, heartbeat every 0.2 s; when the connection drops, reconnect (through the balancer)."""
-                while True:
-                    try:
-                        async with connect(url, cp_id, connect_timeout=3) as cp:
-                            boot = boot_notification("2.0.1", vendor="V", model="M", serial=cp_id, firmware="1")
-                            assert (await cp.call(*boot, timeout=5))["status"] == "Accepted"
-                            boots[cp_id] += 1
-                            while True:
-                                assert (await cp.call("Heartbeat", {}, timeout=10))["currentTime"]
-                                last_beat[cp_id] = trio.current_time()
-                                await trio.sleep(0.2)
-                    except (ConnectionClosed, HandshakeError, OSError, trio.BrokenResourceError, trio.TooSlowError):
-                        await trio.sleep(0.2)
-
-            async with trio.open_nursery() as cps:
-                for cp_id in ids:
-                    cps.start_soon(charge_point, cp_id)
-                with trio.fail_after(30):
-                    while not all(last_beat.values()):
-                        await trio.sleep(0.05)
-                with trio.fail_after(10):  # both gateways' log lines are read by threads: wait for all of them
+                async def charge_point(cp_id: str) -> None:
+                    """Boot, heartbeat every 0.2 s; when the connection drops, reconnect (through the balancer)."""
                     while True:
-                        _drain(gw_a)
-                        _drain(gw_b)
-                        on_a, on_b = _connected_ids(gw_a.lines), _connected_ids(gw_b.lines)
-                        if len(on_a) + len(on_b) >= len(ids):
-                            break
-                        await trio.sleep(0.05)
-                assert sorted(on_a + on_b) == sorted(ids), f"each CP connected once: A {on_a}, B {on_b}"
-                assert on_a and on_b, "round robin: both gateways hold CPs"
-                boots_before = dict(boots)
-                gw_a.proc.kill()  # SIGKILL: no drain, no clean MQTT disconnect
-                gw_a.proc.wait()
-                killed_at = trio.current_time()
-                with trio.fail_after(60):
-                    # Every CP A held booted again (through the balancer, so on B), and all heartbeat again.
-                    while any(boots[cp] == boots_before[cp] for cp in on_a) or min(last_beat.values()) < killed_at + 0.5:
-                        await trio.sleep(0.05)
-                disturbed = {cp: (boots_before[cp], boots[cp]) for cp in on_b if boots[cp] != boots_before[cp]}
-                assert not disturbed, f"CPs on B booted again (before, after): {disturbed}"
-                cps.cancel_scope.cancel()
-            # Duplicate-id kick across the two gateways (B directly, then through the balancer to B).
-            async with connect(f"ws://127.0.0.1:{port_b}", "DUP") as first:
-                async with connect(url, "DUP") as second:
-                    assert (await second.call("Heartbeat", {}))["currentTime"]
-                    assert await closed_with(first.ws) == (1000, "Replaced by a newer connection of this charge point")
-            assert haproxy.proc.poll() is None
+                        try:
+                            async with connect(url, cp_id, connect_timeout=3) as cp:
+                                boot = boot_notification("2.0.1", vendor="V", model="M", serial=cp_id, firmware="1")
+                                assert (await cp.call(*boot, timeout=5))["status"] == "Accepted"
+                                boots[cp_id] += 1
+                                while True:
+                                    assert (await cp.call("Heartbeat", {}, timeout=10))["currentTime"]
+                                    last_beat[cp_id] = trio.current_time()
+                                    await trio.sleep(0.2)
+                        except (ConnectionClosed, HandshakeError, OSError, trio.BrokenResourceError, trio.TooSlowError):
+                            await trio.sleep(0.2)
+
+                async with trio.open_nursery() as cps:
+                    for cp_id in ids:
+                        cps.start_soon(charge_point, cp_id)
+                    with trio.fail_after(30):
+                        while not all(last_beat.values()):
+                            await trio.sleep(0.05)
+                    with trio.fail_after(10):  # both gateways' log lines are read by threads: wait for all of them
+                        while True:
+                            _drain(gw_a)
+                            _drain(gw_b)
+                            on_a, on_b = _connected_ids(gw_a.lines), _connected_ids(gw_b.lines)
+                            if len(on_a) + len(on_b) >= len(ids):
+                                break
+                            await trio.sleep(0.05)
+                    assert sorted(on_a + on_b) == sorted(ids), f"each CP connected once: A {on_a}, B {on_b}"
+                    assert on_a and on_b, "round robin: both gateways hold CPs"
+                    boots_before = dict(boots)
+                    gw_a.proc.kill()  # SIGKILL: no drain, no clean MQTT disconnect
+                    gw_a.proc.wait()
+                    killed_at = trio.current_time()
+                    with trio.fail_after(60):
+                        # Every CP A held booted again (through the balancer, so on B), and all heartbeat again.
+                        while any(boots[cp] == boots_before[cp] for cp in on_a) or min(last_beat.values()) < killed_at + 0.5:
+                            await trio.sleep(0.05)
+                    disturbed = {cp: (boots_before[cp], boots[cp]) for cp in on_b if boots[cp] != boots_before[cp]}
+                    assert not disturbed, f"CPs on B booted again (before, after): {disturbed}"
+                    cps.cancel_scope.cancel()
+                # Duplicate-id kick across the two gateways (B directly, then through the balancer to B).
+                async with connect(f"ws://127.0.0.1:{port_b}", "DUP") as first:
+                    async with connect(url, "DUP") as second:
+                        assert (await second.call("Heartbeat", {}))["currentTime"]
+                        assert await closed_with(first.ws) == (1000, "Replaced by a newer connection of this charge point")
+                assert haproxy.proc.poll() is None
 
 
 async def _wait_for_port(port: int) -> None:
