@@ -173,7 +173,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                    help="on SIGTERM/SIGINT: seconds to wait for CPs to acknowledge the 1001 close before exiting")
     p.add_argument("--gc-full-interval", type=float, default=default("gc-full-interval", d.gc_full_interval),
                    help="seconds between full garbage collections, which pause every CP for up to a second at 10,000 "
-                        "CPs; 0: CPython's default policy (frequent full collections)")
+                        "CPs; 0: CPython's own full collections (frequent at that size)")
     p.add_argument("--gc-young-interval", type=float, default=default("gc-young-interval", d.gc_young_interval),
                    help="seconds between young garbage collections, which keeps each one to a few milliseconds "
                         "under steady traffic; 0: only when CPython's allocation counter triggers one")

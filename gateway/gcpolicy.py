@@ -30,9 +30,9 @@ point.  CPython's default policy goes wrong here twice:
 
 The price: cyclic garbage that lived past a young collection (for example
 the objects of a disconnected CP's connection) waits up to
-``full_interval`` seconds to be freed.  ``full_interval=0`` keeps CPython's
-whole default policy; ``young_interval=0`` keeps CPython's young
-collections only.
+``full_interval`` seconds to be freed.  The two settings are independent:
+``full_interval=0`` keeps CPython's full collections (and freezes nothing),
+``young_interval=0`` keeps CPython's young collections only.
 """
 
 from __future__ import annotations
@@ -65,26 +65,29 @@ class GcPolicy:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Apply the policy until cancelled; CPython's own policy is back once the last one ends."""
-        if self.full_interval <= 0:
+        scheduled_full = self.full_interval > 0
+        if not scheduled_full and self.young_interval <= 0:
             task_status.started()
             return
-        self._activate()
+        if scheduled_full:
+            self._activate()
         try:
             task_status.started()
             tick = self.young_interval if self.young_interval > 0 else self.full_interval
             next_full = trio.current_time() + self.full_interval
             while True:
                 await trio.sleep(tick)
-                if trio.current_time() >= next_full:
+                if scheduled_full and trio.current_time() >= next_full:
                     self.collect()
                     next_full = trio.current_time() + self.full_interval
-                else:
+                elif self.young_interval > 0:
                     # Generation 1 with generation 0: what survives goes to the old generation at once,
                     # so each object is examined by one young collection, not two.
                     gc.collect(1)
                     self.young_collections += 1
         finally:
-            self._deactivate()
+            if scheduled_full:
+                self._deactivate()
 
     @classmethod
     def _activate(cls) -> None:

@@ -75,6 +75,19 @@ async def test_young_collections_keep_up_with_steady_churn() -> None:
 async def test_gc_policy_zero_keeps_cpython_policy() -> None:
     before = gc.get_threshold()
     async with trio.open_nursery() as nursery:
-        await nursery.start(GcPolicy(full_interval=0).run)
-        assert gc.get_threshold() == before
+        await nursery.start(GcPolicy(full_interval=0, young_interval=0).run)
+        assert gc.get_threshold() == before and gc.get_freeze_count() == 0
         nursery.cancel_scope.cancel()
+
+
+async def test_young_collections_run_with_cpython_full_collections() -> None:
+    before = gc.get_threshold()
+    policy = GcPolicy(full_interval=0, young_interval=0.01)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(policy.run)
+        assert gc.get_threshold() == before and gc.get_freeze_count() == 0  # full collections: CPython's
+        with trio.fail_after(5):
+            while policy.young_collections < 2:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert policy.full_collections == 0
