@@ -20,15 +20,11 @@ import ocpp.messages
 import trio
 from ocpp.charge_point import remove_nones, serialize_as_dict, snake_to_camel_case
 from ocpp.messages import Call, validate_payload
-from trio_websocket import (
-    ConnectionClosed,
-    ConnectionTimeout,
-    WebSocketConnection,
-    wrap_client_stream,
-)
+from trio_websocket import ConnectionClosed, ConnectionTimeout, WebSocketConnection
 
 from .credentials import basic_auth_header
 from .subprotocol import OCPP_VERSIONS
+from .websocket import wrap_client_stream
 
 ocpp.messages.ASYNC_VALIDATION = False
 

@@ -90,3 +90,7 @@ class MqttConnectionLost(MqttError):
 
 class MqttSubscriptionRefused(MqttError):
     """The broker answered a SUBSCRIBE with a failure code (an ACL, typically)."""
+
+
+class MqttBacklogExceeded(MqttConnectionLost):
+    """More was received for a consumer than it took (``max_backlog_bytes``): the link was ended."""

@@ -1,7 +1,7 @@
 """Charge point identities: validation and the mapping to AWS IoT Thing names.
 
-Pure functions, no I/O.  An identity comes from the last segment of the
-WebSocket URL path.  It becomes, unchanged, the MQTT client id and the first
+Pure functions, no I/O.  An identity is the one path segment after the
+gateway's base path (``/<cp-id>`` by default, ``--base-path``).  It becomes, unchanged, the MQTT client id and the first
 level of the CP's topics (``<cp-id>/in``, ``<cp-id>/out``), so it must never
 hold MQTT wildcards or a ``/``.  It is the HTTP Basic-auth user name of OCPP
 security profiles 1 and 2, so it must not hold ``:`` either.
@@ -55,17 +55,23 @@ class ChargePointIdentity:
         return f"{self.cp_id}/out"
 
 
-def identity_from_path(path: str) -> ChargePointIdentity:
-    """Validate the identity in a WebSocket request target such as ``/ocpp/CP1``.
+def identity_from_path(path: str, base_path: str = "") -> ChargePointIdentity:
+    """Validate the identity in a WebSocket request target: ``<base_path>/<cp-id>[?query]``.
 
-    The identity is the last path segment, percent-decoded.  Raises
+    Nothing else is accepted: no other prefix, no further segments, no
+    trailing ``/`` (``/a/b/CP1`` or ``/CP1/../CP2`` must never reach a CP).
+    ``base_path`` is ``""`` (the default, ``/<cp-id>``) or a path such as
+    ``/ocpp``.  The identity is percent-decoded.  Raises
     :class:`InvalidIdentity` with a reason fit for a close frame.
     """
     # A request target is a path with an optional query; urlsplit() would read "//x" as a host.
     raw_path = path.split("?", 1)[0].split("#", 1)[0]
-    if "%2f" in raw_path.lower():
+    prefix = base_path.rstrip("/") + "/"
+    if not raw_path.startswith(prefix) or "/" in raw_path[len(prefix):]:
+        raise InvalidIdentity(f"Invalid path: connect to ws(s)://host{prefix}<charge-point-id>")
+    segment = raw_path[len(prefix):]
+    if "%2f" in segment.lower():
         raise InvalidIdentity("Invalid charge point identity: '/' is not allowed (it separates MQTT topic levels)")
-    segment = raw_path.rstrip("/").rsplit("/", 1)[-1] if raw_path.strip("/") else ""
     try:
         cp_id = unquote(segment, errors="strict")
     except UnicodeDecodeError:

@@ -33,9 +33,8 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +43,7 @@ import paho.mqtt.client as paho
 import trio
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from .errors import MqttConnectError, MqttConnectionLost, MqttSubscriptionRefused
+from .errors import MqttBacklogExceeded, MqttConnectError, MqttConnectionLost, MqttSubscriptionRefused
 from .ratelimit import Pacer
 
 log = logging.getLogger(__name__)
@@ -68,6 +67,9 @@ class MqttSettings:
     connect_rate: float = 100.0  # new MQTT connections per second from this process (0: unlimited)
     connect_burst: int = 100
     connect_max_wait: float = 120.0  # a connection not admitted within this many seconds fails
+    # Bytes received and not yet taken by the consumer; beyond it the link ends (MqttBacklogExceeded), so a
+    # consumer that stops (a CP that does not read its socket) cannot grow memory whatever the broker sends.
+    max_backlog_bytes: int = 1024 * 1024
 
 
 class MqttDriver:
@@ -84,8 +86,15 @@ class MqttDriver:
         self._links: set[MqttLink] = set()
         self.admission_waits = 0  # connections that had to wait for the connect rate
 
-    async def _admit(self, client_id: str) -> None:
-        wait = self._pacer.reserve(trio.current_time())
+    async def admit(self, client_id: str) -> None:
+        """Wait for this process's turn to open one more MQTT connection.
+
+        Raises :class:`MqttConnectError` when the wait would exceed
+        ``connect_max_wait``.  A caller cancelled while it waits gives its
+        slot back at once, to the next one in line.
+        """
+        now = trio.current_time()
+        wait = self._pacer.reserve(now)
         if wait is None:
             raise MqttConnectError(
                 f"MQTT connect rate limit ({self.settings.connect_rate:g}/s): {client_id!r} not admitted within "
@@ -93,7 +102,11 @@ class MqttDriver:
             )
         if wait > 0:
             self.admission_waits += 1
-            await trio.sleep(wait)
+            try:
+                await trio.sleep(wait)
+            except BaseException:
+                self._pacer.release(now + wait, trio.current_time())
+                raise
 
     @property
     def link_count(self) -> int:
@@ -110,13 +123,15 @@ class MqttDriver:
                     await trio.lowlevel.checkpoint()
 
     @asynccontextmanager
-    async def link(self, client_id: str, *, clean_session: bool = True) -> AsyncIterator[MqttLink]:
+    async def link(self, client_id: str, *, clean_session: bool = True, admitted: bool = False) -> AsyncIterator[MqttLink]:
         """Connect one MQTT client; it is disconnected when the block exits.
 
-        Raises :class:`MqttConnectError` if the broker cannot be reached or
-        refuses the connection.
+        Waits for :meth:`admit` first unless the caller already did
+        (``admitted``).  Raises :class:`MqttConnectError` if the broker cannot
+        be reached or refuses the connection.
         """
-        await self._admit(client_id)
+        if not admitted:
+            await self.admit(client_id)
         link = MqttLink(self, client_id, clean_session=clean_session)
         await link._connect()
         self._links.add(link)
@@ -184,6 +199,11 @@ class MqttLink:
         self._nursery: trio.Nursery | None = None  # the link's own, while connected
         self._writer_running = False
         self._inbox: deque[tuple[str, bytes, int, int]] = deque()
+        self._inbox_bytes = 0
+        self.backlog_exceeded = False
+        # Called (in the Trio thread) when the backlog bound is passed: the consumer may be stuck
+        # elsewhere (a send to a CP that does not read), so waiting for its next receive() is not enough.
+        self.on_backlog_exceeded: Callable[[], None] | None = None
         self._inbox_changed = trio.Event()
         self._unacked: set[int] = set()
         self._acked = trio.Event()
@@ -251,6 +271,7 @@ class MqttLink:
             self._check_open()
             await self._inbox_changed.wait()
         topic, payload, mid, qos = self._inbox.popleft()
+        self._inbox_bytes -= len(payload)
         if qos > 0 and not self._closed.is_set():
             self._client.ack(mid, qos)
             self._write_now()
@@ -342,6 +363,8 @@ class MqttLink:
 
     def _check_open(self) -> None:
         if self._closed.is_set():
+            if self.backlog_exceeded:
+                raise MqttBacklogExceeded(self._close_reason or "backlog exceeded")
             raise MqttConnectionLost(self._close_reason or "connection closed")
 
     # -- the socket tasks and the ticker's hook --------------------------------------
@@ -401,7 +424,20 @@ class MqttLink:
         self._mark_closed(f"connection to the MQTT broker lost ({rc})")
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        self._inbox.append((message.topic, bytes(message.payload), message.mid, message.qos))
+        if self._closed.is_set():
+            return
+        payload = bytes(message.payload)
+        limit = self._settings.max_backlog_bytes
+        if self._inbox_bytes + len(payload) > limit:
+            self.backlog_exceeded = True
+            self._inbox.clear()
+            self._inbox_bytes = 0
+            self._mark_closed(f"more than {limit} bytes received and not taken by the consumer")
+            if self.on_backlog_exceeded is not None:
+                self.on_backlog_exceeded()
+            return
+        self._inbox_bytes += len(payload)
+        self._inbox.append((message.topic, payload, message.mid, message.qos))
         self._inbox_changed = _wake_all(self._inbox_changed)
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, rc: Any, props: Any) -> None:
@@ -435,7 +471,3 @@ def _pending(sock: Any) -> int:
     pending = getattr(sock, "pending", None)
     return pending() if pending is not None else 0
 
-
-def unique_client_id(prefix: str) -> str:
-    """A client id that can never equal a charge point identity (':' is not allowed in those)."""
-    return f"{prefix}:{uuid.uuid4().hex[:12]}"

@@ -1,8 +1,9 @@
-"""A token bucket (pure: the caller passes the clock)."""
+"""Rate limits (pure: the caller passes the clock): a token bucket, a pacer, a per-key throttle."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import heapq
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -40,10 +41,20 @@ class Pacer:
     burst: int = 1
     max_wait: float = 60.0
     _tat: float = float("-inf")  # theoretical arrival time of the next request
+    _released: list[float] = field(default_factory=list)  # booked admission times given back (a heap)
 
     def reserve(self, now: float) -> float | None:
+        """Book a slot: the seconds to wait for it, or None (nothing booked) if over ``max_wait``.
+
+        A slot given back with :meth:`release` is handed to the next caller
+        first, so a request abandoned while it waited costs nobody a slot.
+        """
         if self.rate <= 0:
             return 0.0
+        while self._released:
+            at = heapq.heappop(self._released)
+            if at > now:
+                return at - now
         interval = 1.0 / self.rate
         tat = max(self._tat, now)
         wait = max(0.0, tat - (self.burst - 1) * interval - now)
@@ -51,3 +62,44 @@ class Pacer:
             return None
         self._tat = tat + interval
         return wait
+
+    def release(self, admit_at: float, now: float) -> None:
+        """Give back the slot booked for ``admit_at`` by a request that no longer waits for it."""
+        if self.rate > 0 and admit_at > now:
+            heapq.heappush(self._released, admit_at)
+
+
+@dataclass
+class KeyThrottle:
+    """At most ``rate`` events per second per key, bursts of ``burst`` (pure).
+
+    AWS IoT accepts one MQTT CONNECT per second per client id; the gateway
+    applies the same bound per charge point id before it opens anything, so
+    one id reconnecting in a tight loop (or two chargers configured with the
+    same id) costs at most ``rate`` connects per second.  Keys whose bucket
+    is full again are forgotten, so memory stays bounded by the keys active
+    in the last ``burst / rate`` seconds.
+    """
+
+    rate: float = 1.0
+    burst: int = 3
+    _buckets: dict[str, TokenBucket] = field(default_factory=dict)
+    _next_prune: float = 0.0
+
+    def allow(self, key: str, now: float) -> bool:
+        if self.rate <= 0:
+            return True
+        if now >= self._next_prune:
+            self._prune(now)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(self.rate, self.burst)
+        return bucket.take(now)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def _prune(self, now: float) -> None:
+        refill = self.burst / self.rate
+        self._buckets = {k: b for k, b in self._buckets.items() if b.last is not None and now - b.last < refill}
+        self._next_prune = now + refill

@@ -29,6 +29,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 
 import trio
@@ -50,19 +51,23 @@ from .errors import (
     CLOSE_TRY_AGAIN_LATER,
     CLOSE_UNSUPPORTED_DATA,
     ConnectionRefused,
+    MqttBacklogExceeded,
+    MqttConnectError,
     MqttConnectionLost,
     MqttError,
     clip_reason,
 )
 from .identity import ChargePointIdentity, identity_from_path
 from .mqtt_link import MqttDriver, MqttLink
-from .ratelimit import TokenBucket
+from .ratelimit import KeyThrottle, TokenBucket
 from .registry import Registry
+from .websocket import peer_certificate
 from .subprotocol import choose_subprotocol, clean_offers
 
 log = logging.getLogger(__name__)
 
 REPLACED_REASON = "Replaced by a newer connection of this charge point"
+BACKLOG_REASON = "Charge point does not read its messages; too much waiting for it"
 MQTT_ENDED_REASON = "MQTT session ended (taken over by a newer connection, or the broker went away); reconnect"
 
 
@@ -132,6 +137,7 @@ class Bridge:
     registry: Registry
     sessions: LocalSessions
     subprotocols: tuple[str, ...]
+    base_path: str = ""
     ping_interval: float = 60.0
     pong_timeout: float = 30.0
     max_connections: int = 20_000
@@ -142,67 +148,94 @@ class Bridge:
     min_security_profile: int = 0
     cpo_name: str | None = None  # set: profile-3 client certificates are checked (needs --client-ca-file)
     cert_binding: str = "cn-or-san"
-    drain_timeout: float = 10.0  # how long a closing connection waits for the CP's close frame
+    drain_timeout: float = 10.0  # on drain, how long a connection waits for the CP's close frame
+    close_timeout: float = 5.0  # otherwise (refusals, replaced, errors): then the TCP connection is aborted
+    max_pending: int = 2_000  # connections between the upgrade request and admission (own bound: see handle)
+    reconnect_rate: float = 1.0  # connections per second per CP id (AWS IoT: one CONNECT/s per client id)
+    reconnect_burst: int = 3
     draining: bool = False
     connections: int = 0
     refused: int = 0
     auth_failures: int = 0
-    active: int = 0
+    throttled: int = 0
+    pending: int = 0
+    _throttle: KeyThrottle = field(init=False)
+    _throttle_logged: dict[str, float] = field(default_factory=dict)
     _verified: dict[str, bytes] = field(default_factory=dict)
     _auth_limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(4))
 
-    async def handle(self, request: WebSocketRequest) -> None:
-        """trio-websocket's handler: runs for the whole life of one connection."""
-        self.active += 1
+    def __post_init__(self) -> None:
+        self._throttle = KeyThrottle(self.reconnect_rate, self.reconnect_burst)
+
+    async def handle(self, request: WebSocketRequest, stream: trio.abc.Stream) -> None:
+        """The server's handler (:mod:`.wsserver`): runs for the whole life of one connection.
+
+        Connections that are not admitted yet (registry look-up, password
+        check) have a bound of their own, ``max_pending``, apart from
+        ``max_connections``, which counts admitted charge points only: a
+        flood of unknown or unauthenticated clients can delay new CPs but never
+        takes the place of a connected one.
+        """
         try:
-            await self._handle(request)
+            await self._handle(request, stream)
         except ConnectionClosed:
             pass  # the CP went away during the handshake or the refusal
         except Exception:
-            # trio-websocket lets a handler's error end the whole server: never let one escape.
+            # Contained here as well as in the server: log it with what we know of the request.
             log.exception("unexpected error handling %s", request.path[:80])
-        finally:
-            self.active -= 1
 
-    async def _handle(self, request: WebSocketRequest) -> None:
+    async def _handle(self, request: WebSocketRequest, stream: trio.abc.Stream) -> None:
         offers = clean_offers(request.proposed_subprotocols)
         subprotocol = next((p for p in offers if p in self.subprotocols), None)
+        self.pending += 1
         try:
-            if self.draining:
-                raise ConnectionRefused("Gateway shutting down", close_code=CLOSE_GOING_AWAY)
-            if self.active > self.max_connections:
-                raise ConnectionRefused(
-                    f"Gateway at capacity ({self.max_connections} connections); try again later",
-                    close_code=CLOSE_TRY_AGAIN_LATER,
-                )
-            identity = identity_from_path(request.path)
-            subprotocol = choose_subprotocol(offers, self.subprotocols)
-            attributes = await self.registry.check(identity)
-            self._check_security_profile(request, identity, attributes)
-        except ConnectionRefused as exc:
-            # Complete the handshake so that the refusal carries a close code and reason.
-            ws = await request.accept(subprotocol=subprotocol)
-            self.refused += 1
-            log.info("refused %s from %s: %d %s", request.path[:80], _peer(ws), exc.close_code, exc.reason)
-            await ws.aclose(exc.close_code, exc.reason)
-            return
-        if requires_password(attributes) and not await self._authenticate(request, identity, attributes):
-            self.auth_failures += 1
-            log.warning("%s: HTTP Basic authentication failed (security profile %s); 401", identity.cp_id,
-                        attributes.get(SECURITY_PROFILE_ATTRIBUTE, "1"))
-            await request.reject(401, extra_headers=[(b"WWW-Authenticate", b'Basic realm="OCPP", charset="UTF-8"')])
-            return
+            try:
+                if self.draining:
+                    raise ConnectionRefused("Gateway shutting down", close_code=CLOSE_GOING_AWAY)
+                if len(self.sessions) >= self.max_connections or self.pending > self.max_pending:
+                    raise ConnectionRefused(
+                        f"Gateway at capacity ({self.max_connections} connections); try again later",
+                        close_code=CLOSE_TRY_AGAIN_LATER,
+                    )
+                identity = identity_from_path(request.path, self.base_path)
+                subprotocol = choose_subprotocol(offers, self.subprotocols)
+                attributes = await self.registry.check(identity)
+                self._check_security_profile(stream, identity, attributes)
+            except ConnectionRefused as exc:
+                await self._refuse(request, subprotocol, exc)
+                return
+            if requires_password(attributes) and not await self._authenticate(request, identity, attributes):
+                self.auth_failures += 1
+                log.warning("%s: HTTP Basic authentication failed (security profile %s); 401", identity.cp_id,
+                            attributes.get(SECURITY_PROFILE_ATTRIBUTE, "1"))
+                await request.reject(401, extra_headers=[(b"WWW-Authenticate", b'Basic realm="OCPP", charset="UTF-8"')])
+                return
+        finally:
+            self.pending -= 1
         ws = await request.accept(subprotocol=subprotocol)
+        try:
+            # Counted once the handshake is complete (where AWS IoT counts an MQTT CONNECT), and
+            # before the new connection replaces an existing one.
+            self._check_reconnect_rate(identity)
+        except ConnectionRefused as exc:
+            await self._refuse(request, subprotocol, exc, ws)
+            return
         peer = _peer(ws)
         session = ChargePointSession(identity, subprotocol)
-        await self.sessions.claim(session)
+        await self.sessions.claim(session, timeout=self.close_timeout)
         self.connections += 1
         log.info("%s: connected from %s (%s)", identity.cp_id, peer, subprotocol)
         try:
             with session.cancel_scope:
-                await self._bridge(ws, session)
+                try:
+                    await self._bridge(ws, session)
+                except BaseExceptionGroup as group:  # one error from inside the MQTT link's nursery
+                    raise _only_error(group) from None
         except ConnectionRefused as exc:
             session.ending.set(exc.close_code, exc.reason)
+        except MqttBacklogExceeded as exc:
+            log.warning("%s: closing, the CP does not read what is sent to it: %s", identity.cp_id, exc)
+            session.ending.set(CLOSE_POLICY_VIOLATION, BACKLOG_REASON)
         except MqttError as exc:
             log.warning("%s: MQTT failure: %s", identity.cp_id, exc)
             session.ending.set(CLOSE_NORMAL, MQTT_ENDED_REASON)
@@ -213,8 +246,12 @@ class Bridge:
         finally:
             self.sessions.release(session)
             session.ending.set(CLOSE_GOING_AWAY, "Gateway shutting down")
+            # Bounded, also when the gateway itself is being cancelled: then the reader that would
+            # see the CP's close reply is gone, so a short wait is all that makes sense.
+            cancelled = trio.current_effective_deadline() == -math.inf
+            timeout = self.drain_timeout if self.draining and not cancelled else self.close_timeout
             with trio.CancelScope(shield=True):
-                with trio.move_on_after(self.drain_timeout):
+                with trio.move_on_after(timeout):
                     code = session.ending.code if session.ending.code not in (None, CLOSE_ABNORMAL) else CLOSE_NORMAL
                     await ws.aclose(code, session.ending.reason)
             session.finished.set()
@@ -233,8 +270,38 @@ class Bridge:
             for session in sessions:
                 await session.finished.wait()
 
+    async def _refuse(self, request: WebSocketRequest, subprotocol: str | None, exc: ConnectionRefused,
+                      ws: WebSocketConnection | None = None) -> None:
+        """Complete the handshake so that the refusal carries a close code and reason; bounded."""
+        if ws is None:
+            ws = await request.accept(subprotocol=subprotocol)
+        self.refused += 1
+        log.info("refused %s from %s: %d %s", request.path[:80], _peer(ws), exc.close_code, exc.reason)
+        with trio.move_on_after(self.close_timeout):
+            await ws.aclose(exc.close_code, exc.reason)
+
+    def _check_reconnect_rate(self, identity: ChargePointIdentity) -> None:
+        """One id connecting faster than ``reconnect_rate`` is refused (1013), logged once a minute per id."""
+        now = trio.current_time()
+        if self._throttle.allow(identity.cp_id, now):
+            return
+        self.throttled += 1
+        last = self._throttle_logged.get(identity.cp_id)
+        if last is None or now - last >= 60.0:
+            if len(self._throttle_logged) >= 10_000:
+                self._throttle_logged = {k: t for k, t in self._throttle_logged.items() if now - t < 60.0}
+            self._throttle_logged[identity.cp_id] = now
+            log.warning(
+                "%s: connecting more often than %g/s; refused with 1013 (a charger in a reconnect loop, "
+                "or two chargers configured with the same id?)", identity.cp_id, self.reconnect_rate,
+            )
+        raise ConnectionRefused(
+            f"Too many connections for {identity.cp_id}: at most {self.reconnect_rate:g} per second; retry later",
+            close_code=CLOSE_TRY_AGAIN_LATER,
+        )
+
     def _check_security_profile(
-        self, request: WebSocketRequest, identity: ChargePointIdentity, attributes: dict[str, str]
+        self, stream: trio.abc.Stream, identity: ChargePointIdentity, attributes: dict[str, str]
     ) -> None:
         """Refuse (1008) a connection that does not meet the CP's registered security profile."""
         profile = security_profile(attributes)
@@ -253,7 +320,7 @@ class Bridge:
                     "(needs --certfile/--keyfile, --client-ca-file and --cpo-name)"
                 )
             check_client_certificate(
-                _peer_certificate(request), identity, attributes, cpo_name=self.cpo_name, binding=self.cert_binding
+                peer_certificate(stream), identity, attributes, cpo_name=self.cpo_name, binding=self.cert_binding
             )
 
     async def _authenticate(self, request: WebSocketRequest, identity: ChargePointIdentity, attributes: dict[str, str]) -> bool:
@@ -278,20 +345,51 @@ class Bridge:
             self._verified[identity.thing_name] = fast
         return ok
 
+    async def _admit(self, ws: WebSocketConnection, session: ChargePointSession) -> bool:
+        """Wait for the MQTT connect pacer; False if the CP left meanwhile (its slot goes to the next)."""
+        wait_closed = getattr(ws, "wait_closed", None)
+        if wait_closed is None:  # not from our server (no way to watch for the close): just wait
+            await self.driver.admit(session.identity.cp_id)
+            return True
+        async with trio.open_nursery() as nursery:
+            async def cancel_when_closed() -> None:
+                await wait_closed()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(cancel_when_closed, name="admission watch")
+            refused: MqttConnectError | None = None
+            try:
+                await self.driver.admit(session.identity.cp_id)
+            except MqttConnectError as exc:  # raised as itself, not wrapped in the nursery's group
+                refused = exc
+            nursery.cancel_scope.cancel()
+        if refused is not None:
+            raise refused
+        return ws.closed is None
+
     async def _bridge(self, ws: WebSocketConnection, session: ChargePointSession) -> None:
         identity = session.identity
-        async with self.driver.link(identity.cp_id) as link:
+        if not await self._admit(ws, session):
+            log.info("%s: left while waiting for its turn to connect to MQTT", identity.cp_id)
+            return
+        async with self.driver.link(identity.cp_id, admitted=True) as link:
             await link.subscribe(identity.out_topic, 1)
             record = {"state": {"reported": {"ocppProtocol": session.subprotocol}}}
             await link.publish(f"$aws/things/{identity.thing_name}/shadow/update", json.dumps(record).encode(), 1)
             # Constant task names: trio would otherwise build one name string per task, per CP.
             async with trio.open_nursery() as nursery:
+                # A CP that does not read while its /out fills: the pump may be stuck in a send to it,
+                # so the link ends the whole bridge at once (MqttBacklogExceeded, raised below).
+                link.on_backlog_exceeded = nursery.cancel_scope.cancel
                 nursery.start_soon(self._mqtt_to_cp, ws, link, session, nursery.cancel_scope, name="mqtt->cp")
                 if self.ping_interval > 0:
                     nursery.start_soon(self._keepalive, ws, session, nursery.cancel_scope, name="ws keepalive")
                 # The CP -> MQTT pump runs in this task (one task fewer per CP); whichever pump ends first
                 # cancels the nursery, and with it the other pump.
                 await self._cp_to_mqtt(ws, link, session, nursery.cancel_scope)
+            backlog = link.close_reason if link.backlog_exceeded else None
+        if backlog is not None:
+            raise MqttBacklogExceeded(backlog)
 
     async def _keepalive(self, ws: WebSocketConnection, session: ChargePointSession, done: trio.CancelScope) -> None:
         """Ping the CP; one that does not answer in time is closed and its MQTT session released."""
@@ -326,8 +424,8 @@ class Bridge:
                 await link.publish(topic, message.encode("utf-8"), 1)
         except ConnectionClosed as exc:
             session.ending.set(*_close_of(exc))
-        except MqttConnectionLost:
-            session.ending.set(CLOSE_NORMAL, MQTT_ENDED_REASON)
+        except MqttConnectionLost as exc:
+            session.ending.set(*_mqtt_ending(exc))
         done.cancel()
 
     async def _mqtt_to_cp(self, ws: WebSocketConnection, link: MqttLink, session: ChargePointSession, done: trio.CancelScope) -> None:
@@ -352,7 +450,7 @@ class Bridge:
                 log.debug("%s: %s -> CP: %s", cp_id, topic, text)
         except MqttConnectionLost as exc:
             log.info("%s: MQTT connection ended: %s", cp_id, exc)
-            session.ending.set(CLOSE_NORMAL, MQTT_ENDED_REASON)
+            session.ending.set(*_mqtt_ending(exc))
         done.cancel()
 
 
@@ -374,17 +472,18 @@ def requires_password(attributes: dict[str, str]) -> bool:
     )
 
 
-def _peer_certificate(request: WebSocketRequest) -> bytes | None:
-    """The verified client certificate (DER) of a wss:// connection, if it sent one.
+def _only_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error a nursery wrapped, when it is the only one; else the group itself."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
 
-    trio-websocket (pinned < 0.13) keeps the connection's stream in
-    ``_stream``; over TLS it is a :class:`trio.SSLStream`.
-    """
-    stream = getattr(getattr(request, "_connection", None), "_stream", None)
-    if isinstance(stream, trio.SSLStream):
-        der = stream.getpeercert(binary_form=True)
-        return bytes(der) if der else None
-    return None
+
+def _mqtt_ending(exc: MqttConnectionLost) -> tuple[int, str]:
+    if isinstance(exc, MqttBacklogExceeded):
+        return CLOSE_POLICY_VIOLATION, BACKLOG_REASON
+    return CLOSE_NORMAL, MQTT_ENDED_REASON
 
 
 def _close_of(exc: ConnectionClosed) -> tuple[int, str]:
@@ -394,5 +493,8 @@ def _close_of(exc: ConnectionClosed) -> tuple[int, str]:
 
 
 def _peer(ws: WebSocketConnection) -> str:
-    remote = ws.remote
+    try:
+        remote = ws.remote
+    except OSError:  # the peer is already gone
+        return "?"
     return f"{getattr(remote, 'address', '?')}:{getattr(remote, 'port', '?')}"

@@ -13,16 +13,31 @@ from gateway.identity import (
 
 @pytest.mark.parametrize(
     ("path", "cp_id"),
-    [("/CP1", "CP1"), ("/ocpp/CP1", "CP1"), ("/ocpp/CP1/", "CP1"), ("/CP%2D1", "CP-1"), ("/CP1?x=1", "CP1"), ("/a.b@c", "a.b@c")],
+    [("/CP1", "CP1"), ("/CP%2D1", "CP-1"), ("/CP1?x=1", "CP1"), ("/a.b@c", "a.b@c"), ("/..", "..")],
 )
-def test_identity_is_the_last_path_segment_percent_decoded(path: str, cp_id: str) -> None:
+def test_identity_is_the_one_path_segment_percent_decoded(path: str, cp_id: str) -> None:
     assert identity_from_path(path).cp_id == cp_id
+
+
+@pytest.mark.parametrize("path", ["/ocpp/CP1", "/CP1/", "/a/b/CP1", "/CP1/../CP2", "//CP1", "/a//CP1", "CP1", ""])
+def test_anything_but_slash_id_is_refused(path: str) -> None:
+    with pytest.raises(InvalidIdentity, match="Invalid path: connect to ws\\(s\\)://host/<charge-point-id>"):
+        identity_from_path(path)
+
+
+def test_a_base_path_is_required_when_configured() -> None:
+    assert identity_from_path("/ocpp/CP1", "/ocpp").cp_id == "CP1"
+    assert identity_from_path("/ocpp/CP1", "/ocpp/").cp_id == "CP1"
+    for path in ("/CP1", "/ocpp/x/CP1", "/ocppCP1", "/other/CP1"):
+        with pytest.raises(InvalidIdentity, match="host/ocpp/<charge-point-id>"):
+            identity_from_path(path, "/ocpp")
 
 
 @pytest.mark.parametrize(
     ("path", "fragment"),
     [
         ("/", "Missing charge point identity"),
+        ("/?x=/", "Missing charge point identity"),
         ("/" + "A" * 49, "49 characters, at most 48"),
         ("/CP:1", "':' is not allowed"),
         ("/CP%3A1", "':' is not allowed"),
@@ -66,6 +81,6 @@ def test_identity_that_maps_to_a_too_long_thing_name_is_refused() -> None:
 def test_targets_that_look_like_urls_are_paths() -> None:
     # Found by hypothesis: urlsplit("//[") raised ValueError instead of giving an identity or a refusal.
     with pytest.raises(InvalidIdentity, match="'\\[' is not allowed"):
+        identity_from_path("/[")
+    with pytest.raises(InvalidIdentity, match="Invalid path"):
         identity_from_path("//[")
-    assert identity_from_path("//CP1").cp_id == "CP1"
-    assert identity_from_path("/a//CP1").cp_id == "CP1"

@@ -1,0 +1,209 @@
+"""The WebSocket edge: trio-websocket, with every connection's failure contained.
+
+trio-websocket (pinned ``>=0.12,<0.13``) runs each connection in a nursery of
+its own: a reader task that feeds wsproto, and our handler.  An exception in
+that nursery - from our handler, or raised inside trio-websocket or wsproto -
+propagates out of the server's connection task, through
+``trio.serve_listeners``, and ends the whole server with every charge point
+on it.  Known case (trio-websocket issue 184): a client that answers our
+close frame with a Ping makes the reader send a Pong in state
+``LOCAL_CLOSING``, which wsproto refuses with ``LocalProtocolError``.
+
+So this module does two things, in the one place that reaches into the
+library's private parts (the upstream server has no hook for either):
+
+* :class:`_Connection` ignores Pings once the WebSocket is no longer open
+  (RFC 6455 5.5.2: a Pong is owed only while the connection is open), so the
+  known case never raises, and it can say when the connection closed without
+  taking a message (:meth:`_Connection.wait_closed`);
+* :class:`GatewayWebSocketServer` wraps each connection: whatever escapes it
+  is logged with the peer address and costs that one connection only.  The
+  handler also gets the raw transport stream, so the edge can read the TLS
+  client certificate without reaching into trio-websocket's attributes.
+
+Clients (the simulator, the load generator, the tests) use the same guarded
+connection through :func:`wrap_client_stream`: trio-websocket's own client
+crashes the same way when the gateway's keepalive Ping crosses its close.
+
+Every wait is bounded: the opening handshake by ``connect_timeout``; the
+close handshake after the handler by ``disconnect_timeout``, after which the
+TCP connection is aborted.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import trio
+from trio_websocket import WebSocketConnection, WebSocketRequest, WebSocketServer
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import Ping
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[WebSocketRequest, trio.abc.Stream], Awaitable[None]]
+
+
+class _Connection(WebSocketConnection):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._gone = trio.Event()
+
+    async def wait_closed(self) -> None:
+        """Return once the WebSocket is closed (by either side, or the TCP connection dropped).
+
+        Waits without taking a message, so it can run beside a task that is
+        not reading yet (upstream has no public way to do this).
+        """
+        await self._gone.wait()
+
+    async def _close_web_socket(self, code: int, reason: str | None = None) -> None:
+        self._gone.set()
+        await super()._close_web_socket(code, reason)
+
+    async def _handle_ping_event(self, event: Ping) -> None:
+        # Upstream answers every Ping; wsproto refuses to send a Pong once a close frame has been
+        # sent or received, and that LocalProtocolError would end the reader task (and, unguarded,
+        # the server). Once closing, a Ping needs no answer.
+        if self._wsproto.state is ConnectionState.OPEN:
+            await super()._handle_ping_event(event)
+
+
+class GatewayWebSocketServer(WebSocketServer):
+    """A :class:`trio_websocket.WebSocketServer` whose connections cannot end it.
+
+    ``handler(request, stream)`` is called once the opening handshake's
+    request has arrived; ``stream`` is the connection's transport (a
+    :class:`trio.SSLStream` for ``wss://``).
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        listeners: Sequence[trio.SSLListener[trio.SocketStream] | trio.SocketListener],
+        *,
+        max_message_size: int,
+        connect_timeout: float,
+        disconnect_timeout: float,
+    ) -> None:
+        super().__init__(
+            self._unused_handler,
+            listeners,
+            max_message_size=max_message_size,
+            connect_timeout=connect_timeout,
+            disconnect_timeout=disconnect_timeout,
+        )
+        self._gateway_handler = handler
+        self.contained_errors = 0  # connections ended by an error that escaped them
+
+    @staticmethod
+    async def _unused_handler(request: WebSocketRequest) -> None:  # pragma: no cover - never called
+        raise AssertionError("GatewayWebSocketServer calls its own handler")
+
+    async def _handle_connection(self, stream: trio.abc.Stream) -> None:
+        # trio.serve_listeners closes ``stream`` (aclose_forcefully) after this returns, whatever happens.
+        try:
+            await self._serve_connection(stream)
+        except* Exception as group:
+            self.contained_errors += 1
+            log.warning(
+                "connection from %s ended by an error (contained, the server goes on): %r",
+                _peer_of(stream), group.exceptions[0], exc_info=log.isEnabledFor(logging.DEBUG),
+            )
+
+    async def _serve_connection(self, stream: trio.abc.Stream) -> None:
+        async with trio.open_nursery() as nursery:
+            connection = _Connection(
+                stream,
+                WSConnection(ConnectionType.SERVER),
+                message_queue_size=self._message_queue_size,
+                max_message_size=self._max_message_size,
+                receive_buffer_size=self._receive_buffer_size,
+            )
+            nursery.start_soon(connection._reader_task)
+            with trio.move_on_after(self._connect_timeout) as handshake:
+                request = await connection._get_request()
+            if handshake.cancelled_caught:
+                nursery.cancel_scope.cancel()
+                return
+            try:
+                await self._gateway_handler(request, stream)
+            finally:
+                # Bounded: a client that never answers our close frame loses its TCP connection.
+                with trio.move_on_after(self._disconnect_timeout):
+                    await connection.aclose()
+                nursery.cancel_scope.cancel()
+
+
+async def wrap_client_stream(
+    nursery: trio.Nursery,
+    stream: trio.abc.Stream,
+    host: str,
+    resource: str,
+    *,
+    subprotocols: list[str] | None = None,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+    max_message_size: int = 2**20,
+) -> WebSocketConnection:
+    """Open a client WebSocket over ``stream`` (as trio-websocket's function of that name, guarded)."""
+    connection = _Connection(
+        stream,
+        WSConnection(ConnectionType.CLIENT),
+        host=host,
+        path=resource,
+        client_subprotocols=subprotocols,
+        client_extra_headers=extra_headers,
+        max_message_size=max_message_size,
+    )
+    nursery.start_soon(connection._reader_task)
+    await connection._open_handshake.wait()
+    return connection
+
+
+def _peer_of(stream: trio.abc.Stream) -> str:
+    transport = getattr(stream, "transport_stream", stream)
+    sock = getattr(transport, "socket", None)
+    try:
+        host, port = sock.getpeername()[:2] if sock is not None else ("?", "?")
+    except OSError:
+        return "?"
+    return f"{host}:{port}"
+
+
+def peer_certificate(stream: trio.abc.Stream) -> bytes | None:
+    """The verified client certificate (DER) of a ``wss://`` connection, if it sent one."""
+    if isinstance(stream, trio.SSLStream):
+        der = stream.getpeercert(binary_form=True)
+        return bytes(der) if der else None
+    return None
+
+
+async def serve(
+    handler: Handler,
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None,
+    *,
+    max_message_size: int,
+    connect_timeout: float,
+    disconnect_timeout: float,
+    task_status: trio.TaskStatus[GatewayWebSocketServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen on ``host:port`` (``wss://`` with ``ssl_context``) until cancelled."""
+    listeners: Sequence[trio.SSLListener[trio.SocketStream] | trio.SocketListener]
+    if ssl_context is None:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+    else:
+        listeners = await trio.open_ssl_over_tcp_listeners(port, ssl_context, host=host, https_compatible=True)
+    server = GatewayWebSocketServer(
+        handler,
+        listeners,
+        max_message_size=max_message_size,
+        connect_timeout=connect_timeout,
+        disconnect_timeout=disconnect_timeout,
+    )
+    await server.run(task_status=task_status)
