@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 class CallErrorReceived(Exception):
     def __init__(self, frame: list[Any]) -> None:
         super().__init__(f"{frame[2]}: {frame[3]}")
+        self.message_id = frame[1]
         self.code = frame[2]
         self.description = frame[3]
         self.details = frame[4] if len(frame) > 4 else {}

@@ -261,6 +261,18 @@ class MqttLink:
             self._unacked.add(info.mid)
         self._write_now()
 
+    def deliver_local(self, topic: str, payload: bytes) -> None:
+        """Queue a message for the consumer as if it had been received (QoS 0, nothing to acknowledge).
+
+        The gateway uses it to answer a CP in the CSMS's place, in order with
+        what the broker sends, without a task of its own.
+        """
+        if self._closed.is_set():
+            return
+        self._inbox_bytes += len(payload)
+        self._inbox.append((topic, payload, 0, 0))
+        self._inbox_changed = _wake_all(self._inbox_changed)
+
     async def receive(self) -> tuple[str, bytes]:
         """The next (topic, payload) received.
 

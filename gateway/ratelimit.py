@@ -87,6 +87,7 @@ class KeyThrottle:
     _next_prune: float = 0.0
 
     def allow(self, key: str, now: float) -> bool:
+        """Spend one of ``key``'s tokens; False (nothing spent) when it has none."""
         if self.rate <= 0:
             return True
         if now >= self._next_prune:
@@ -96,6 +97,13 @@ class KeyThrottle:
             bucket = self._buckets[key] = TokenBucket(self.rate, self.burst)
         return bucket.take(now)
 
+    def would_allow(self, key: str, now: float) -> bool:
+        """Whether :meth:`allow` would succeed now, without spending anything."""
+        bucket = self._buckets.get(key)
+        if self.rate <= 0 or bucket is None or bucket.last is None:
+            return True
+        return min(self.burst, bucket.tokens + (now - bucket.last) * self.rate) >= 1.0
+
     def __len__(self) -> int:
         return len(self._buckets)
 
@@ -103,3 +111,43 @@ class KeyThrottle:
         refill = self.burst / self.rate
         self._buckets = {k: b for k, b in self._buckets.items() if b.last is not None and now - b.last < refill}
         self._next_prune = now + refill
+
+
+@dataclass
+class FailureBackoff:
+    """Exponential backoff after repeated failures, per key (pure).
+
+    The first ``free`` failures of a key cost nothing; after that the key is
+    blocked for ``base * 2**k`` seconds after each failure (k = failures
+    beyond ``free``), at most ``cap``.  A success clears the key; a key quiet
+    for ``2 * cap`` is forgotten, so memory is bounded by the keys failing
+    recently.  Used against password guessing, per source address and per
+    charge point id.
+    """
+
+    free: int = 5
+    base: float = 1.0
+    cap: float = 300.0
+    _failures: dict[str, tuple[int, float]] = field(default_factory=dict)  # key -> (count, last failure)
+    _next_prune: float = 0.0
+
+    def blocked_for(self, key: str, now: float) -> float:
+        """Seconds ``key`` must still wait (0: it may try now)."""
+        entry = self._failures.get(key)
+        if entry is None or entry[0] < self.free:
+            return 0.0
+        count, last = entry
+        return max(0.0, last + min(self.cap, self.base * 2 ** min(count - self.free, 30)) - now)
+
+    def failed(self, key: str, now: float) -> None:
+        if now >= self._next_prune:
+            self._failures = {k: v for k, v in self._failures.items() if now - v[1] < 2 * self.cap}
+            self._next_prune = now + self.cap
+        count = self._failures.get(key, (0, now))[0]
+        self._failures[key] = (count + 1, now)
+
+    def succeeded(self, key: str) -> None:
+        self._failures.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._failures)

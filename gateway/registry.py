@@ -16,6 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import RegistryUnavailable, UnknownChargePoint
 from .identity import ChargePointIdentity
+from .ratelimit import Pacer
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ class Registry:
         negative_ttl: float = 2.0,
         max_concurrent: int = 16,
         max_entries: int = 200_000,
+        rate: float = 200.0,
+        max_wait: float = 10.0,
     ) -> None:
         self._iot = iot_client
         self._max_entries = max_entries
@@ -38,6 +41,9 @@ class Registry:
         self._cache: dict[str, tuple[dict[str, str] | None, float]] = {}
         self._inflight: dict[str, trio.Event] = {}
         self.lookups = 0
+        # DescribeThing calls per second from this process (AWS: ~350 TPS per account, shared by every
+        # gateway): a storm waits its turn, up to max_wait; beyond it the CP is told to try again later.
+        self._pacer = Pacer(rate, max(1, int(rate)), max_wait)
 
     async def check(self, identity: ChargePointIdentity) -> dict[str, str]:
         """The Thing's attributes; raises UnknownChargePoint or RegistryUnavailable."""
@@ -86,10 +92,25 @@ class Registry:
             keep = list(self._cache.items())[len(self._cache) // 2 :]
             self._cache = dict(keep)
 
+    def is_cached(self, thing_name: str) -> bool:
+        """Whether a look-up of ``thing_name`` would be answered from the cache (no DescribeThing)."""
+        cached = self._cache.get(thing_name)
+        return cached is not None and cached[1] > trio.current_time()
+
     def forget(self, thing_name: str) -> None:
         self._cache.pop(thing_name, None)
 
     async def _describe(self, thing_name: str) -> dict[str, str] | None:
+        now = trio.current_time()
+        wait = self._pacer.reserve(now)
+        if wait is None:
+            raise RegistryUnavailable("Registry look-up rate exceeded; try again later")
+        if wait > 0:
+            try:
+                await trio.sleep(wait)
+            except BaseException:
+                self._pacer.release(now + wait, trio.current_time())
+                raise
         self.lookups += 1
         try:
             response = await trio.to_thread.run_sync(

@@ -30,6 +30,7 @@ import hmac
 import json
 import logging
 import math
+import secrets
 from dataclasses import dataclass, field
 
 import trio
@@ -39,6 +40,7 @@ from .client_certs import check_client_certificate
 from .credentials import (
     PASSWORD_HASH_ATTRIBUTE,
     SECURITY_PROFILE_ATTRIBUTE,
+    hash_password,
     parse_basic_auth,
     verify_password,
 )
@@ -55,18 +57,21 @@ from .errors import (
     MqttConnectError,
     MqttConnectionLost,
     MqttError,
+    UnknownChargePoint,
     clip_reason,
 )
 from .identity import ChargePointIdentity, identity_from_path
 from .mqtt_link import MqttDriver, MqttLink
-from .ratelimit import KeyThrottle, TokenBucket
+from .calls import CallTimeouts, timeout_call_error
+from .ratelimit import FailureBackoff, KeyThrottle, TokenBucket
 from .registry import Registry
-from .websocket import peer_certificate
+from .websocket import peer_certificate, peer_host
 from .subprotocol import choose_subprotocol, clean_offers
 
 log = logging.getLogger(__name__)
 
 REPLACED_REASON = "Replaced by a newer connection of this charge point"
+FROM_GATEWAY = "$gateway/local"  # the "topic" of frames the gateway itself queues for a CP (never an MQTT topic)
 BACKLOG_REASON = "Charge point does not read its messages; too much waiting for it"
 MQTT_ENDED_REASON = "MQTT session ended (taken over by a newer connection, or the broker went away); reconnect"
 
@@ -88,6 +93,7 @@ class ChargePointSession:
     identity: ChargePointIdentity
     subprotocol: str
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    link: MqttLink | None = None  # while bridged
     ending: Ending = field(default_factory=Ending)
     finished: trio.Event = field(default_factory=trio.Event)
 
@@ -153,11 +159,17 @@ class Bridge:
     max_pending: int = 2_000  # connections between the upgrade request and admission (own bound: see handle)
     reconnect_rate: float = 1.0  # connections per second per CP id (AWS IoT: one CONNECT/s per client id)
     reconnect_burst: int = 3
+    unknown_lookups_rate: float = 2.0  # registry look-ups finding no Thing, per second per source address
+    unknown_lookups_burst: int = 20
+    call_timeout: float = 30.0  # a CP's CALL unanswered this long gets a CALLERROR from the gateway (0: never)
     draining: bool = False
     connections: int = 0
     refused: int = 0
     auth_failures: int = 0
     throttled: int = 0
+    calls_timed_out: int = 0
+    password_hashes: int = 0  # slow password checks run (a guess answered while blocked costs none)
+    calls: CallTimeouts = field(init=False)
     pending: int = 0
     _throttle: KeyThrottle = field(init=False)
     _throttle_logged: dict[str, float] = field(default_factory=dict)
@@ -166,6 +178,32 @@ class Bridge:
 
     def __post_init__(self) -> None:
         self._throttle = KeyThrottle(self.reconnect_rate, self.reconnect_burst)
+        self._unknown_lookups = KeyThrottle(self.unknown_lookups_rate, self.unknown_lookups_burst)
+        self._auth_backoff = FailureBackoff(free=5, base=1.0, cap=60.0)
+        self._dummy_hash = hash_password(secrets.token_urlsafe(16))
+        self.calls = CallTimeouts(self.call_timeout)
+
+    async def run_call_timeouts(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Answer, in the CSMS's place, every CP CALL left unanswered for ``call_timeout`` seconds.
+
+        One task for the whole process (not one per CP): it wakes a few
+        times per time-out and hands each CALLERROR to the CP's own
+        MQTT -> CP pump, so it is sent in order and never blocks this task.
+        """
+        task_status.started()
+        if self.call_timeout <= 0:
+            return
+        while True:
+            await trio.sleep(min(1.0, self.call_timeout / 4))
+            for session, message_id in self.calls.expired(trio.current_time()):
+                assert isinstance(session, ChargePointSession)
+                self.calls_timed_out += 1
+                log.warning("%s: CALL %s not answered by the CSMS within %g s; answered with a CALLERROR",
+                            session.identity.cp_id, message_id, self.call_timeout)
+                if session.link is not None:
+                    session.link.deliver_local(
+                        FROM_GATEWAY, timeout_call_error(message_id, self.call_timeout).encode()
+                    )
 
     async def handle(self, request: WebSocketRequest, stream: trio.abc.Stream) -> None:
         """The server's handler (:mod:`.wsserver`): runs for the whole life of one connection.
@@ -187,6 +225,7 @@ class Bridge:
     async def _handle(self, request: WebSocketRequest, stream: trio.abc.Stream) -> None:
         offers = clean_offers(request.proposed_subprotocols)
         subprotocol = next((p for p in offers if p in self.subprotocols), None)
+        source = peer_host(stream)
         self.pending += 1
         try:
             try:
@@ -199,17 +238,16 @@ class Bridge:
                     )
                 identity = identity_from_path(request.path, self.base_path)
                 subprotocol = choose_subprotocol(offers, self.subprotocols)
-                attributes = await self.registry.check(identity)
-                self._check_security_profile(stream, identity, attributes)
+                attributes = await self._look_up(identity, source)
+                if attributes is not None:
+                    self._check_security_profile(stream, identity, attributes)
             except ConnectionRefused as exc:
                 await self._refuse(request, subprotocol, exc)
                 return
-            if requires_password(attributes) and not await self._authenticate(request, identity, attributes):
-                self.auth_failures += 1
-                log.warning("%s: HTTP Basic authentication failed (security profile %s); 401", identity.cp_id,
-                            attributes.get(SECURITY_PROFILE_ATTRIBUTE, "1"))
-                await request.reject(401, extra_headers=[(b"WWW-Authenticate", b'Basic realm="OCPP", charset="UTF-8"')])
-                return
+            if attributes is None or requires_password(attributes):
+                if not await self._authenticate(request, identity, attributes, source):
+                    await request.reject(401, extra_headers=[(b"WWW-Authenticate", b'Basic realm="OCPP", charset="UTF-8"')])
+                    return
         finally:
             self.pending -= 1
         ws = await request.accept(subprotocol=subprotocol)
@@ -245,6 +283,8 @@ class Bridge:
             session.ending.set(CLOSE_INTERNAL_ERROR, "Internal error in the gateway")
         finally:
             self.sessions.release(session)
+            self.calls.forget(session)
+            session.link = None
             session.ending.set(CLOSE_GOING_AWAY, "Gateway shutting down")
             # Bounded, also when the gateway itself is being cancelled: then the reader that would
             # see the CP's close reply is gone, so a short wait is all that makes sense.
@@ -323,21 +363,81 @@ class Bridge:
                 peer_certificate(stream), identity, attributes, cpo_name=self.cpo_name, binding=self.cert_binding
             )
 
-    async def _authenticate(self, request: WebSocketRequest, identity: ChargePointIdentity, attributes: dict[str, str]) -> bool:
+    async def _look_up(self, identity: ChargePointIdentity, source: str) -> dict[str, str] | None:
+        """The Thing's attributes; None for an unknown id when every CP must authenticate.
+
+        Look-ups that find no Thing are budgeted per source address
+        (``unknown_lookups_rate``): inventing ids costs the AWS account one
+        DescribeThing each, so a source that keeps doing it is told to try
+        again later (1013) before it spends any more.  With
+        ``--min-security-profile`` >= 1 an unknown id is not told apart from
+        a wrong password (None: answered 401 after the same hashing work).
+        """
+        cached = self.registry.is_cached(identity.thing_name)
+        if not cached and not self._unknown_lookups.would_allow(source, trio.current_time()):
+            raise ConnectionRefused(
+                "Too many look-ups of unregistered charge points from this address; try again later",
+                close_code=CLOSE_TRY_AGAIN_LATER,
+            )
+        try:
+            return await self.registry.check(identity)
+        except UnknownChargePoint:
+            if not cached:
+                self._unknown_lookups.allow(source, trio.current_time())
+            if self.min_security_profile >= 1:
+                return None
+            raise
+
+    async def _authenticate(
+        self, request: WebSocketRequest, identity: ChargePointIdentity, attributes: dict[str, str] | None, source: str
+    ) -> bool:
         """Check HTTP Basic credentials: user = CP id, password against the stored hash.
 
-        The slow hash runs in a worker thread; a successful check is
-        remembered (as a fast digest bound to the stored hash) so that
-        reconnects do not pay for it again.  Passwords are never logged.
+        The slow hash runs in a worker thread (at most 4 at once); a
+        successful check is remembered (as a fast digest bound to the stored
+        hash) so that reconnects do not pay for it again.  Failures back off
+        exponentially per source address and per CP id: once blocked, an
+        attempt is answered 401 without hashing, so guesses cannot
+        monopolise the hashing threads.  An unknown id (``attributes`` None)
+        is hashed against a dummy and fails, in about the time a wrong
+        password takes.  Passwords are never logged.
         """
-        encoded = attributes.get(PASSWORD_HASH_ATTRIBUTE)
+        now = trio.current_time()
+        blocked = max(self._auth_backoff.blocked_for("ip:" + source, now), self._auth_backoff.blocked_for(identity.cp_id, now))
+        ok = False
+        if blocked == 0:
+            ok = await self._check_password(request, identity, attributes)
+        if ok:
+            self._auth_backoff.succeeded(identity.cp_id)
+            return True
+        self.auth_failures += 1
+        self._auth_backoff.failed("ip:" + source, trio.current_time())
+        self._auth_backoff.failed(identity.cp_id, trio.current_time())
+        profile = attributes.get(SECURITY_PROFILE_ATTRIBUTE, "1") if attributes is not None else "?"
+        if blocked > 0:
+            log.warning("%s: HTTP Basic authentication refused from %s without checking: too many failures, "
+                        "blocked %.0f s more; 401", identity.cp_id, source, blocked)
+        else:
+            log.warning("%s: HTTP Basic authentication failed from %s (security profile %s); 401",
+                        identity.cp_id, source, profile)
+        return False
+
+    async def _check_password(
+        self, request: WebSocketRequest, identity: ChargePointIdentity, attributes: dict[str, str] | None
+    ) -> bool:
         credentials = parse_basic_auth(request.headers)
-        if encoded is None or credentials is None or credentials[0] != identity.cp_id:
+        encoded = attributes.get(PASSWORD_HASH_ATTRIBUTE) if attributes is not None else None
+        if credentials is None or credentials[0] != identity.cp_id:
             return False
         password = credentials[1]
+        if encoded is None:  # unknown id (or no hash): the same work as a wrong password, then no
+            self.password_hashes += 1
+            await trio.to_thread.run_sync(verify_password, password, self._dummy_hash, limiter=self._auth_limiter)
+            return False
         fast = hashlib.sha256(encoded.encode() + b"\0" + password.encode()).digest()
         if hmac.compare_digest(self._verified.get(identity.thing_name, b""), fast):
             return True
+        self.password_hashes += 1
         ok = await trio.to_thread.run_sync(verify_password, password, encoded, limiter=self._auth_limiter)
         if ok:
             if len(self._verified) >= 100_000:
@@ -374,6 +474,7 @@ class Bridge:
             return
         async with self.driver.link(identity.cp_id, admitted=True) as link:
             await link.subscribe(identity.out_topic, 1)
+            session.link = link
             record = {"state": {"reported": {"ocppProtocol": session.subprotocol}}}
             await link.publish(f"$aws/things/{identity.thing_name}/shadow/update", json.dumps(record).encode(), 1)
             # Constant task names: trio would otherwise build one name string per task, per CP.
@@ -422,6 +523,7 @@ class Bridge:
                     break
                 log.debug("%s: CP -> %s: %s", cp_id, topic, message)
                 await link.publish(topic, message.encode("utf-8"), 1)
+                self.calls.sent_by_cp(session, message, trio.current_time())
         except ConnectionClosed as exc:
             session.ending.set(*_close_of(exc))
         except MqttConnectionLost as exc:
@@ -434,12 +536,16 @@ class Bridge:
         try:
             while True:
                 topic, payload = await link.receive()
-                if topic != out_topic:
+                local = topic == FROM_GATEWAY
+                if topic != out_topic and not local:
                     continue
                 try:
                     text = payload.decode("utf-8")
                 except UnicodeDecodeError:
                     log.error("%s: dropped a message on %s that is not UTF-8 text (%d bytes)", cp_id, topic, len(payload))
+                    continue
+                if not local and not self.calls.sent_to_cp(session, text):
+                    log.warning("%s: dropped a late answer (the CP already got a time-out CALLERROR): %s", cp_id, text[:200])
                     continue
                 try:
                     await ws.send_message(text)

@@ -174,6 +174,11 @@ def _peer_of(stream: trio.abc.Stream) -> str:
     return f"{host}:{port}"
 
 
+def peer_host(stream: trio.abc.Stream) -> str:
+    """The client's address (behind a TCP balancer without client-IP preservation: the balancer's)."""
+    return _peer_of(stream).rpartition(":")[0] or "?"
+
+
 def peer_certificate(stream: trio.abc.Stream) -> bytes | None:
     """The verified client certificate (DER) of a ``wss://`` connection, if it sent one."""
     if isinstance(stream, trio.SSLStream):
