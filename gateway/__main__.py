@@ -13,6 +13,7 @@ from fakeiot.service import FakeIotError
 from .app import RunningGateway, run_gateway
 from .config import GatewayConfig, load_config
 from .errors import GatewayError
+from .logthrottle import configure_logging
 
 
 async def _main(config: GatewayConfig) -> None:
@@ -42,9 +43,7 @@ async def _main(config: GatewayConfig) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     config = load_config(argv)
-    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("amqtt", "transitions", "botocore", "urllib3"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    configure_logging(config.log_level)
     try:
         trio.run(_main, config)
     except BaseException as exc:  # noqa: BLE001 - sorted below, re-raised unless it is a known start-up error
