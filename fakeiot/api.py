@@ -6,12 +6,10 @@ the security calls of :mod:`fakeiot.security`; the topic-rule calls of
 :mod:`fakeiot.rules.api`)
 and ``iot-data`` (GetThingShadow, UpdateThingShadow, DeleteThingShadow), so
 ``boto3.client("iot", endpoint_url=...)`` and ``boto3.client("iot-data",
-endpoint_url=...)`` work against it unchanged.  Requests are not
-authenticated (fakeiot is a development stand-in bound to 127.0.0.1 by
-default); boto3 signs them anyway, which is harmless.
+endpoint_url=...)`` work against it unchanged.
 
-Served by the standard library's threading HTTP server: one thread per
-client connection, all joined when the server closes.
+Served over HTTP by :mod:`fakeiot.api_server` (framing, limits, request
+signatures).
 """
 
 from __future__ import annotations
@@ -19,12 +17,9 @@ from __future__ import annotations
 import json
 import logging
 import re
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -39,8 +34,7 @@ from .store import Store, Thing
 
 log = logging.getLogger(__name__)
 
-THING_NAME = re.compile(r"^[A-Za-z0-9:_-]{1,128}$")
-MAX_BODY = 256 * 1024
+THING_NAME = re.compile(r"\A[A-Za-z0-9:_-]{1,128}\Z")  # \Z: "$" would accept a trailing newline
 ATTRIBUTE_NAME = re.compile(r"[a-zA-Z0-9_.,@/:#-]{1,128}")
 ATTRIBUTE_VALUE = re.compile(r"[a-zA-Z0-9_.,@/:#=\[\]-]{0,800}")
 
@@ -306,72 +300,3 @@ def _attributes(payload: Any) -> dict[str, str]:
         if not ATTRIBUTE_VALUE.fullmatch(value):
             raise ApiError(400, "InvalidRequestException", f"Invalid value of attribute {key}: [a-zA-Z0-9_.,@/:#=[]-], up to 800")
     return attributes
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: ApiServer
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            self._reply(413, {"message": "Request body too large"}, "RequestEntityTooLargeException")
-            self.close_connection = True
-            return
-        body = self.rfile.read(length) if length else b""
-        try:
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            status, doc = self.server.api.handle(self.command, self.path, body, headers)
-        except ApiError as exc:
-            self._reply(exc.status, {"message": exc.message}, exc.error_type)
-            return
-        self._reply(status, doc)
-
-    do_GET = do_POST = do_DELETE = do_PATCH = do_PUT = _serve
-
-    def _reply(self, status: int, doc: Any, error_type: str | None = None) -> None:
-        data = json.dumps(doc).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        if error_type:
-            self.send_header("x-amzn-ErrorType", error_type)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("api %s - %s", self.address_string(), format % args)
-
-
-class ApiServer(ThreadingHTTPServer):
-    daemon_threads = False  # server_close() joins every request thread
-    block_on_close = True
-
-    def __init__(self, address: tuple[str, int], api: IotApi) -> None:
-        self.api = api
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            with self._connections_lock:
-                self._connections.discard(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that hangs up mid-request is routine, not a server error.
-        log.debug("api: connection from %s ended abruptly", client_address, exc_info=True)
-
-    def server_close(self) -> None:
-        # Idle keep-alive connections would hold their threads; end them first.
-        with self._connections_lock:
-            for conn in self._connections:
-                try:
-                    conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-        super().server_close()

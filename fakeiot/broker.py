@@ -3,6 +3,15 @@
 amqtt is pinned to 0.12.1 because some of its private methods are overridden
 here, in the one place where fakeiot patches it:
 
+* ``_initialize_client_session``: amqtt handles a CONNECT's client id
+  (deleting the session of a clean-session CONNECT, resuming a persistent
+  one) *before* it authenticates the client, so a CONNECT with a wrong
+  password could still disconnect the id's holder, and anyone could resume
+  anyone's persistent session.  Here the client is authenticated and its
+  client id (and will topic) authorised first (:func:`fakeiot.policy.admit`);
+  a refused CONNECT gets its CONNACK refusal and changes nothing.  A
+  persistent session resumes only for the principal that made it; for
+  another, a fresh session starts.
 * ``_delete_session``: amqtt lets a second CONNECT with the same client id
   (clean session) run beside the first one.  AWS IoT Core and Mosquitto
   disconnect the old client ("take-over"); so does :class:`FakeIotBroker`.
@@ -19,6 +28,11 @@ here, in the one place where fakeiot patches it:
   control (:mod:`fakeiot.policy`): the backend role by user name and
   password, every other client confined to its own topics; a refused
   PUBLISH closes the connection as AWS IoT does.
+* ``_publish_retained_messages_for_subscription``,
+  ``_publish_session_retained_messages``: amqtt hands a connecting client the
+  retained messages of *every* client's subscriptions, and queued messages
+  without a check; here only those of the client's own subscriptions that
+  it may receive.
 * ``_create_ssl_context``: amqtt asks for client certificates but accepts
   clients without one (``CERT_OPTIONAL``); fakeiot's TLS listener requires
   one (mutual TLS, as AWS IoT's port 8883) and TLS 1.2+.  A certificate
@@ -34,7 +48,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import logging
 import ssl
 from collections.abc import Callable
@@ -45,11 +58,24 @@ from typing import Any
 from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.events import BrokerEvents
+from amqtt.mqtt.connack import ConnackPacket
 from amqtt.mqtt.disconnect import DisconnectPacket
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.utils import gen_client_id
 
 from . import presence
-from .policy import BACKEND_USERNAME, Role, may_publish, may_receive, may_subscribe
+from .policy import (
+    ConnectRefused,
+    Credentials,
+    Principal,
+    Role,
+    admit,
+    may_publish,
+    may_receive,
+    may_subscribe,
+)
 from .rules import RulesEngine
 from .shadow_service import ShadowService
 
@@ -57,6 +83,9 @@ log = logging.getLogger(__name__)
 
 ROLE_ATTRIBUTE = "fakeiot_role"
 CERTIFICATE_ATTRIBUTE = "fakeiot_certificate_id"
+PRINCIPAL_ATTRIBUTE = presence.PRINCIPAL_ATTRIBUTE
+_GONE_ATTRIBUTE = "fakeiot_connection_gone"  # an asyncio.Event while a take-over waits for the old connection
+TAKEOVER_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -109,7 +138,7 @@ class FakeIotBroker(Broker):
         config: dict[str, Any],
         shadows: ShadowService,
         *,
-        backend_password: str,
+        credentials: Credentials,
         rules: RulesEngine | None = None,
         certificate_status: Callable[[str], str | None] = lambda _id: None,
     ) -> None:
@@ -118,7 +147,7 @@ class FakeIotBroker(Broker):
         self.rules = rules
         self.takeovers = 0
         self.refusals = 0
-        self._backend_password = backend_password.encode()
+        self._credentials = credentials
         self._certificate_status = certificate_status
 
     def bound_port_of(self, listener: str) -> int:
@@ -136,26 +165,86 @@ class FakeIotBroker(Broker):
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         return context
 
-    async def _handle_client_session(self, reader: Any, writer: Any, client_session: Any, *args: Any) -> None:
-        setattr(client_session, CERTIFICATE_ATTRIBUTE, getattr(writer, "certificate_id", None))
-        await super()._handle_client_session(reader, writer, client_session, *args)
+    async def _initialize_client_session(
+        self, reader: Any, writer: Any, remote_address: str, remote_port: int
+    ) -> tuple[BrokerProtocolHandler, Any]:
+        # amqtt 0.12.1's version, with authentication and authorisation moved before the client id
+        # touches any existing session (see the module docstring).
+        try:
+            handler, incoming = await BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager)
+        except MQTTError:
+            await writer.close()
+            raise
+        except (AMQTTError, NoDataError) as exc:
+            raise AMQTTError(exc) from exc
+        certificate = getattr(writer, "certificate_id", None)
+        client_id = incoming.client_id or ""
+        try:
+            principal = admit(
+                client_id,
+                username=incoming.username,
+                password=incoming.password,
+                certificate_id=certificate,
+                certificate_status=self._certificate_status(certificate) if certificate is not None else None,
+                will_topic=incoming.will_topic if incoming.will_flag else None,
+                credentials=self._credentials,
+            )
+        except ConnectRefused as refused:
+            self.refusals += 1
+            log.warning("%r from %s: CONNECT refused: %s", client_id[:60], remote_address, refused.reason)
+            try:
+                await ConnackPacket.build(0, refused.code).to_stream(writer)
+            finally:
+                await writer.close()
+            raise AMQTTError(f"CONNECT refused: {refused.reason}") from None
+
+        session = incoming
+        session.parent = 0
+        if not client_id:
+            session.client_id = gen_client_id()  # only the backend role gets here (admit)
+        elif incoming.clean_session:
+            await self._delete_session(client_id)  # take-over, now of an authorised client only
+        elif client_id in self._sessions:
+            existing = self._sessions[client_id][0]
+            if getattr(existing, PRINCIPAL_ATTRIBUTE, None) == principal:
+                await self._end_connection_of(existing)
+                # as amqtt: the new connection brings its own will, keepalive and credentials
+                for name in ("will_flag", "will_message", "will_topic", "will_qos", "keep_alive", "username", "password"):
+                    setattr(existing, name, getattr(incoming, name))
+                session = existing
+                session.parent = 1
+            else:
+                log.info("%s: persistent session belongs to another principal: starting a new one", client_id)
+                await self._delete_session(client_id)
+        setattr(session, PRINCIPAL_ATTRIBUTE, principal)
+        setattr(session, ROLE_ATTRIBUTE, principal.role)
+        setattr(session, CERTIFICATE_ATTRIBUTE, certificate)
+        timeout_disconnect_delay = self.config.get("timeout-disconnect-delay", 0)
+        if session.keep_alive > 0 and isinstance(timeout_disconnect_delay, int):
+            session.keep_alive += timeout_disconnect_delay
+        return handler, session
+
+    async def _end_connection_of(self, session: Any) -> None:
+        """Take-over of a persistent session that is still connected: end the old connection and let it
+        finish (amqtt would reuse the session at once, and the old connection's teardown would then mark
+        the new one disconnected)."""
+        entry = self._sessions.get(session.client_id)
+        if entry is None or entry[0] is not session or not session.transitions.is_connected():
+            return
+        self.takeovers += 1
+        log.info("client %s connected again: disconnecting the previous connection (take-over)", session.client_id)
+        gone = asyncio.Event()
+        setattr(session, _GONE_ATTRIBUTE, gone)
+        setattr(session, presence.REASON_ATTRIBUTE, presence.DUPLICATE_CLIENTID)
+        await entry[1].stop()
+        try:
+            await asyncio.wait_for(gone.wait(), TAKEOVER_TIMEOUT)
+        except TimeoutError:
+            log.warning("%s: the previous connection did not end within %g s", session.client_id, TAKEOVER_TIMEOUT)
 
     async def _authenticate(self, session: Any, _listener: Any) -> bool:
-        certificate = getattr(session, CERTIFICATE_ATTRIBUTE, None)
-        if certificate is not None and self._certificate_status(certificate) not in (None, "ACTIVE"):
-            log.warning("%s: certificate %s is not ACTIVE: connection refused", session.client_id, certificate[:12])
-            self.refusals += 1
-            return False
-        if session.username == BACKEND_USERNAME:
-            given = (session.password or "").encode()
-            if not hmac.compare_digest(given, self._backend_password):
-                log.warning("%s: wrong backend password: connection refused", session.client_id)
-                self.refusals += 1
-                return False
-            setattr(session, ROLE_ATTRIBUTE, Role.BACKEND)
-        else:
-            setattr(session, ROLE_ATTRIBUTE, Role.DEVICE)
-        return True
+        # Decided in _initialize_client_session, before take-over; only admitted sessions get here.
+        return isinstance(getattr(session, PRINCIPAL_ATTRIBUTE, None), Principal)
 
     async def _topic_filtering(self, session: Any, topic: str, action: Action) -> bool:
         if session is None:
@@ -173,6 +262,33 @@ class FakeIotBroker(Broker):
             client_id = session.client_id if session is not None else None
             for out_topic, payload, qos in self.rules.on_message(topic, bytes(data or b""), client_id):
                 await super()._broadcast_message(None, out_topic, payload, qos)
+
+    async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int], session: Any) -> None:
+        # amqtt calls this at CONNECT for every client's subscription filters: only this session's count.
+        topic_filter = subscription[0]
+        if not any(subscriber is session for subscriber, _ in self._subscriptions.get(topic_filter, ())):
+            return
+        handler = self._get_handler(session)
+        if handler is None:
+            return
+        tasks = []
+        for topic, retained in list(self._retained_messages.items()):
+            if self._matches(topic, topic_filter) and await self._topic_filtering(session, topic, Action.RECEIVE):
+                qos = min(subscription[1], retained.qos or subscription[1])
+                tasks.append(asyncio.ensure_future(handler.mqtt_publish(retained.topic, retained.data, qos, retain=True)))
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def _publish_session_retained_messages(self, session: Any) -> None:
+        # Messages queued while a persistent session was offline: still subject to the receive check.
+        handler = self._get_handler(session)
+        tasks = []
+        while handler is not None and not session.retained_messages.empty():
+            queued = session.retained_messages.get_nowait()
+            if await self._topic_filtering(session, queued.topic, Action.RECEIVE):
+                tasks.append(asyncio.ensure_future(handler.mqtt_publish(queued.topic, queued.data, queued.qos, retain=True)))
+        if tasks:
+            await asyncio.wait(tasks)
 
     def connected_client_ids(self) -> list[str]:
         return [cid for cid, (session, _) in self._sessions.items() if session.transitions.is_connected()]
@@ -197,7 +313,13 @@ class FakeIotBroker(Broker):
             if self.transitions.state == "stopping":
                 reason = presence.SERVER_INITIATED_DISCONNECT
             setattr(client_session, presence.REASON_ATTRIBUTE, reason)
-        await super()._handle_disconnect(client_session, handler, disconnect_waiter)
+        try:
+            await super()._handle_disconnect(client_session, handler, disconnect_waiter)
+        finally:
+            gone = getattr(client_session, _GONE_ATTRIBUTE, None)
+            if gone is not None:
+                gone.set()
+                setattr(client_session, _GONE_ATTRIBUTE, None)
 
     async def _handle_message_delivery(self, client_session: Any, handler: Any, wait_deliver: Any) -> bool:
         app_message = wait_deliver.result()

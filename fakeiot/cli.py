@@ -51,6 +51,19 @@ def _env(environ: Mapping[str, str], name: str, fallback: Any) -> Any:
     return value if value else fallback
 
 
+class _DefaultsButNotSecrets(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except of secrets (a default may come from a FAKEIOT_... variable)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.dest in ("backend_password", "gateway_password", "api_secret_access_key"):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _flag(value: str | None) -> bool:
+    return value is not None and value.strip().lower() in ("1", "true", "yes", "on")
+
+
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     api_url = _env(environ, "api-url", f"http://127.0.0.1:{DEFAULTS.api_port}")
     p = argparse.ArgumentParser(
@@ -60,7 +73,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command")
 
-    serve = sub.add_parser("serve", help="run fakeiot (the default command)", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    serve = sub.add_parser("serve", help="run fakeiot (the default command)", formatter_class=_DefaultsButNotSecrets)
     _serve_options(serve, environ)
 
     thing = sub.add_parser("thing", help="manage Things in the registry")
@@ -124,6 +137,20 @@ def _serve_options(p: argparse.ArgumentParser, environ: Mapping[str, str]) -> No
     p.add_argument("--backend-password", default=_env(environ, "backend-password", None),
                    help="password of the MQTT backend role (user fakeiot-backend); default: made once, kept in "
                         "<data-dir>/backend-password.  Prefer FAKEIOT_BACKEND_PASSWORD to the flag")
+    p.add_argument("--gateway-password", default=_env(environ, "gateway-password", None),
+                   help="password of the gateway's MQTT credential (user fakeiot-gateway), which device clients "
+                        "(one per charge point) need on the plain listener; default: made once, kept in "
+                        "<data-dir>/gateway-password.  Prefer FAKEIOT_GATEWAY_PASSWORD to the flag")
+    p.add_argument("--allow-anonymous-devices", action="store_true",
+                   default=_flag(_env(environ, "allow-anonymous-devices", None)),
+                   help="development only: let MQTT clients without credentials connect as devices (any charge "
+                        "point id, so anyone who reaches the port can take a CP's connection); refused unless "
+                        "--host is a loopback address")
+    p.add_argument("--api-access-key-id", default=_env(environ, "api-access-key-id", None),
+                   help="the HTTP API accepts only requests signed (AWS SigV4, as boto3 signs) with this access "
+                        "key and --api-secret-access-key; required when --host is not a loopback address")
+    p.add_argument("--api-secret-access-key", default=_env(environ, "api-secret-access-key", None),
+                   help="secret of --api-access-key-id.  Prefer FAKEIOT_API_SECRET_ACCESS_KEY to the flag")
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -195,13 +222,26 @@ def _rules(args: argparse.Namespace, iot: Any) -> int:
 
 
 def _scan(args: argparse.Namespace) -> int:
-    from urllib.error import URLError
+    from urllib.error import HTTPError, URLError
     from urllib.parse import quote
-    from urllib.request import urlopen
+    from urllib.request import Request, urlopen
 
+    import boto3
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    url = f"{args.api_url}/fakeiot/tables/{quote(args.table, safe='')}"
+    # Signed like boto3's calls (a fakeiot given access keys checks every request).
+    signed = AWSRequest(method="GET", url=url)
+    credentials = boto3.session.Session().get_credentials()
+    if credentials is not None:
+        SigV4Auth(credentials.get_frozen_credentials(), "iot", "us-east-1").add_auth(signed)
     try:
-        with urlopen(f"{args.api_url}/fakeiot/tables/{quote(args.table, safe='')}", timeout=10) as response:
+        with urlopen(Request(url, headers=dict(signed.headers.items())), timeout=10) as response:
             items = json.loads(response.read())["items"]
+    except HTTPError as exc:
+        print(f"error: {exc.headers.get('x-amzn-ErrorType', exc.code)}: {exc.read().decode(errors='replace')[:200]}", file=sys.stderr)
+        return 1
     except URLError as exc:
         print(f"error: cannot reach fakeiot at {args.api_url}: {exc.reason}", file=sys.stderr)
         return 1
@@ -268,6 +308,10 @@ def serve(args: argparse.Namespace) -> int:
         tls_port=None if args.tls_port is None else int(args.tls_port),
         rules_file=Path(args.rules).expanduser() if args.rules else None,
         backend_password=args.backend_password,
+        gateway_password=args.gateway_password,
+        allow_anonymous_devices=bool(args.allow_anonymous_devices),
+        api_access_key_id=args.api_access_key_id,
+        api_secret_access_key=args.api_secret_access_key,
     )
     iot = FakeIot(config)
     stop = threading.Event()
@@ -283,6 +327,12 @@ def serve(args: argparse.Namespace) -> int:
     print(
         f"fakeiot: backend role: MQTT user name fakeiot-backend, password in {config.backend_password_file}"
         if not config.backend_password else "fakeiot: backend role: MQTT user name fakeiot-backend (password given)",
+        flush=True,
+    )
+    print(
+        "fakeiot: device clients: MQTT user name fakeiot-gateway, password "
+        + ("given" if config.gateway_password else f"in {config.gateway_password_file}")
+        + ("; clients without credentials are accepted too (--allow-anonymous-devices)" if config.allow_anonymous_devices else ""),
         flush=True,
     )
     try:

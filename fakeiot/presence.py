@@ -31,6 +31,7 @@ FORBIDDEN_ACCESS = "FORBIDDEN_ACCESS"
 SERVER_INITIATED_DISCONNECT = "SERVER_INITIATED_DISCONNECT"
 
 REASON_ATTRIBUTE = "fakeiot_disconnect_reason"
+PRINCIPAL_ATTRIBUTE = "fakeiot_principal"  # a fakeiot.policy.Principal, set by the broker at CONNECT
 _SESSION_ID_ATTRIBUTE = "fakeiot_session_identifier"
 
 
@@ -88,5 +89,6 @@ class PresencePlugin(BasePlugin[BrokerContext]):
 
 
 def _principal(session: Any) -> str:
-    # AWS IoT names the certificate (its id) for X.509 clients.
-    return str(getattr(session, "fakeiot_certificate_id", None) or getattr(session, "username", None) or "anonymous")
+    # AWS IoT names the certificate (its id) for X.509 clients; fakeiot the user name of its roles.
+    principal = getattr(session, PRINCIPAL_ATTRIBUTE, None)
+    return str(getattr(principal, "name", None) or "anonymous")

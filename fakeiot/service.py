@@ -10,20 +10,23 @@ returns once both accept connections) and stops and joins both
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import secrets
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
 
-from .api import ApiServer, IotApi
+from .api import IotApi
+from .api_server import ApiServer
 from .broker import FakeIotBroker, TlsListener, broker_config
 from .certs import CertificateAuthority, ensure_pki
+from .policy import Credentials
 from .rules import RuleError, RulesEngine, load_rules_file
 from .security import CERTIFICATE_KIND
 from .shadow_service import Publication, ShadowService
@@ -44,7 +47,15 @@ class FakeIotConfig:
     account_id: str = "000000000000"
     tls_port: int | None = None  # None: no TLS listener; 8883 is AWS IoT's
     pki_dir: Path | None = None  # None: <data-dir>/certs (made on first use)
-    backend_password: str | None = None  # None: <data-dir>/backend-password (made on first use)
+    backend_password: str | None = field(default=None, repr=False)  # None: <data-dir>/backend-password (made on first use)
+    # The gateway's MQTT credential (user fakeiot-gateway) for device clients on the plain listener,
+    # what the gateway's certificate is on AWS IoT.  None: <data-dir>/gateway-password (made on first use).
+    gateway_password: str | None = field(default=None, repr=False)
+    allow_anonymous_devices: bool = False  # development only; refused unless `host` is a loopback address
+    # SigV4 keys the HTTP API checks requests against; required to bind a non-loopback address.
+    api_access_key_id: str | None = None
+    api_secret_access_key: str | None = field(default=None, repr=False)
+    api_read_timeout: float = 20.0  # seconds a request's headers and body may take, and a connection may idle
     rules_file: Path | None = None
 
     @property
@@ -59,11 +70,15 @@ class FakeIotConfig:
     def backend_password_file(self) -> Path:
         return self.data_dir / "backend-password"
 
+    @property
+    def gateway_password_file(self) -> Path:
+        return self.data_dir / "gateway-password"
 
-def _backend_password(config: FakeIotConfig) -> str:
-    if config.backend_password:
-        return config.backend_password
-    path = config.backend_password_file
+
+def _secret(given: str | None, path: Path) -> str:
+    """``given``, or the password kept in ``path`` (made once, mode 0600)."""
+    if given:
+        return given
     if path.is_file():
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,6 +91,34 @@ def _backend_password(config: FakeIotConfig) -> str:
 
 class FakeIotError(Exception):
     """fakeiot could not start."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address to bind) reaches this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def check_exposure(config: FakeIotConfig) -> None:
+    """Refuse what is safe only on a loopback address (raises :class:`FakeIotError`)."""
+    if (config.api_access_key_id is None) != (config.api_secret_access_key is None):
+        raise FakeIotError("give both --api-access-key-id and --api-secret-access-key, or neither")
+    if is_loopback(config.host):
+        return
+    if config.allow_anonymous_devices:
+        raise FakeIotError(
+            f"--allow-anonymous-devices is a development switch, accepted only when fakeiot binds a loopback address "
+            f"(127.0.0.1, ::1, localhost), not {config.host!r}: anyone reaching the port could take any charge point's connection"
+        )
+    if config.api_access_key_id is None:
+        raise FakeIotError(
+            f"binding {config.host!r} (not a loopback address) needs --api-access-key-id and --api-secret-access-key: "
+            "the HTTP API then accepts only requests signed with them (AWS SigV4, as boto3 signs)"
+        )
 
 
 class FakeIot:
@@ -97,15 +140,18 @@ class FakeIot:
         self.ca: CertificateAuthority | None = None
         self.ca_file: Path | None = None
         self.backend_password = ""
+        self.gateway_password = ""
 
     @property
     def api_url(self) -> str:
         return f"http://{self.config.host}:{self.api_port}"
 
     def start(self) -> None:
+        check_exposure(self.config)
         self.store = Store(self.config.database)
         try:
-            self.backend_password = _backend_password(self.config)
+            self.backend_password = _secret(self.config.backend_password, self.config.backend_password_file)
+            self.gateway_password = _secret(self.config.gateway_password, self.config.gateway_password_file)
             self.ca, pki = ensure_pki(self.config.certs_dir)
             self.ca_file = pki["ca"].cert
             self.rules = RulesEngine(self.store)
@@ -138,7 +184,10 @@ class FakeIot:
             rules=self.rules, ca=self.ca, endpoint=f"{self.config.host}:{self.tls_port or self.mqtt_port}",
         )
         try:
-            self._api_server = ApiServer((self.config.host, self.config.api_port), api)
+            keys = {self.config.api_access_key_id: self.config.api_secret_access_key or ""} if self.config.api_access_key_id else None
+            self._api_server = ApiServer(
+                (self.config.host, self.config.api_port), api, access_keys=keys, read_timeout=self.config.api_read_timeout
+            )
         except OSError as exc:
             self._stop_broker_thread()
             self.store.close()
@@ -184,7 +233,7 @@ class FakeIot:
             broker = FakeIotBroker(
                 broker_config(self.config.host, self.config.mqtt_port, tls),
                 shadows,
-                backend_password=self.backend_password,
+                credentials=Credentials(self.backend_password, self.gateway_password, self.config.allow_anonymous_devices),
                 rules=self.rules,
                 certificate_status=self._certificate_status,
             )

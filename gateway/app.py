@@ -7,11 +7,11 @@ import logging
 import ssl
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
+from functools import partial
 
 import trio
-from trio_websocket import WebSocketServer, serve_websocket
 
-from fakeiot.policy import BACKEND_USERNAME
+from fakeiot.policy import BACKEND_USERNAME, GATEWAY_USERNAME
 from fakeiot.service import FakeIot, FakeIotConfig, running_fakeiot
 
 from .aws import AwsSettings, make_clients
@@ -22,7 +22,9 @@ from .looplag import LoopMonitor
 from .mqtt_link import MqttDriver, MqttSettings, open_mqtt_driver
 from .processor import Processor, ProcessorSettings
 from .registry import Registry
+from .revocation import RegistryWatch
 from .session import Bridge, LocalSessions
+from .websocket import GatewayWebSocketServer, serve
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,7 @@ class RunningGateway:
     fakeiot: FakeIot | None
     processor: Processor | None
     loop: LoopMonitor
+    watch: RegistryWatch | None = None
 
 
 async def run_gateway(config: GatewayConfig, *, task_status: trio.TaskStatus[RunningGateway] = trio.TASK_STATUS_IGNORED) -> None:
@@ -81,6 +84,7 @@ async def run_gateway(config: GatewayConfig, *, task_status: trio.TaskStatus[Run
         iot: FakeIot | None = None
         address, api_url = config.broker_address, config.iot_api_url
         backend_user, backend_password = config.processor_mqtt_username, config.processor_mqtt_password
+        device_user, device_password = config.mqtt_username, config.mqtt_password
         mqtt_tls = mqtt_ssl_context(config)
         if config.embedded:
             iot = await stack.enter_async_context(
@@ -96,6 +100,7 @@ async def run_gateway(config: GatewayConfig, *, task_status: trio.TaskStatus[Run
             )
             address, api_url = ("127.0.0.1", iot.mqtt_port), iot.api_url
             backend_user, backend_password = BACKEND_USERNAME, iot.backend_password
+            device_user, device_password = GATEWAY_USERNAME, iot.gateway_password  # the gateway's principal
         assert address is not None
         mqtt_host, mqtt_port = address
         iot_client, iot_data = await trio.to_thread.run_sync(
@@ -107,23 +112,32 @@ async def run_gateway(config: GatewayConfig, *, task_status: trio.TaskStatus[Run
             host=mqtt_host,
             port=mqtt_port,
             keepalive=config.mqtt_keepalive,
+            username=device_user,
+            password=device_password,
             ssl_context=mqtt_tls,
             connect_rate=config.mqtt_connect_rate,
             connect_burst=config.mqtt_connect_burst,
             connect_max_wait=config.mqtt_connect_max_wait,
+            max_backlog_bytes=config.max_backlog_bytes,
         )
         driver = await stack.enter_async_context(open_mqtt_driver(settings))
         processor_driver = driver
         if config.run_processor and backend_user is not None:
             processor_driver = await stack.enter_async_context(
-                open_mqtt_driver(replace(settings, username=backend_user, password=backend_password))
+                # The processor consumes every CP's CALLs: a far larger backlog than one CP's.
+                open_mqtt_driver(
+                    replace(settings, username=backend_user, password=backend_password, max_backlog_bytes=64 << 20)
+                )
             )
-        registry = Registry(iot_client, ttl=config.registry_ttl, negative_ttl=config.registry_negative_ttl)
+        registry = Registry(
+            iot_client, ttl=config.registry_ttl, negative_ttl=config.registry_negative_ttl, rate=config.registry_rate
+        )
         bridge = Bridge(
             driver=driver,
             registry=registry,
             sessions=LocalSessions(),
             subprotocols=config.subprotocols,
+            base_path=config.base_path,
             ping_interval=config.ping_interval,
             pong_timeout=config.pong_timeout,
             max_connections=config.max_connections,
@@ -135,33 +149,42 @@ async def run_gateway(config: GatewayConfig, *, task_status: trio.TaskStatus[Run
             cpo_name=config.cpo_name if config.client_ca_file is not None else None,
             cert_binding=config.cert_binding,
             drain_timeout=config.drain_timeout,
+            close_timeout=config.close_timeout,
+            call_timeout=config.call_timeout,
+            reconnect_rate=config.cp_reconnect_rate,
+            reconnect_burst=config.cp_reconnect_burst,
         )
 
         ssl_context = server_ssl_context(config)
         loop = LoopMonitor()
         async with trio.open_nursery() as nursery:
             await nursery.start(loop.run)
+            await nursery.start(bridge.run_call_timeouts)
+            watch = RegistryWatch(bridge, driver)
+            await nursery.start(watch.run)
             await nursery.start(GcPolicy(config.gc_full_interval, config.gc_young_interval).run)
             processor = None
             if config.run_processor:
                 processor = Processor(processor_driver, iot_data, ProcessorSettings(heartbeat_interval=config.heartbeat_interval))
-                await nursery.start(processor.run)
-            server: WebSocketServer = await nursery.start(
-                lambda task_status: serve_websocket(
+                # Supervised: a processor crash after it started is logged and restarted, never ends the gateway.
+                await nursery.start(processor.run_supervised)
+            server: GatewayWebSocketServer = await nursery.start(
+                partial(
+                    serve,
                     bridge.handle,
                     config.host,
                     config.port,
                     ssl_context,
                     max_message_size=config.max_frame_size,
                     connect_timeout=config.handshake_timeout,
-                    task_status=task_status,
+                    disconnect_timeout=config.close_timeout,
                 )
             )
             port = server.port
-            url = f"{'wss' if ssl_context else 'ws'}://{config.host}:{port}"
+            url = f"{'wss' if ssl_context else 'ws'}://{config.host}:{port}{config.base_path}"
             log.info(
                 "gateway: serving OCPP-J (%s) on %s/<charge-point-id>; MQTT %s://%s:%d%s",
                 ", ".join(config.subprotocols), url, "mqtts" if mqtt_tls else "mqtt", mqtt_host, mqtt_port,
                 f"; registry API {api_url}" if api_url else "; registry: AWS IoT",
             )
-            task_status.started(RunningGateway(url, port, bridge, driver, iot, processor, loop))
+            task_status.started(RunningGateway(url, port, bridge, driver, iot, processor, loop, watch=watch))

@@ -25,6 +25,7 @@ DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "fakeiot"
 class GatewayConfig:
     host: str = "127.0.0.1"
     port: int = 8080
+    base_path: str = ""  # CPs connect to <base_path>/<cp-id>; "" : /<cp-id>
     subprotocols: tuple[str, ...] = DEFAULT_SUBPROTOCOLS
     max_frame_size: int = 128 * 1024
     ping_interval: float = 60.0
@@ -43,10 +44,17 @@ class GatewayConfig:
     mqtt_host: str | None = None  # None (and no iot_endpoint): start an embedded fakeiot
     mqtt_port: int = 1883
     mqtt_keepalive: int = 60
+    mqtt_username: str | None = None  # the CP connections' MQTT credential (fakeiot: fakeiot-gateway)
+    mqtt_password: str | None = field(default=None, repr=False)
     mqtt_connect_rate: float = 100.0
     mqtt_connect_burst: int = 100
     mqtt_connect_max_wait: float = 120.0
     drain_timeout: float = 10.0
+    close_timeout: float = 5.0
+    call_timeout: float = 30.0
+    cp_reconnect_rate: float = 1.0
+    cp_reconnect_burst: int = 3
+    max_backlog_bytes: int = 1024 * 1024
     gc_full_interval: float = 300.0  # 0: CPython's own full-collection policy (see gcpolicy.py)
     gc_young_interval: float = 0.1  # 0: young collections only when CPython's allocation counter says so
     iot_endpoint: str | None = None  # host[:port] of AWS IoT Core (MQTT over mutual TLS, port 8883)
@@ -63,6 +71,7 @@ class GatewayConfig:
     heartbeat_interval: int = 10
     registry_ttl: float = 60.0
     registry_negative_ttl: float = 2.0
+    registry_rate: float = 200.0
     log_level: str = "INFO"
 
     @property
@@ -107,6 +116,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     p.add_argument("--host", default=default("host", d.host), help="address the WebSocket server binds")
     p.add_argument("--port", type=int, default=default("port", d.port), help="WebSocket port (0: any free port)")
+    p.add_argument("--base-path", default=default("base-path", d.base_path),
+                   help="path before the CP id in the WebSocket URL, e.g. /ocpp for ws://host/ocpp/<cp-id>; "
+                        "any other path is refused (1008)")
     p.add_argument(
         "--subprotocols",
         default=default("subprotocols", ",".join(d.subprotocols)),
@@ -160,6 +172,13 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                         "start an embedded fakeiot")
     p.add_argument("--mqtt-port", type=int, default=default("mqtt-port", d.mqtt_port),
                    help="MQTT broker port (also the embedded fakeiot's port)")
+    p.add_argument("--mqtt-username", default=default("mqtt-username", None),
+                   help="MQTT user name of every CP connection (a standalone fakeiot: fakeiot-gateway; the embedded "
+                        "fakeiot fills it in)")
+    p.add_argument("--mqtt-password", default=default("mqtt-password", None),
+                   help="its password; prefer the environment variable GATEWAY_MQTT_PASSWORD")
+    p.add_argument("--mqtt-password-file", default=default("mqtt-password-file", None),
+                   help="read that password from this file (fakeiot writes <data-dir>/gateway-password)")
     p.add_argument("--mqtt-keepalive", type=int, default=default("mqtt-keepalive", d.mqtt_keepalive),
                    help="MQTT keepalive of each CP's connection, seconds")
     p.add_argument("--mqtt-connect-rate", type=float, default=default("mqtt-connect-rate", d.mqtt_connect_rate),
@@ -171,6 +190,19 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                    help="a CP whose MQTT connection would wait longer for its turn is closed with 1013 (try again later)")
     p.add_argument("--drain-timeout", type=float, default=default("drain-timeout", d.drain_timeout),
                    help="on SIGTERM/SIGINT: seconds to wait for CPs to acknowledge the 1001 close before exiting")
+    p.add_argument("--call-timeout", type=float, default=default("call-timeout", d.call_timeout),
+                   help="a CP's CALL that the CSMS has not answered within this many seconds is answered by the "
+                        "gateway with CALLERROR InternalError (0: never)")
+    p.add_argument("--close-timeout", type=float, default=default("close-timeout", d.close_timeout),
+                   help="seconds a closing or refused connection waits for the CP's close frame before the TCP "
+                        "connection is aborted")
+    p.add_argument("--cp-reconnect-rate", type=float, default=default("cp-reconnect-rate", d.cp_reconnect_rate),
+                   help="connections per second accepted per CP id (AWS IoT: one MQTT CONNECT/s per client id); "
+                        "faster: close 1013 (0: no limit)")
+    p.add_argument("--cp-reconnect-burst", type=int, default=default("cp-reconnect-burst", d.cp_reconnect_burst),
+                   help="connections of one CP id allowed at once above that rate")
+    p.add_argument("--max-backlog-bytes", type=int, default=default("max-backlog-bytes", d.max_backlog_bytes),
+                   help="bytes from <cp-id>/out buffered for a CP that does not read them; beyond: close 1008")
     p.add_argument("--gc-full-interval", type=float, default=default("gc-full-interval", d.gc_full_interval),
                    help="seconds between full garbage collections, which pause every CP for up to a second at 10,000 "
                         "CPs; 0: CPython's own full collections (frequent at that size)")
@@ -196,6 +228,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                    help="how long a registered Thing is cached, seconds")
     p.add_argument("--registry-negative-ttl", type=float, default=default("registry-negative-ttl", d.registry_negative_ttl),
                    help="how long an unknown Thing is cached, seconds")
+    p.add_argument("--registry-rate", type=float, default=default("registry-rate", d.registry_rate),
+                   help="DescribeThing calls per second from this process (AWS: about 350/s per account, shared by "
+                        "every gateway); more wait up to 10 s, then the CP is closed with 1013")
     p.add_argument("--log-level", default=default("log-level", d.log_level),
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="DEBUG logs every frame")
     return p
@@ -212,15 +247,15 @@ def _bool(value: object) -> bool | None:
     raise ConfigError(f"expected true or false, not {value!r}")
 
 
-def _password(value: str | None, file: str | None) -> str | None:
+def _password(value: str | None, file: str | None, option: str = "--processor-mqtt-password") -> str | None:
     if file is None:
         return value
     if value is not None:
-        raise ConfigError("give --processor-mqtt-password or --processor-mqtt-password-file, not both")
+        raise ConfigError(f"give {option} or {option}-file, not both")
     try:
         return Path(file).expanduser().read_text().strip()
     except OSError as exc:
-        raise ConfigError(f"cannot read --processor-mqtt-password-file {file}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read {option}-file {file}: {exc.strerror}") from None
 
 
 def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -236,6 +271,7 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
         config = GatewayConfig(
             host=args.host,
             port=int(args.port),
+            base_path=args.base_path.rstrip("/"),
             subprotocols=subprotocols,
             max_frame_size=int(args.max_frame_size),
             ping_interval=float(args.ping_interval),
@@ -254,10 +290,17 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
             mqtt_host=args.mqtt_host,
             mqtt_port=int(args.mqtt_port),
             mqtt_keepalive=int(args.mqtt_keepalive),
+            mqtt_username=args.mqtt_username,
+            mqtt_password=_password(args.mqtt_password, args.mqtt_password_file, "--mqtt-password"),
             mqtt_connect_rate=float(args.mqtt_connect_rate),
             mqtt_connect_burst=int(args.mqtt_connect_burst),
             mqtt_connect_max_wait=float(args.mqtt_connect_max_wait),
             drain_timeout=float(args.drain_timeout),
+            close_timeout=float(args.close_timeout),
+            call_timeout=float(args.call_timeout),
+            cp_reconnect_rate=float(args.cp_reconnect_rate),
+            cp_reconnect_burst=int(args.cp_reconnect_burst),
+            max_backlog_bytes=int(args.max_backlog_bytes),
             gc_full_interval=float(args.gc_full_interval),
             gc_young_interval=float(args.gc_young_interval),
             iot_endpoint=args.iot_endpoint,
@@ -274,6 +317,7 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
             heartbeat_interval=int(args.heartbeat_interval),
             registry_ttl=float(args.registry_ttl),
             registry_negative_ttl=float(args.registry_negative_ttl),
+            registry_rate=float(args.registry_rate),
             log_level=args.log_level,
         )
     except (ConfigError, ValueError) as exc:
@@ -281,6 +325,9 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
     for name in ("port", "mqtt_port", "fakeiot_api_port"):
         if not 0 <= getattr(config, name) <= 65535:
             parser.error(f"--{name.replace('_', '-')} must be between 0 and 65535")
+    if config.base_path and (not config.base_path.startswith("/") or any(
+        c in config.base_path for c in "?#%+ ") or "//" in config.base_path):
+        parser.error(f"--base-path must look like /ocpp (a path starting with '/'), not {config.base_path!r}")
     if config.max_frame_size < 1024:
         parser.error("--max-frame-size must be at least 1024 bytes")
     if config.ping_interval < 0 or config.pong_timeout <= 0 or config.handshake_timeout <= 0:
@@ -313,6 +360,14 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
         parser.error("--mqtt-connect-rate and --mqtt-connect-max-wait must be >= 0, --mqtt-connect-burst >= 1")
     if config.drain_timeout < 0:
         parser.error("--drain-timeout must be >= 0")
+    if config.call_timeout < 0:
+        parser.error("--call-timeout must be >= 0 (0: never)")
+    if config.close_timeout <= 0:
+        parser.error("--close-timeout must be > 0")
+    if config.cp_reconnect_rate < 0 or config.cp_reconnect_burst < 1:
+        parser.error("--cp-reconnect-rate must be >= 0 and --cp-reconnect-burst >= 1")
+    if config.max_backlog_bytes < config.max_frame_size:
+        parser.error("--max-backlog-bytes must be at least --max-frame-size")
     if config.gc_full_interval < 0:
         parser.error("--gc-full-interval must be >= 0 (0: CPython's default)")
     if config.gc_young_interval < 0:
@@ -321,6 +376,8 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
         parser.error("--max-message-rate must be >= 0 and --max-message-burst >= 1")
     if config.max_connections < 1:
         parser.error("--max-connections must be at least 1")
+    if config.registry_rate <= 0:
+        parser.error("--registry-rate must be > 0")
     if config.heartbeat_interval < 1:
         parser.error("--heartbeat-interval must be at least 1 second")
     logging.getLogger(__name__).debug("configuration: %s", config)

@@ -94,6 +94,7 @@ class ChargePointSession:
     subprotocol: str
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     link: MqttLink | None = None  # while bridged
+    credentials: tuple[str, str] = ("", "")  # what it was admitted with (see Bridge.credential_fingerprint)
     ending: Ending = field(default_factory=Ending)
     finished: trio.Event = field(default_factory=trio.Event)
 
@@ -126,6 +127,9 @@ class LocalSessions:
             old.replace()
             with trio.move_on_after(timeout):
                 await old.finished.wait()
+
+    def get(self, cp_id: str) -> ChargePointSession | None:
+        return self._by_id.get(cp_id)
 
     def all(self) -> list[ChargePointSession]:
         return list(self._by_id.values())
@@ -259,7 +263,7 @@ class Bridge:
             await self._refuse(request, subprotocol, exc, ws)
             return
         peer = _peer(ws)
-        session = ChargePointSession(identity, subprotocol)
+        session = ChargePointSession(identity, subprotocol, credentials=self.credential_fingerprint(attributes))
         await self.sessions.claim(session, timeout=self.close_timeout)
         self.connections += 1
         log.info("%s: connected from %s (%s)", identity.cp_id, peer, subprotocol)
@@ -362,6 +366,12 @@ class Bridge:
             check_client_certificate(
                 peer_certificate(stream), identity, attributes, cpo_name=self.cpo_name, binding=self.cert_binding
             )
+
+    @staticmethod
+    def credential_fingerprint(attributes: dict[str, str] | None) -> tuple[str, str]:
+        """What about a Thing decides how its CP authenticates: a change closes the CP (:mod:`.revocation`)."""
+        attributes = attributes or {}
+        return attributes.get(SECURITY_PROFILE_ATTRIBUTE, ""), attributes.get(PASSWORD_HASH_ATTRIBUTE, "")
 
     async def _look_up(self, identity: ChargePointIdentity, source: str) -> dict[str, str] | None:
         """The Thing's attributes; None for an unknown id when every CP must authenticate.

@@ -77,6 +77,9 @@ def gateway_policy() -> dict[str, Any]:
             },
             {"Effect": "Allow", "Action": "iot:Subscribe", "Resource": f"{arn}topicfilter/${{iot:ClientId}}/out"},
             {"Effect": "Allow", "Action": "iot:Receive", "Resource": f"{arn}topic/${{iot:ClientId}}/out"},
+            # Registry events (gateway/revocation.py): a deleted Thing or a changed password closes the live CP.
+            {"Effect": "Allow", "Action": "iot:Subscribe", "Resource": f"{arn}topicfilter/$aws/events/thing/*"},
+            {"Effect": "Allow", "Action": "iot:Receive", "Resource": f"{arn}topic/$aws/events/thing/*"},
         ],
     }
 
@@ -108,6 +111,11 @@ def up(iot: Any, args: argparse.Namespace, things: list[tuple[str, str]]) -> Non
         if _code(exc) != "ResourceAlreadyExistsException":
             raise
         print(f"policy {args.policy_name}: exists")
+    try:
+        iot.update_event_configurations(eventConfigurations={"THING": {"Enabled": True}})
+        print("registry events (THING): enabled")
+    except ClientError as exc:  # fakeiot always publishes them; some mocks lack the call
+        print(f"registry events (THING): not enabled here ({_code(exc) or exc}); revocation falls back to re-checks")
 
     id_file, cert_file, key_file = out / "certificate-id", out / "certificate.pem", out / "private.key"
     cert_arn = None

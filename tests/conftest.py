@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from fakeiot import FakeIot, FakeIotConfig, running_fakeiot
-from fakeiot.policy import BACKEND_USERNAME
+from fakeiot.policy import BACKEND_USERNAME, GATEWAY_USERNAME
 from gateway.app import RunningGateway, run_gateway
 from gateway.aws import AwsSettings, make_clients
 from gateway.config import GatewayConfig
@@ -62,6 +62,8 @@ def gateway_config(iot: FakeIot, **overrides: Any) -> GatewayConfig:
         processor=True,
         processor_mqtt_username=BACKEND_USERNAME,
         processor_mqtt_password=iot.backend_password,
+        mqtt_username=GATEWAY_USERNAME,
+        mqtt_password=iot.gateway_password,
         registry_negative_ttl=0.0,
     )
     return replace(base, **overrides)
@@ -85,10 +87,15 @@ async def mqtt_driver(fakeiot: FakeIot) -> AsyncIterator[MqttDriver]:
         yield driver
 
 
+def device_settings(iot: FakeIot) -> MqttSettings:
+    """MQTT settings with the gateway's credential: device clients, each confined to its own CP's topics."""
+    return MqttSettings(port=iot.mqtt_port, username=GATEWAY_USERNAME, password=iot.gateway_password)
+
+
 @pytest.fixture
 async def device_driver(fakeiot: FakeIot) -> AsyncIterator[MqttDriver]:
-    """MQTT clients without a role: confined to their own topics, like the gateway's CP connections."""
-    async with open_mqtt_driver(MqttSettings(port=fakeiot.mqtt_port)) as driver:
+    """MQTT clients with the gateway's credential: confined to their own topics, like the gateway's CP connections."""
+    async with open_mqtt_driver(device_settings(fakeiot)) as driver:
         yield driver
 
 

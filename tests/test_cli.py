@@ -28,6 +28,7 @@ def test_standalone_fakeiot_gateway_and_simulator(tmp_path: Path) -> None:
             "-m", "gateway", "--port", "0", "--mqtt-host", "127.0.0.1", "--mqtt-port", str(mqtt),
             "--iot-api-url", api_url, "--processor", "--heartbeat-interval", "1",
             "--processor-mqtt-username", "fakeiot-backend", "--processor-mqtt-password-file", str(tmp_path / "backend-password"),
+            "--mqtt-username", "fakeiot-gateway", "--mqtt-password-file", str(tmp_path / "gateway-password"),
         ) as gw:
             url = re.search(r"listening on (ws://\S+)/<charge-point-id>", gw.wait_for_line("listening on")).group(1)  # type: ignore[union-attr]
             ok = run("scripts/simulate.py", "--url", url, "--cp-id", "CP1", "--heartbeats", "2", "--ocpp", "1.6")

@@ -196,8 +196,11 @@ async def test_presence_events(fakeiot: FakeIot, mqtt_driver: MqttDriver, tmp_pa
             "$aws/events/presence/disconnected/CP1", "CLIENT_INITIATED_DISCONNECT", True)
 
         stream = await trio.open_tcp_stream("127.0.0.1", fakeiot.mqtt_port)
-        # A bare MQTT 3.1.1 CONNECT for client id "RAW", then the TCP connection drops.
-        await stream.send_all(bytes([0x10, 15, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 60, 0, 3]) + b"RAW")
+        # A bare MQTT 3.1.1 CONNECT for client id "RAW" with the gateway's credential, then the TCP connection drops.
+        user, password = b"fakeiot-gateway", fakeiot.gateway_password.encode()
+        body = b"\x00\x04MQTT" + bytes([4, 0xC2, 0, 60, 0, 3]) + b"RAW"
+        body += len(user).to_bytes(2, "big") + user + len(password).to_bytes(2, "big") + password
+        await stream.send_all(bytes([0x10, len(body)]) + body)
         assert (await stream.receive_some(4))[:1] == b"\x20"  # CONNACK
         assert (await next_event())[0] == "$aws/events/presence/connected/RAW"
         await stream.aclose()

@@ -266,6 +266,7 @@ async def test_broker_restart_cps_are_closed_then_reconnect(tmp_path: Path, nurs
         config = replace(
             GatewayConfig(port=0, mqtt_host="127.0.0.1", mqtt_port=mqtt, iot_api_url=api_url, processor=True),
             processor_mqtt_username="fakeiot-backend", processor_mqtt_password=password,
+            mqtt_username="fakeiot-gateway", mqtt_password=(tmp_path / "gateway-password").read_text().strip(),
         )
         gateway: RunningGateway = await nursery.start(run_gateway, config)
         async with connect(gateway.url, "CP1") as cp:
@@ -298,7 +299,8 @@ async def test_gateway_sigkill_behind_a_load_balancer(tmp_path: Path) -> None:
         iot.wait_for_line("fakeiot: MQTT")
         for cp_id in [*ids, "DUP"]:
             assert run("-m", "fakeiot", "thing", "create", cp_id, "--api-url", api_url).returncode == 0
-        gateway_args = ("--mqtt-host", "127.0.0.1", "--mqtt-port", str(mqtt), "--iot-api-url", api_url)
+        gateway_args = ("--mqtt-host", "127.0.0.1", "--mqtt-port", str(mqtt), "--iot-api-url", api_url,
+                        "--mqtt-username", "fakeiot-gateway", "--mqtt-password-file", str(tmp_path / "iot" / "gateway-password"))
         with program("-m", "gateway.processor", "--mqtt-port", str(mqtt), "--iot-api-url", api_url,
                      "--mqtt-username", "fakeiot-backend", "--mqtt-password-file", str(tmp_path / "iot" / "backend-password")) as proc, \
                 program(HAPROXY, "-f", str(config), "-db", python=False) as haproxy:

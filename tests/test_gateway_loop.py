@@ -238,7 +238,7 @@ async def test_broker_loss_closes_the_websocket(fakeiot: FakeIot, nursery: trio.
     # A separate broker that this test can stop; registry and shadows stay on the fixture.
     async with running_fakeiot(FakeIotConfig(mqtt_port=0, api_port=0, data_dir=tmp_path / "second")) as broker:
         gateway = await nursery.start(
-            run_gateway, gateway_config(fakeiot, mqtt_port=broker.mqtt_port, processor=False)
+            run_gateway, gateway_config(fakeiot, mqtt_port=broker.mqtt_port, mqtt_password=broker.gateway_password, processor=False)
         )
         cp_cm = connect(gateway.url, "CP1")
         cp = await cp_cm.__aenter__()

@@ -11,7 +11,7 @@ from fakeiot import FakeIot
 from gateway.errors import MqttConnectError, MqttConnectionLost
 from gateway.mqtt_link import MqttSettings, open_mqtt_driver
 
-from .conftest import backend_settings
+from .conftest import backend_settings, device_settings
 from .processes import free_port
 
 
@@ -68,7 +68,7 @@ async def test_receive_raises_once_the_broker_is_gone(tmp_path: object) -> None:
     from fakeiot import FakeIotConfig, running_fakeiot
 
     async with running_fakeiot(FakeIotConfig(mqtt_port=0, api_port=0, data_dir=Path(str(tmp_path)))) as iot:
-        driver_cm = open_mqtt_driver(MqttSettings(port=iot.mqtt_port))
+        driver_cm = open_mqtt_driver(device_settings(iot))
         driver = await driver_cm.__aenter__()
         link_cm = driver.link("CP1")
         link = await link_cm.__aenter__()

@@ -39,7 +39,7 @@ from .sql import UNDEFINED, Message, RuleSqlError, Statement, parse
 log = logging.getLogger(__name__)
 
 RULE_KIND = "topic-rule"
-RULE_NAME = re.compile(r"^[a-zA-Z0-9_]{1,128}$")
+RULE_NAME = re.compile(r"\A[a-zA-Z0-9_]{1,128}\Z")
 _TEMPLATE = re.compile(r"\$\{([^}]*)\}")
 SUPPORTED_ACTIONS = ("dynamoDBv2", "republish")
 
