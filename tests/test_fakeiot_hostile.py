@@ -400,3 +400,11 @@ async def test_a_non_loopback_api_needs_access_keys(tmp_path: Path) -> None:
     with pytest.raises(FakeIotError, match="(?i)secret"):
         async with running_fakeiot(only_id):
             pass
+
+
+@pytest.mark.parametrize("name", ["CP1\n", "CP1\r\n", "\nCP1", "CP 1", "CP/1"])
+async def test_thing_names_are_matched_whole(aws: tuple[Any, Any], name: str) -> None:
+    # "^...$" accepted "CP1\n" ($ matches before a trailing newline); names are now matched whole.
+    with pytest.raises(ClientError) as info:
+        await trio.to_thread.run_sync(lambda: aws[0].create_thing(thingName=name))
+    assert info.value.response["Error"]["Code"] in ("InvalidRequestException", "ResourceNotFoundException")
