@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .client_certs import BINDINGS
 from .errors import ConfigError
 from .subprotocol import DEFAULT_SUBPROTOCOLS, OCPP_VERSIONS
 
@@ -351,8 +352,8 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
         parser.error("--cert-file and --key-file go together")
     if config.client_ca_file is not None and (config.certfile is None or config.cpo_name is None):
         parser.error("--client-ca-file (security profile 3) needs --certfile/--keyfile (wss://) and --cpo-name")
-    if config.cert_binding not in ("cn-or-san", "cn", "san"):
-        parser.error("--cert-binding must be cn-or-san, cn or san")
+    if config.cert_binding not in BINDINGS:
+        parser.error(f"--cert-binding must be {', '.join(BINDINGS[:-1])} or {BINDINGS[-1]}")
     for path in (config.certfile, config.keyfile, config.ca_file, config.cert_file, config.key_file, config.client_ca_file):
         if path is not None and not path.is_file():
             parser.error(f"no such file: {path}")
