@@ -163,7 +163,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                    help="security profile 3: ask wss:// clients for a certificate and verify it against these CAs (PEM)")
     p.add_argument("--cpo-name", default=default("cpo-name", None),
                    help="security profile 3: the O of every charge point certificate must contain this name")
-    p.add_argument("--cert-binding", default=default("cert-binding", d.cert_binding), choices=["cn-or-san", "cn", "san"],
+    p.add_argument("--cert-binding", default=default("cert-binding", d.cert_binding), choices=BINDINGS,
                    help="security profile 3: where the certificate must name the CP id of the URL")
     p.add_argument("--min-security-profile", type=int, default=default("min-security-profile", d.min_security_profile),
                    choices=[0, 1, 2, 3], help="refuse charge points registered with a lower security profile "
