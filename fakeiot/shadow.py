@@ -20,7 +20,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-MAX_DEPTH = 6  # AWS: "JSON contains too many levels of nesting; maximum is 6"
+from gateway.ocppj import JsonRejected, JsonTooDeep, strict_loads
+
+MAX_DEPTH = 6  # AWS: "JSON contains too many levels of nesting; maximum is 6" (objects and arrays)
+# A request nests at most MAX_DEPTH levels under its root object and "state" (or it is refused below):
+# bounded while still text, so that no request can make json.loads or the merge recurse deeply.
+MAX_REQUEST_DEPTH = MAX_DEPTH + 2
 MAX_DOCUMENT_BYTES = 8 * 1024
 SECTIONS = ("desired", "reported")
 
@@ -55,8 +60,10 @@ def parse_request(payload: bytes) -> Json:
     if not payload.strip():
         return {}
     try:
-        request = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+        request = strict_loads(payload.decode("utf-8"), max_depth=MAX_REQUEST_DEPTH)
+    except JsonTooDeep:
+        raise _too_deep() from None
+    except (JsonRejected, UnicodeDecodeError):  # AWS takes UTF-8 JSON only (no NaN/Infinity either)
         raise ShadowError(400, "Invalid JSON") from None
     if not isinstance(request, dict):
         raise ShadowError(400, "Invalid JSON")
@@ -166,13 +173,19 @@ def _validated_state(request: Json) -> Json:
         if value is not None and not isinstance(value, dict):
             raise ShadowError(400, f"{key.capitalize()} node must be an object")
     if _depth(state) > MAX_DEPTH + 1:
-        raise ShadowError(400, f"JSON contains too many levels of nesting; maximum is {MAX_DEPTH}")
+        raise _too_deep()
     return state
+
+
+def _too_deep() -> ShadowError:
+    return ShadowError(400, f"JSON contains too many levels of nesting; maximum is {MAX_DEPTH}")
 
 
 def _depth(value: Any) -> int:
     if isinstance(value, dict):
         return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
     return 0
 
 

@@ -10,6 +10,7 @@ reported differ, ``/update/delta``; MQTT requests that fail get
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -19,7 +20,9 @@ from . import shadow
 from .shadow import ShadowError
 from .store import Store
 
-SHADOW_TOPIC = re.compile(r"^\$aws/things/([A-Za-z0-9:_-]{1,128})/shadow/(update|get|delete)$")
+log = logging.getLogger(__name__)
+
+SHADOW_TOPIC = re.compile(r"\A\$aws/things/([A-Za-z0-9:_-]{1,128})/shadow/(update|get|delete)\Z")
 
 Publication = tuple[str, bytes]
 
@@ -93,12 +96,19 @@ class ShadowService:
         try:
             outcome = getattr(self, operation)(thing_name, payload)
         except ShadowError as exc:
-            token = None
-            try:
-                token = shadow.client_token_of(shadow.parse_request(payload))
-            except ShadowError:
-                pass
-            return [(f"{prefix}/rejected", _encode(exc.document(int(time.time()), token)))]
+            return self._rejected(prefix, exc, payload)
+        except Exception:  # a device's request must not end its connection's handler in the broker
+            log.exception("shadow %s of %s failed", operation, thing_name)
+            return self._rejected(prefix, ShadowError(500, "Internal service failure"), payload)
         if operation == "get":
             return [(f"{prefix}/accepted", _encode(outcome.document))]
         return outcome.publications
+
+    @staticmethod
+    def _rejected(prefix: str, exc: ShadowError, payload: bytes) -> list[Publication]:
+        token = None
+        try:
+            token = shadow.client_token_of(shadow.parse_request(payload))
+        except ShadowError:
+            pass
+        return [(f"{prefix}/rejected", _encode(exc.document(int(time.time()), token)))]

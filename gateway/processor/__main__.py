@@ -64,7 +64,7 @@ async def _run(args: argparse.Namespace) -> None:
     async with open_mqtt_driver(mqtt) as driver:
         async with trio.open_nursery() as nursery:
             await nursery.start(loop.run)
-            await nursery.start(Processor(driver, iot_data, settings).run)
+            await nursery.start(Processor(driver, iot_data, settings).run_supervised)
             print(f"processor: answering +/in on {args.mqtt_host}:{args.mqtt_port}", flush=True)
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for _ in signals:

@@ -10,6 +10,15 @@ the gateway records the negotiated subprotocol in the shadow
 (``state.reported.ocppProtocol``) before it forwards anything.  The processor
 learns it from those update requests (``$aws/things/+/shadow/update``, which
 any broker delivers) and, when it has missed one, from GetThingShadow.
+
+No input on any topic ends the processor.  Every JSON text is depth-bounded
+before it is parsed (:func:`gateway.ocppj.strict_loads`); an exception while
+answering one CALL is answered with a CALLERROR ``InternalError`` and logged
+with the CP id; a shadow update that cannot be read is dropped (logged at
+WARNING at most once a minute).  Only a lost broker connection (retried by
+:meth:`Processor.run`) and cancellation propagate, and
+:meth:`Processor.run_supervised` restarts :meth:`Processor.run` should
+anything else escape it.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +34,7 @@ import ocpp.messages
 import trio
 from botocore.exceptions import BotoCoreError, ClientError
 from ocpp.exceptions import OCPPError
-from ocpp.messages import Call, validate_payload
+from ocpp.messages import Call, CallError, CallResult, validate_payload
 
 from .. import ocppj
 from ..errors import (
@@ -46,6 +56,11 @@ ocpp.messages.ASYNC_VALIDATION = False
 DEFAULT_VERSION = "2.0.1"
 # The gateway's shadow update requests: seen on AWS IoT, fakeiot and plain brokers alike.
 SHADOW_UPDATES = "$aws/things/+/shadow/update"
+# Any device may publish to its own shadow topic: unreadable updates are logged at WARNING at most this often.
+BAD_SHADOW_UPDATE_LOG_INTERVAL = 60.0
+# After a crash (a bug: run() itself retries lost connections), run() restarts after 0.5 s, doubling up to 30 s;
+# a run that lasted this long resets the backoff.
+CRASH_BACKOFF_RESET = 60.0
 
 
 @dataclass(frozen=True)
@@ -65,8 +80,39 @@ class Processor:
         self._limiter = trio.CapacityLimiter(settings.max_concurrent)
         self.handled = 0
         self.reconnects = 0
+        self.internal_errors = 0  # messages whose handling raised (answered InternalError where a CALL)
+        self.bad_shadow_updates = 0  # shadow updates dropped as unreadable
+        self.crashes = 0  # times run() ended with an exception under run_supervised()
         self._started = False
         self._subscribed = False
+        self._next_shadow_warning = 0.0
+
+    async def run_supervised(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """:meth:`run`, restarted whenever it crashes after it has started.
+
+        A failure before it first reports ``started()`` (bad credentials, a
+        refused subscription) is raised as by :meth:`run`: a configuration
+        error is reported at once.  Afterwards any exception escaping
+        :meth:`run` (a bug: lost connections are retried inside it) is logged
+        with its traceback, counted in :attr:`crashes`, and :meth:`run` starts
+        again after a backoff (0.5 s doubling to 30 s), so a gateway that
+        embeds the processor keeps serving its charge points.
+        """
+        status = _StartedProbe(task_status)
+        in_a_row = 0
+        while True:
+            began = trio.current_time()
+            try:
+                await self.run(task_status=status if not status.called else trio.TASK_STATUS_IGNORED)
+                return
+            except Exception:  # the supervisor's purpose; cancellation is not an Exception
+                if not status.called:
+                    raise
+                self.crashes += 1
+                in_a_row = 1 if trio.current_time() - began > CRASH_BACKOFF_RESET else in_a_row + 1
+                delay = min(30.0, 0.5 * 2 ** min(in_a_row - 1, 6))
+                log.exception("processor: crashed (%d crashes so far); restarting in %.1f s", self.crashes, delay)
+            await trio.sleep(delay)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; ``started()`` once subscribed.
@@ -119,7 +165,10 @@ class Processor:
                     while True:
                         topic, payload = await link.receive()
                         if topic.endswith("/shadow/update"):
-                            self._learn_version(topic, payload)
+                            try:
+                                self._learn_version(topic, payload)
+                            except Exception:  # noqa: BLE001 - a bug must not let one device end the processor
+                                self._bad_shadow_update(topic, "internal error", exc_info=True)
                             continue
                         token = object()
                         await self._limiter.acquire_on_behalf_of(token)
@@ -133,18 +182,38 @@ class Processor:
     async def _handle_and_release(self, link: Any, topic: str, payload: bytes, token: object) -> None:
         try:
             await self._handle(link, topic, payload)
+        except MqttConnectionLost:
+            raise
+        except Exception:  # one message must never end the processor (answer() already replies)
+            self.internal_errors += 1
+            log.exception("%s: processor failed on a message; dropped", topic[: -len("/in")][:64])
         finally:
             self._limiter.release_on_behalf_of(token)
 
     def _learn_version(self, topic: str, payload: bytes) -> None:
+        """Note the OCPP version in a shadow update request; anything unreadable is dropped."""
+        thing = topic.split("/")[2]
         try:
-            thing = topic.split("/")[2]
-            reported = json.loads(payload)["state"]["reported"]
-            protocol = reported["ocppProtocol"]
-        except (ValueError, KeyError, TypeError, IndexError):
+            document = ocppj.strict_loads(payload.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:  # strict_loads raises JsonRejected (a ValueError) only
+            self._bad_shadow_update(topic, str(exc)[:80])
             return
-        if protocol in OCPP_VERSIONS:
+        # Devices update their shadows with all sorts of documents: only the gateway's carries the protocol.
+        reported = document.get("state") if isinstance(document, dict) else None
+        reported = reported.get("reported") if isinstance(reported, dict) else None
+        protocol = reported.get("ocppProtocol") if isinstance(reported, dict) else None
+        if isinstance(protocol, str) and protocol in OCPP_VERSIONS:
             self._versions[thing] = OCPP_VERSIONS[protocol]
+
+    def _bad_shadow_update(self, topic: str, why: str, *, exc_info: bool = False) -> None:
+        self.bad_shadow_updates += 1
+        now = time.monotonic()
+        level = logging.DEBUG
+        if now >= self._next_shadow_warning:
+            self._next_shadow_warning = now + BAD_SHADOW_UPDATE_LOG_INTERVAL
+            level = logging.WARNING
+        log.log(level, "processor: dropped unreadable shadow update on %r (%s; %d so far, logged at most once a "
+                "minute)", topic[:160], why, self.bad_shadow_updates, exc_info=exc_info)
 
     async def _version_of(self, thing_name: str) -> str:
         version = self._versions.get(thing_name)
@@ -152,11 +221,11 @@ class Processor:
             return version
         try:
             response = await trio.to_thread.run_sync(lambda: self._iot_data.get_thing_shadow(thingName=thing_name))
-            protocol = json.loads(response["payload"].read())["state"]["reported"]["ocppProtocol"]
+            protocol = ocppj.strict_loads(response["payload"].read().decode("utf-8"))["state"]["reported"]["ocppProtocol"]
         except (ClientError, BotoCoreError, ValueError, KeyError, TypeError) as exc:
             log.warning("%s: OCPP version unknown (%s); assuming %s", cp_id_for(thing_name), exc, DEFAULT_VERSION)
             return DEFAULT_VERSION
-        version = OCPP_VERSIONS.get(protocol, DEFAULT_VERSION)
+        version = OCPP_VERSIONS.get(protocol, DEFAULT_VERSION) if isinstance(protocol, str) else DEFAULT_VERSION
         self._versions[thing_name] = version
         return version
 
@@ -167,7 +236,11 @@ class Processor:
         except InvalidIdentity as exc:
             log.warning("processor: ignoring message on %r: %s", topic, exc.reason)
             return
-        version = await self._version_of(identity.thing_name)
+        try:
+            version = await self._version_of(identity.thing_name)
+        except Exception:  # still answer the CALL (the lookup's expected failures are handled inside)
+            log.exception("%s: OCPP version lookup failed; assuming %s", cp_id, DEFAULT_VERSION)
+            version = DEFAULT_VERSION
         reply = await self.answer(identity.cp_id, version, payload)
         self.handled += 1
         if reply is None:
@@ -179,13 +252,32 @@ class Processor:
             raise
 
     async def answer(self, cp_id: str, version: str, payload: bytes) -> str | None:
-        """The frame to send back for one frame from ``cp_id`` (None: no answer)."""
+        """The frame to send back for one frame from ``cp_id`` (None: no answer).
+
+        Never raises but for cancellation: whatever goes wrong past parsing is
+        logged with its traceback and answered with a CALLERROR ``InternalError``
+        carrying the CALL's message id.
+        """
+        message_id = ocppj.UNKNOWN_MESSAGE_ID
+        try:
+            frame = self._parse(cp_id, version, payload)
+            if not isinstance(frame, Call):
+                return frame  # a CALLERROR for a malformed frame, or None
+            message_id = frame.unique_id
+            return await self._answer_call(cp_id, version, frame)
+        except Exception:  # a bug or a library failure costs this CALL, not the processor
+            self.internal_errors += 1
+            log.exception("%s: internal error on message %s; answered InternalError", cp_id, message_id)
+            return ocppj.call_error(message_id, "InternalError", "The CSMS could not process this message")
+
+    def _parse(self, cp_id: str, version: str, payload: bytes) -> Call | str | None:
+        """The CALL in ``payload``, or the answer to a frame that is not one (None: none)."""
         try:
             text = payload.decode("utf-8")
         except UnicodeDecodeError:
             return ocppj.call_error(ocppj.UNKNOWN_MESSAGE_ID, ocppj.format_violation_code(version), "Message is not valid UTF-8")
         try:
-            frame = ocppj.parse_frame(text, version)
+            frame: Call | CallResult | CallError = ocppj.parse_frame(text, version)
         except ocppj.FrameError as exc:
             log.info("%s: malformed frame answered with %s: %s", cp_id, exc.code, exc.description)
             return exc.to_call_error()
@@ -193,6 +285,9 @@ class Processor:
             # A CALLRESULT/CALLERROR answers a CALL the CPO sent; nothing to reply.
             log.info("%s: received %s for message %s", cp_id, type(frame).__name__, frame.unique_id)
             return None
+        return frame
+
+    async def _answer_call(self, cp_id: str, version: str, frame: Call) -> str:
         handler = HANDLERS[version].get(frame.action)
         if handler is None:
             return ocppj.call_error(frame.unique_id, "NotImplemented", f"{frame.action} is not implemented by this CSMS")
@@ -220,3 +315,15 @@ class Processor:
             )
         except (ClientError, BotoCoreError) as exc:
             log.error("%s: could not store BootNotification in the shadow: %s", cp_id, exc)
+
+
+class _StartedProbe:
+    """Forwards ``started()`` to the real task status and remembers that it was called."""
+
+    def __init__(self, inner: trio.TaskStatus[None]) -> None:
+        self._inner = inner
+        self.called = False
+
+    def started(self, value: None = None) -> None:
+        self.called = True
+        self._inner.started(value)
