@@ -121,6 +121,8 @@ async def run_gateway(config: GatewayConfig, *, task_status: trio.TaskStatus[Run
             max_backlog_bytes=config.max_backlog_bytes,
         )
         driver = await stack.enter_async_context(open_mqtt_driver(settings))
+        # Its own driver, so that ``driver.link_count`` counts charge points only.
+        events_driver = await stack.enter_async_context(open_mqtt_driver(settings))
         processor_driver = driver
         if config.run_processor and backend_user is not None:
             processor_driver = await stack.enter_async_context(
@@ -160,7 +162,7 @@ async def run_gateway(config: GatewayConfig, *, task_status: trio.TaskStatus[Run
         async with trio.open_nursery() as nursery:
             await nursery.start(loop.run)
             await nursery.start(bridge.run_call_timeouts)
-            watch = RegistryWatch(bridge, driver)
+            watch = RegistryWatch(bridge, events_driver)
             await nursery.start(watch.run)
             await nursery.start(GcPolicy(config.gc_full_interval, config.gc_young_interval).run)
             processor = None

@@ -29,6 +29,14 @@ def clip_reason(reason: str) -> str:
     return clipped + "..."
 
 
+def only_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error a nursery wrapped, when it is the only one; else the group itself."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
+
+
 class GatewayError(Exception):
     """Base class of every error the gateway raises on purpose."""
 

@@ -30,7 +30,13 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .errors import CLOSE_POLICY_VIOLATION, MqttConnectError, MqttConnectionLost, MqttSubscriptionRefused
+from .errors import (
+    CLOSE_POLICY_VIOLATION,
+    MqttConnectError,
+    MqttConnectionLost,
+    MqttSubscriptionRefused,
+    only_error,
+)
 from .identity import cp_id_for
 
 if TYPE_CHECKING:
@@ -67,7 +73,10 @@ class RegistryWatch:
         failures = 0
         while True:
             try:
-                await self._watch_events()
+                try:
+                    await self._watch_events()
+                except BaseExceptionGroup as group:  # one error from inside the link's nursery
+                    raise only_error(group) from None
             except MqttSubscriptionRefused as exc:
                 log.warning(
                     "registry events unavailable (%s): re-checking connected charge points every %g s instead; "

@@ -59,6 +59,7 @@ from .errors import (
     MqttError,
     UnknownChargePoint,
     clip_reason,
+    only_error,
 )
 from .identity import ChargePointIdentity, identity_from_path
 from .mqtt_link import MqttDriver, MqttLink
@@ -272,7 +273,7 @@ class Bridge:
                 try:
                     await self._bridge(ws, session)
                 except BaseExceptionGroup as group:  # one error from inside the MQTT link's nursery
-                    raise _only_error(group) from None
+                    raise only_error(group) from None
         except ConnectionRefused as exc:
             session.ending.set(exc.close_code, exc.reason)
         except MqttBacklogExceeded as exc:
@@ -586,14 +587,6 @@ def requires_password(attributes: dict[str, str]) -> bool:
     return security_profile(attributes) in (1, 2) or (
         PASSWORD_HASH_ATTRIBUTE in attributes and security_profile(attributes) != 3
     )
-
-
-def _only_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The error a nursery wrapped, when it is the only one; else the group itself."""
-    error: BaseException = group
-    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
-        error = error.exceptions[0]
-    return error
 
 
 def _mqtt_ending(exc: MqttConnectionLost) -> tuple[int, str]:
