@@ -96,6 +96,7 @@ class ChargePointSession:
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     link: MqttLink | None = None  # while bridged
     credentials: tuple[str, str] = ("", "")  # what it was admitted with (see Bridge.credential_fingerprint)
+    arrived: float = 0.0  # trio.current_time() when its upgrade request was read
     ending: Ending = field(default_factory=Ending)
     finished: trio.Event = field(default_factory=trio.Event)
 
@@ -119,15 +120,23 @@ class LocalSessions:
     def __contains__(self, cp_id: str) -> bool:
         return cp_id in self._by_id
 
-    async def claim(self, session: ChargePointSession, *, timeout: float = 5.0) -> None:
-        """Make ``session`` the CP's connection, closing an older one first."""
+    async def claim(self, session: ChargePointSession, *, timeout: float = 5.0) -> bool:
+        """Make ``session`` the CP's connection, closing an older one first.
+
+        "Older" is by arrival: a connection whose checks took longer (a
+        registry look-up, a password hash) must not replace one that arrived
+        after it and is already bridged.  False: ``session`` lost that race.
+        """
         old = self._by_id.get(session.identity.cp_id)
+        if old is not None and old.arrived > session.arrived:
+            return False
         self._by_id[session.identity.cp_id] = session
         if old is not None:
             log.info("%s: new connection replaces the existing one", session.identity.cp_id)
             old.replace()
             with trio.move_on_after(timeout):
                 await old.finished.wait()
+        return True
 
     def get(self, cp_id: str) -> ChargePointSession | None:
         return self._by_id.get(cp_id)
@@ -231,6 +240,7 @@ class Bridge:
         offers = clean_offers(request.proposed_subprotocols)
         subprotocol = next((p for p in offers if p in self.subprotocols), None)
         source = peer_host(stream)
+        arrived = trio.current_time()
         self.pending += 1
         try:
             try:
@@ -264,8 +274,14 @@ class Bridge:
             await self._refuse(request, subprotocol, exc, ws)
             return
         peer = _peer(ws)
-        session = ChargePointSession(identity, subprotocol, credentials=self.credential_fingerprint(attributes))
-        await self.sessions.claim(session, timeout=self.close_timeout)
+        session = ChargePointSession(
+            identity, subprotocol, credentials=self.credential_fingerprint(attributes), arrived=arrived
+        )
+        if not await self.sessions.claim(session, timeout=self.close_timeout):
+            log.info("%s: a newer connection of this charge point is already bridged; closing this one", identity.cp_id)
+            with trio.move_on_after(self.close_timeout):
+                await ws.aclose(CLOSE_NORMAL, REPLACED_REASON)
+            return
         self.connections += 1
         log.info("%s: connected from %s (%s)", identity.cp_id, peer, subprotocol)
         try:
