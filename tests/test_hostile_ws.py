@@ -130,7 +130,7 @@ async def bystander_works(cp: ChargePoint) -> None:
 @pytest.fixture
 async def hostile_gateway(fakeiot: FakeIot, nursery: trio.Nursery, register: Any) -> RunningGateway:
     register("CP1", "BYSTANDER")
-    return await nursery.start(run_gateway, gateway_config(fakeiot, close_timeout=0.5, cp_reconnect_rate=0))
+    return await nursery.start(run_gateway, gateway_config(fakeiot, close_timeout=0.5, cp_reconnect_rate=0, handshake_timeout=1.0))
 
 
 @pytest.mark.parametrize("frame", sorted(FRAMES))
@@ -144,7 +144,7 @@ async def test_any_frame_at_any_point_leaves_the_gateway_serving(hostile_gateway
         # 1. before the upgrade: bytes instead of an HTTP request
         async with raw_client(gateway.port) as raw:
             await raw.send(data)
-            await raw.wait_eof(timeout=15)  # handshake timeout: 10 s by default
+            await raw.wait_eof(timeout=5)  # --handshake-timeout (1 s here)
         # 2. after a refusal close (trio-websocket issue 184: a Ping here ended the server)
         async with raw_client(gateway.port) as raw:
             await raw.send(upgrade_request(gateway.port, "/no-such-charge-point"))
