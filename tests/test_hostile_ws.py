@@ -311,3 +311,44 @@ async def test_a_cp_that_never_reads_is_closed_before_its_backlog_grows(
             await flood.publish("BYSTANDER/out", b'[3,"b1",{}]', qos=1)
             with trio.fail_after(5):
                 assert await bystander.receive_text() == '[3,"b1",{}]'
+
+
+async def test_two_chargers_with_one_id_on_two_gateways_settle_into_a_bounded_visible_state(
+    fakeiot: FakeIot, nursery: trio.Nursery, register: Any, caplog: pytest.LogCaptureFixture, mqtt_driver: MqttDriver
+) -> None:
+    """Each charger reconnects the moment it is closed (the other one took the id over): without a
+    bound they flap as fast as the machine allows; with it, at most 1/s per id per gateway (after a
+    burst of 3), and a warning names the likely cause."""
+    register("CP1")
+    gateways = [await nursery.start(run_gateway, gateway_config(fakeiot, processor=False)) for _ in range(2)]
+    attempts = [0, 0]
+    broker_connects = 0
+
+    async def count_connects(link: Any) -> None:
+        nonlocal broker_connects
+        while True:
+            await link.receive()
+            broker_connects += 1
+
+    async def charger(n: int) -> None:
+        while True:
+            attempts[n] += 1
+            async with connect(gateways[n].url, "CP1") as cp:
+                try:
+                    while True:
+                        await cp.receive_text()
+                except Exception:
+                    pass  # closed: taken over, or throttled; reconnect at once
+
+    async with mqtt_driver.link("test:presence") as presence:
+        await presence.subscribe("$aws/events/presence/connected/CP1", 1)
+        with trio.move_on_after(5):
+            async with trio.open_nursery() as chargers:
+                chargers.start_soon(count_connects, presence)
+                chargers.start_soon(charger, 0)
+                chargers.start_soon(charger, 1)
+    bridged = sum(g.bridge.connections for g in gateways)
+    print(f"attempts {attempts}, bridged {bridged}, MQTT CONNECTs for CP1 {broker_connects}")
+    assert broker_connects <= 2 * (3 + 6), (broker_connects, bridged, attempts)  # burst 3, then 1/s, per gateway
+    assert sum(attempts) > bridged  # the rest were refused with 1013 before touching MQTT
+    assert any("two chargers configured with the same id" in r.getMessage() for r in caplog.records)
