@@ -41,7 +41,17 @@ here, in the one place where fakeiot patches it:
   rules engine (:mod:`fakeiot.rules`).
 * ``stream_connected``: amqtt's ``StreamWriterAdapter.close()`` skips closing
   the transport when flushing fails (the peer is already gone), leaking one
-  socket per abruptly closed client; the adapter here always closes it.
+  socket per abruptly closed client, and waits forever to flush to a client
+  that does not read; the adapter here always closes it, within
+  ``CLOSE_FLUSH_TIMEOUT``.  The reader refuses packets over
+  :data:`fakeiot.limits.MAX_PACKET` before reading them
+  (:class:`fakeiot.connection.BoundedStreamReader`).
+* Per-client limits (:mod:`fakeiot.limits`, :mod:`fakeiot.connection`): each
+  connection's handler is a :class:`fakeiot.connection.FakeIotProtocolHandler`
+  (made in ``_initialize_client_session``), with AWS IoT's QoS 1 in-flight
+  window and a bounded queue behind it, and its 128 KB payload limit;
+  ``_retain_broadcast_message`` bounds the queue of a disconnected persistent
+  session the same way.
 """
 
 from __future__ import annotations
@@ -55,7 +65,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
+from amqtt.adapters import StreamWriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
@@ -66,6 +76,14 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.utils import gen_client_id
 
 from . import presence
+from .connection import (
+    BoundedStreamReader,
+    FakeIotProtocolHandler,
+    LimitCounters,
+    offline_queue_drained,
+    queue_offline,
+)
+from .limits import DeliveryLimits, DeliveryStats, Outgoing
 from .policy import (
     ConnectRefused,
     Credentials,
@@ -86,6 +104,7 @@ CERTIFICATE_ATTRIBUTE = "fakeiot_certificate_id"
 PRINCIPAL_ATTRIBUTE = presence.PRINCIPAL_ATTRIBUTE
 _GONE_ATTRIBUTE = "fakeiot_connection_gone"  # an asyncio.Event while a take-over waits for the old connection
 TAKEOVER_TIMEOUT = 5.0
+CLOSE_FLUSH_TIMEOUT = 2.0  # seconds a closing connection may take to flush what it was sending
 
 
 @dataclass(frozen=True)
@@ -125,7 +144,9 @@ class _ClosingStreamWriter(StreamWriterAdapter):
 
     async def close(self) -> None:
         try:
-            await super().close()
+            await asyncio.wait_for(super().close(), CLOSE_FLUSH_TIMEOUT)
+        except TimeoutError:
+            self._writer.transport.abort()  # the client does not read: drop what it was sent
         finally:
             self._writer.close()  # idempotent
 
@@ -141,8 +162,11 @@ class FakeIotBroker(Broker):
         credentials: Credentials,
         rules: RulesEngine | None = None,
         certificate_status: Callable[[str], str | None] = lambda _id: None,
+        limits: DeliveryLimits = DeliveryLimits(),
     ) -> None:
         super().__init__(config)
+        self.limits = limits
+        self.counters = LimitCounters()
         self.shadows = shadows
         self.rules = rules
         self.takeovers = 0
@@ -158,6 +182,23 @@ class FakeIotBroker(Broker):
     def bound_port(self) -> int:
         return self.bound_port_of("default")
 
+    @property
+    def dropped_messages(self) -> int:
+        """Messages dropped because a client's queue was full, since start."""
+        return self.counters.dropped
+
+    @property
+    def oversized(self) -> int:
+        """Connections closed for a payload or packet over the size limit, since start."""
+        return self.counters.oversized
+
+    def delivery_stats(self, client_id: str) -> DeliveryStats | None:
+        """What the broker holds for a connected client (call on the broker's loop)."""
+        entry = self._sessions.get(client_id)
+        if entry is None or not isinstance(entry[1], FakeIotProtocolHandler) or not entry[0].transitions.is_connected():
+            return None
+        return entry[1].delivery_stats()
+
     @staticmethod
     def _create_ssl_context(listener: Any) -> ssl.SSLContext:
         context = Broker._create_ssl_context(listener)
@@ -171,12 +212,15 @@ class FakeIotBroker(Broker):
         # amqtt 0.12.1's version, with authentication and authorisation moved before the client id
         # touches any existing session (see the module docstring).
         try:
-            handler, incoming = await BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager)
+            handler, incoming = await FakeIotProtocolHandler.init_from_connect(reader, writer, self.plugins_manager)
         except MQTTError:
             await writer.close()
             raise
         except (AMQTTError, NoDataError) as exc:
+            await writer.close()  # amqtt leaves it open (a refused or truncated CONNECT)
             raise AMQTTError(exc) from exc
+        assert isinstance(handler, FakeIotProtocolHandler)
+        handler.configure(self.limits, self.counters)
         certificate = getattr(writer, "certificate_id", None)
         client_id = incoming.client_id or ""
         try:
@@ -216,6 +260,8 @@ class FakeIotBroker(Broker):
             else:
                 log.info("%s: persistent session belongs to another principal: starting a new one", client_id)
                 await self._delete_session(client_id)
+        if isinstance(reader, BoundedStreamReader):
+            reader.label = session.client_id
         setattr(session, PRINCIPAL_ATTRIBUTE, principal)
         setattr(session, ROLE_ATTRIBUTE, principal.role)
         setattr(session, CERTIFICATE_ATTRIBUTE, certificate)
@@ -279,9 +325,14 @@ class FakeIotBroker(Broker):
         if tasks:
             await asyncio.wait(tasks)
 
+    async def _retain_broadcast_message(self, broadcast: dict[str, Any], qos: int, target_session: Any) -> None:
+        # A message for a disconnected persistent session: kept within the same bounds as a connected client's.
+        queue_offline(target_session, Outgoing(broadcast["topic"], broadcast["data"], qos, False), self.limits, self.counters)
+
     async def _publish_session_retained_messages(self, session: Any) -> None:
         # Messages queued while a persistent session was offline: still subject to the receive check.
         handler = self._get_handler(session)
+        offline_queue_drained(session)
         tasks = []
         while handler is not None and not session.retained_messages.empty():
             queued = session.retained_messages.get_nowait()
@@ -294,7 +345,9 @@ class FakeIotBroker(Broker):
         return [cid for cid, (session, _) in self._sessions.items() if session.transitions.is_connected()]
 
     async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str) -> None:
-        await self._client_connected(listener_name, StreamReaderAdapter(reader), _ClosingStreamWriter(writer))
+        peer = writer.get_extra_info("peername")
+        bounded = BoundedStreamReader(reader, peer=f"{peer[0]}:{peer[1]}" if peer else "?", counters=self.counters)
+        await self._client_connected(listener_name, bounded, _ClosingStreamWriter(writer))
 
     async def _delete_session(self, client_id: str) -> None:
         entry = self._sessions.get(client_id)

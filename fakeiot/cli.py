@@ -146,6 +146,14 @@ def _serve_options(p: argparse.ArgumentParser, environ: Mapping[str, str]) -> No
                    help="development only: let MQTT clients without credentials connect as devices (any charge "
                         "point id, so anyone who reaches the port can take a CP's connection); refused unless "
                         "--host is a loopback address")
+    p.add_argument("--max-inflight", type=int, default=_env(environ, "max-inflight", DEFAULTS.max_inflight),
+                   help="unacknowledged QoS 1 messages per client (AWS IoT: 100); more wait in the client's queue")
+    p.add_argument("--max-queued-messages", type=int,
+                   default=_env(environ, "max-queued-messages", DEFAULTS.max_queued_messages),
+                   help="messages waiting for a client beyond its in-flight window (or while a persistent session "
+                        "is offline); more are dropped, with a log line")
+    p.add_argument("--max-queued-bytes", type=int, default=_env(environ, "max-queued-bytes", DEFAULTS.max_queued_bytes),
+                   help="bytes (payloads and topics) those waiting messages may hold")
     p.add_argument("--api-access-key-id", default=_env(environ, "api-access-key-id", None),
                    help="the HTTP API accepts only requests signed (AWS SigV4, as boto3 signs) with this access "
                         "key and --api-secret-access-key; required when --host is not a loopback address")
@@ -312,6 +320,9 @@ def serve(args: argparse.Namespace) -> int:
         allow_anonymous_devices=bool(args.allow_anonymous_devices),
         api_access_key_id=args.api_access_key_id,
         api_secret_access_key=args.api_secret_access_key,
+        max_inflight=int(args.max_inflight),
+        max_queued_messages=int(args.max_queued_messages),
+        max_queued_bytes=int(args.max_queued_bytes),
     )
     iot = FakeIot(config)
     stop = threading.Event()

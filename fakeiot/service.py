@@ -26,6 +26,7 @@ from .api import IotApi
 from .api_server import ApiServer
 from .broker import FakeIotBroker, TlsListener, broker_config
 from .certs import CertificateAuthority, ensure_pki
+from .limits import DeliveryLimits
 from .policy import Credentials
 from .rules import RuleError, RulesEngine, load_rules_file
 from .security import CERTIFICATE_KIND
@@ -57,6 +58,15 @@ class FakeIotConfig:
     api_secret_access_key: str | None = field(default=None, repr=False)
     api_read_timeout: float = 20.0  # seconds a request's headers and body may take, and a connection may idle
     rules_file: Path | None = None
+    # Per connected client (see fakeiot/limits.py): unacknowledged QoS 1 messages (AWS IoT: 100), and the
+    # queue behind them; beyond it messages for that client are dropped (logged, counted).
+    max_inflight: int = 100
+    max_queued_messages: int = 1000
+    max_queued_bytes: int = 8 * 1024 * 1024
+
+    @property
+    def delivery_limits(self) -> DeliveryLimits:
+        return DeliveryLimits(self.max_inflight, self.max_queued_messages, self.max_queued_bytes)
 
     @property
     def database(self) -> Path:
@@ -148,6 +158,10 @@ class FakeIot:
 
     def start(self) -> None:
         check_exposure(self.config)
+        try:
+            limits = self.config.delivery_limits
+        except ValueError as exc:
+            raise FakeIotError(str(exc)) from None
         self.store = Store(self.config.database)
         try:
             self.backend_password = _secret(self.config.backend_password, self.config.backend_password_file)
@@ -168,7 +182,7 @@ class FakeIot:
         ready = threading.Event()
         failure: list[BaseException] = []
         self._loop_thread = threading.Thread(
-            target=self._run_broker, args=(shadows, tls, ready, failure), name="fakeiot-broker", daemon=False
+            target=self._run_broker, args=(shadows, tls, limits, ready, failure), name="fakeiot-broker", daemon=False
         )
         self._loop_thread.start()
         ready.wait()
@@ -225,7 +239,12 @@ class FakeIot:
         return None if doc is None else str(doc.get("status"))
 
     def _run_broker(
-        self, shadows: ShadowService, tls: TlsListener | None, ready: threading.Event, failure: list[BaseException]
+        self,
+        shadows: ShadowService,
+        tls: TlsListener | None,
+        limits: DeliveryLimits,
+        ready: threading.Event,
+        failure: list[BaseException],
     ) -> None:
         async def main() -> None:
             self._loop = asyncio.get_running_loop()
@@ -236,6 +255,7 @@ class FakeIot:
                 credentials=Credentials(self.backend_password, self.gateway_password, self.config.allow_anonymous_devices),
                 rules=self.rules,
                 certificate_status=self._certificate_status,
+                limits=limits,
             )
             try:
                 await broker.start()

@@ -69,12 +69,18 @@ class Stack:
         self.mqtt_port = self.amqtt_port
         self.processor_output: list[str] = []
         self.processor_loop: dict[str, float] | None = None
+        # fakeiot's broker wants the gateway's credential from device clients (one per CP); Mosquitto here none.
+        self.gateway_credentials: list[str] = []
+        self.device_username: str | None = None
+        self.device_password: str | None = None
 
     def __enter__(self) -> Stack:
         data = self.tmp / f"iot-{self.broker}"
         self.procs.append(start([sys.executable, "-m", "fakeiot", "--mqtt-port", str(self.amqtt_port),
                                  "--api-port", str(self.api_port), "--data-dir", str(data)], "fakeiot: MQTT"))
         credentials = ["--mqtt-username", "fakeiot-backend", "--mqtt-password-file", str(data / "backend-password")]
+        self.gateway_credentials = ["--mqtt-username", "fakeiot-gateway", "--mqtt-password-file", str(data / "gateway-password")]
+        self.device_username, self.device_password = "fakeiot-gateway", (data / "gateway-password").read_text().strip()
         if self.broker == "mosquitto":
             assert MOSQUITTO, "mosquitto is not installed"
             self.mqtt_port = free_port()
@@ -82,7 +88,8 @@ class Stack:
             conf.write_text(f"listener {self.mqtt_port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
                             "max_inflight_messages 100\nset_tcp_nodelay true\nlog_dest stderr\n")
             self.procs.append(start([MOSQUITTO, "-c", str(conf)], "running"))
-            credentials = []
+            credentials, self.gateway_credentials = [], []
+            self.device_username = self.device_password = None
         self.procs.append(start([sys.executable, "-m", "gateway.processor", "--mqtt-port", str(self.mqtt_port),
                                  "--iot-api-url", self.api_url, "--log-level", "WARNING", *credentials],
                                 "processor: answering", keep=self.processor_output))
@@ -102,7 +109,8 @@ class Stack:
         proc = start([sys.executable, "-m", "gateway", "--port", str(port), "--mqtt-host", "127.0.0.1",
                       "--mqtt-port", str(self.mqtt_port), "--iot-api-url", self.api_url, "--no-processor",
                       "--log-level", "WARNING", "--mqtt-connect-rate", "500", "--mqtt-connect-burst", "500",
-                      "--max-message-rate", "0", "--max-connections", "20000"], "listening on", keep=output)
+                      "--max-message-rate", "0", "--max-connections", "20000", *self.gateway_credentials],
+                     "listening on", keep=output)
         try:
             time.sleep(1.0)
             yield f"ws://127.0.0.1:{port}", proc.pid
@@ -170,13 +178,18 @@ def run_loadtest(args: list[str], *, register_only: bool = False) -> dict[str, A
 # -- the bare-MQTT baseline ------------------------------------------------------------
 
 
-async def _baseline(port: int, prefix: str, cps: int, interval: float, duration: float, rate: float) -> dict[str, Any]:
-    """CPs as bare MQTT clients (client id = CP id): publish CALLs to <id>/in, await <id>/out."""
+async def _baseline(
+    port: int, prefix: str, cps: int, interval: float, duration: float, rate: float,
+    username: str | None = None, password: str | None = None,
+) -> dict[str, Any]:
+    """CPs as bare MQTT clients (client id = CP id): publish CALLs to <id>/in, await <id>/out.
+
+    ``username``/``password``: the device credential the broker wants (fakeiot: the gateway's)."""
     boot_rtt: list[float] = []
     steady: list[float] = []
     errors = 0
     sent = answered = 0
-    settings = MqttSettings(port=port, connect_rate=0, keepalive=60)
+    settings = MqttSettings(port=port, connect_rate=0, keepalive=60, username=username, password=password)
     async with open_mqtt_driver(settings) as driver:
         start_at = trio.current_time() + 0.2
         end_at = start_at + duration
@@ -275,7 +288,8 @@ def throughput_runs(stack: Stack, cps: int, loads: list[int], duration: float, r
         through["gateway_loop"] = loop_figures(output)
         print(f"baseline: {cps} bare MQTT clients, {load} msgs/s offered ...", flush=True)
         cpu0 = _cpu_times()
-        bare = trio.run(_baseline, stack.mqtt_port, "LT", cps, interval, duration + cps / 500, 500.0)
+        bare = trio.run(_baseline, stack.mqtt_port, "LT", cps, interval, duration + cps / 500, 500.0,
+                        stack.device_username, stack.device_password)
         bare["machine_busy_percent"] = _busy_since(cpu0)
         print(json.dumps({k: v for k, v in bare.items() if k != "cps"}), flush=True)
         results.setdefault("throughput", {}).setdefault(stack.broker, []).append(
@@ -425,9 +439,9 @@ def markdown(results: dict[str, Any], command: str) -> str:
                              f"{(g.get('gateway_loop') or {}).get('lag_max_ms', 0):.0f} | {_busy(g)} |")
                 lines.append(f"| {broker} | {run['offered']} | bare MQTT | {b['msgs_per_s_cp_to_cpo']:.0f} / {b['msgs_per_s_cpo_to_cp']:.0f} | "
                              f"{_ms(b['steady_rtt_ms'])} / {_ms(b['steady_rtt_ms'], 'p99')} | {b['sent'] - b['answered']} of {b['sent']} | | | | {_busy(b)} |")
-        lines += ["", "A CALL is unanswered when no answer came within 30 s. amqtt 0.12.1 stops waiting for a "
-                  "QoS 1 PUBACK after 5 s and discards that message's in-flight state "
-                  "(`amqtt/mqtt/protocol/handler.py`); once it is overloaded, CALLs go unanswered on both paths. "
+        lines += ["", "A CALL is unanswered when no answer came within 30 s. fakeiot (amqtt 0.12.1) keeps at most "
+                  "100 QoS 1 messages unacknowledged per client, as AWS IoT does, queues 1,000 more and drops beyond "
+                  "that (`fakeiot/limits.py`); once it is overloaded, CALLs go unanswered on both paths. "
                   "Mosquitto, at higher rates, lost none. \"Machine CPU busy\" is both cores together (100 % = both busy): "
                   "the load generator, broker, processor and gateway share them, so near 100 % every process waits "
                   "for a core and round trips grow with the queue.", ""]

@@ -154,7 +154,12 @@ def main() -> int:
             procs.append(start([sys.executable, "-m", "fakeiot", "--mqtt-port", str(amqtt_port), "--api-port", str(api_port),
                                 "--data-dir", tmp], "fakeiot: MQTT"))
             mqtt_port = amqtt_port
+            # fakeiot's broker admits the processor with its backend role and each CP's connection with the
+            # gateway's credential (both passwords made in the data directory on first start); Mosquitto here: none.
+            processor_credentials = ["--mqtt-username", "fakeiot-backend", "--mqtt-password-file", f"{tmp}/backend-password"]
+            gateway_credentials = ["--mqtt-username", "fakeiot-gateway", "--mqtt-password-file", f"{tmp}/gateway-password"]
             if args.broker == "mosquitto":
+                processor_credentials = gateway_credentials = []
                 mqtt_port = free_port()
                 conf = Path(tmp) / "mosquitto.conf"
                 conf.write_text(f"listener {mqtt_port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nset_tcp_nodelay true\nlog_dest stderr\n")
@@ -166,11 +171,11 @@ def main() -> int:
             for i in range(args.cps):
                 iot.create_thing(thingName=f"LOAD{i:06d}")
             procs.append(start([sys.executable, "-m", "gateway.processor", "--mqtt-port", str(mqtt_port), "--iot-api-url", api_url,
-                                "--log-level", "WARNING"], "processor: answering"))
+                                "--log-level", "WARNING", *processor_credentials], "processor: answering"))
             ws_port = free_port()
             gateway = start([sys.executable, "-m", "gateway", "--port", str(ws_port), "--mqtt-host", "127.0.0.1",
-                             "--mqtt-port", str(mqtt_port), "--iot-api-url", api_url, "--no-processor", "--log-level", "WARNING"],
-                            "listening on")
+                             "--mqtt-port", str(mqtt_port), "--iot-api-url", api_url, "--no-processor", "--log-level", "WARNING",
+                             *gateway_credentials], "listening on")
             procs.append(gateway)
             time.sleep(1.0)
             before = proc_stats(gateway.pid)
