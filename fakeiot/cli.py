@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import sys
+from urllib.parse import urlsplit
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -184,6 +185,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         thing_name = validate_identity(args.cp_id).thing_name if hasattr(args, "cp_id") else None
     except InvalidIdentity as exc:
         parser.error(exc.reason)
+    if hasattr(args, "api_url") and urlsplit(args.api_url).scheme not in ("http", "https"):
+        parser.error(f"--api-url must be a URL such as http://127.0.0.1:8090, not {args.api_url!r}")
     if args.command == "table":
         return _scan(args)
     iot, iot_data = make_clients(AwsSettings(iot_endpoint_url=args.api_url))
@@ -292,6 +295,7 @@ def _manage(args: argparse.Namespace, thing_name: str | None, iot: Any, iot_data
             doc.pop("ResponseMetadata", None)
             print(json.dumps(doc, indent=2))
             return 0
+        iot.describe_thing(thingName=thing_name)  # DeleteThing of a missing Thing succeeds (as on AWS): say so
         iot.delete_thing(thingName=thing_name)
         print(f"deleted Thing {thing_name}")
         return 0

@@ -45,6 +45,8 @@ def test_standalone_fakeiot_gateway_and_simulator(tmp_path: Path) -> None:
         assert json.loads(shadow.stdout)["state"]["reported"]["chargingStation"]["vendorName"] == "ACME"
         assert run("-m", "fakeiot", "thing", "delete", "CP1", "--api-url", api_url).returncode == 0
         assert run("-m", "fakeiot", "thing", "list", "--api-url", api_url).stdout.split() == []
+        again = run("-m", "fakeiot", "thing", "delete", "CP1", "--api-url", api_url)
+        assert again.returncode == 1 and "Thing CP1 cannot be found" in again.stderr and "deleted" not in again.stdout
 
 
 def test_gateway_with_embedded_fakeiot_starts_and_stops_cleanly(tmp_path: Path) -> None:
@@ -68,6 +70,17 @@ def test_cli_errors_are_clear() -> None:
     assert bad_sub.returncode == 2 and "unknown ['ocpp1.5']" in bad_sub.stderr
     unreachable = run("-m", "fakeiot", "thing", "list", "--api-url", f"http://127.0.0.1:{free_port()}")
     assert unreachable.returncode == 1 and "cannot reach fakeiot" in unreachable.stderr
+    no_scheme = run("-m", "fakeiot", "thing", "list", "--api-url", "127.0.0.1:8090")
+    assert no_scheme.returncode == 2 and "--api-url must be a URL such as http://" in no_scheme.stderr
+    assert "Traceback" not in no_scheme.stderr
+    for flag, value, message in (("--close-timeout", "0", "--close-timeout must be > 0"),
+                                 ("--call-timeout", "-1", "--call-timeout must be >= 0"),
+                                 ("--base-path", "ocpp", "--base-path must look like /ocpp"),
+                                 ("--cp-reconnect-burst", "0", "--cp-reconnect-burst >= 1"),
+                                 ("--max-backlog-bytes", "10", "--max-backlog-bytes must be at least --max-frame-size"),
+                                 ("--registry-rate", "0", "--registry-rate must be > 0")):
+        bad = run("-m", "gateway", flag, value)
+        assert bad.returncode == 2 and message in bad.stderr, (flag, bad.stderr[-300:])
     bad_id = run("-m", "fakeiot", "thing", "create", "CP:1")
     assert bad_id.returncode == 2 and "':' is not allowed" in bad_id.stderr
     bad_gc = run("-m", "gateway", "--gc-full-interval", "-1")
