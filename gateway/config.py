@@ -108,6 +108,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog="python -m gateway",
+        usage="%(prog)s [options]   (python -m gateway --help lists them)",
         description=(
             "OCPP-J WebSocket to MQTT gateway.  Each option can also be set with the environment variable "
             "GATEWAY_<OPTION> (e.g. GATEWAY_MQTT_HOST).  Without --mqtt-host an embedded fakeiot "

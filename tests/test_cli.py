@@ -66,6 +66,7 @@ def test_gateway_with_embedded_fakeiot_starts_and_stops_cleanly(tmp_path: Path) 
 def test_cli_errors_are_clear() -> None:
     bad_port = run("-m", "gateway", "--port", "eighty")
     assert bad_port.returncode == 2 and "argument --port: invalid int value: 'eighty'" in bad_port.stderr
+    assert len(bad_port.stderr.splitlines()) == 2  # one usage line and the error, not the whole option list
     bad_sub = run("-m", "gateway", "--subprotocols", "ocpp1.5")
     assert bad_sub.returncode == 2 and "unknown ['ocpp1.5']" in bad_sub.stderr
     unreachable = run("-m", "fakeiot", "thing", "list", "--api-url", f"http://127.0.0.1:{free_port()}")
