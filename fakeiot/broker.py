@@ -57,6 +57,7 @@ here, in the one place where fakeiot patches it:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import ssl
@@ -164,6 +165,7 @@ class FakeIotBroker(Broker):
         certificate_status: Callable[[str], str | None] = lambda _id: None,
         limits: DeliveryLimits = DeliveryLimits(),
     ) -> None:
+        self._open_writers: set[asyncio.StreamWriter] = set()
         super().__init__(config)
         self.limits = limits
         self.counters = LimitCounters()
@@ -347,7 +349,27 @@ class FakeIotBroker(Broker):
     async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str) -> None:
         peer = writer.get_extra_info("peername")
         bounded = BoundedStreamReader(reader, peer=f"{peer[0]}:{peer[1]}" if peer else "?", counters=self.counters)
-        await self._client_connected(listener_name, bounded, _ClosingStreamWriter(writer))
+        self._open_writers.add(writer)
+        try:
+            await self._client_connected(listener_name, bounded, _ClosingStreamWriter(writer))
+        finally:
+            self._open_writers.discard(writer)
+
+    async def shutdown(self) -> None:
+        """amqtt's shutdown, then close every connection it did not know about.
+
+        amqtt closes the connections of the sessions it holds; a connection
+        still in its CONNECT, refused, or taken over is not among them, and its
+        socket would outlive the event loop (a ResourceWarning "loop is closed"
+        when it is collected, in whatever test runs next).
+        """
+        await super().shutdown()
+        writers = list(self._open_writers)
+        for writer in writers:
+            writer.transport.abort()
+        for writer in writers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
 
     async def _delete_session(self, client_id: str) -> None:
         entry = self._sessions.get(client_id)
