@@ -17,7 +17,7 @@ import trio
 
 from fakeiot import FakeIot
 from gateway.app import RunningGateway, run_gateway
-from gateway.chargepoint import ChargePoint, boot_notification, connect, heartbeat
+from gateway.chargepoint import ChargePoint, connect, heartbeat
 from gateway.mqtt_link import MqttDriver
 
 from .conftest import gateway_config
