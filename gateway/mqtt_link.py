@@ -26,6 +26,12 @@ the broker's in-flight window (Mosquitto: ``max_inflight_messages``, AWS IoT:
 reader that stopped reading would also stop seeing PUBACKs and deadlock the
 publishers).  :meth:`MqttLink.publish` waits while ``max_inflight`` QoS 1
 messages it sent are unacknowledged.
+
+A consumer that must not lose what it has taken (the message processor)
+calls ``receive(ack=False)`` and acknowledges each :class:`Delivery` with
+:meth:`MqttLink.ack` once it is done with it; until then the broker counts it
+in the window, and a persistent session gives it again to the next
+connection with the same client id should this one end first.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, overload
 
 import paho.mqtt.client as paho
 import trio
@@ -70,6 +76,17 @@ class MqttSettings:
     # Bytes received and not yet taken by the consumer; beyond it the link ends (MqttBacklogExceeded), so a
     # consumer that stops (a CP that does not read its socket) cannot grow memory whatever the broker sends.
     max_backlog_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Delivery:
+    """A message taken with ``receive(ack=False)``: hand it to :meth:`MqttLink.ack` once done with it."""
+
+    topic: str
+    payload: bytes
+    _link: MqttLink = field(repr=False)
+    _mid: int = field(repr=False)
+    _qos: int = field(repr=False)
 
 
 class MqttDriver:
@@ -163,6 +180,38 @@ async def open_mqtt_driver(settings: MqttSettings) -> AsyncIterator[MqttDriver]:
             nursery.cancel_scope.cancel()
 
 
+class _PahoClient(paho.Client):
+    """paho's client, without its socket leak on a failed TLS handshake.
+
+    paho 2.x's ``_ssl_wrap_socket`` wraps the TCP socket and shakes hands in
+    one step; when the handshake fails (an untrusted broker certificate, a
+    refused client certificate, a time-out) it drops the SSLSocket it made
+    without closing it: one file descriptor per failed connect until the
+    garbage collector finds it, then a ResourceWarning.  This is paho's method
+    (2.1, 2.2) with the socket closed on every error path.  Host names are
+    checked by the context (``check_hostname``): with ``tls_set_context()``,
+    the only way this module configures TLS, paho adds no check of its own.
+    """
+
+    def _ssl_wrap_socket(self, tcp_sock: socket.socket) -> ssl.SSLSocket:
+        context = self._ssl_context
+        if context is None:
+            tcp_sock.close()
+            raise ValueError("TLS without an SSL context")
+        try:
+            ssl_sock = context.wrap_socket(tcp_sock, server_hostname=self._host, do_handshake_on_connect=False)
+        except BaseException:
+            tcp_sock.close()
+            raise
+        try:
+            ssl_sock.settimeout(self._connect_timeout)
+            ssl_sock.do_handshake()
+        except BaseException:
+            ssl_sock.close()
+            raise
+        return ssl_sock
+
+
 class MqttLink:
     """One paho client (one MQTT connection), used from Trio tasks."""
 
@@ -171,7 +220,7 @@ class MqttLink:
         self.client_id = client_id
         self._settings = settings
         self._driver = driver
-        self._client = paho.Client(
+        self._client = _PahoClient(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             clean_session=clean_session,
@@ -273,8 +322,21 @@ class MqttLink:
         self._inbox.append((topic, payload, 0, 0))
         self._inbox_changed = _wake_all(self._inbox_changed)
 
-    async def receive(self) -> tuple[str, bytes]:
-        """The next (topic, payload) received.
+    @overload
+    async def receive(self, *, ack: Literal[True] = True) -> tuple[str, bytes]: ...
+
+    @overload
+    async def receive(self, *, ack: Literal[False]) -> Delivery: ...
+
+    async def receive(self, *, ack: bool = True) -> tuple[str, bytes] | Delivery:
+        """The next (topic, payload) received, acknowledged as it is handed over.
+
+        With ``ack=False`` it is not acknowledged: the caller gets a
+        :class:`Delivery` and passes it to :meth:`ack` once the message is
+        done with (at-least-once: unacknowledged, a QoS 1 message stays the
+        broker's to deliver again).  Such messages count in the broker's
+        in-flight window until acknowledged, so the window bounds how many a
+        consumer holds.
 
         Messages that arrived before the connection ended are still returned;
         after them, raises :class:`MqttConnectionLost`.
@@ -284,10 +346,27 @@ class MqttLink:
             await self._inbox_changed.wait()
         topic, payload, mid, qos = self._inbox.popleft()
         self._inbox_bytes -= len(payload)
+        if not ack:
+            return Delivery(topic, payload, self, mid, qos)
+        self._ack(mid, qos)
+        return topic, payload
+
+    def ack(self, delivery: Delivery) -> None:
+        """Acknowledge a message taken with ``receive(ack=False)`` (PUBACK for QoS 1).
+
+        Acknowledgements may come in any order (see the processor's notes on
+        MQTT 3.1.1 section 4.6).  Once the connection has ended this does
+        nothing: the broker delivers the message again to the next session.
+        Acknowledge each delivery once.
+        """
+        if delivery._link is not self:
+            raise ValueError("a delivery is acknowledged on the link (the connection) that received it")
+        self._ack(delivery._mid, delivery._qos)
+
+    def _ack(self, mid: int, qos: int) -> None:
         if qos > 0 and not self._closed.is_set():
             self._client.ack(mid, qos)
             self._write_now()
-        return topic, payload
 
     # -- connection lifecycle ---------------------------------------------------
 

@@ -15,7 +15,9 @@ library's private parts (the upstream server has no hook for either):
 * :class:`_Connection` ignores Pings once the WebSocket is no longer open
   (RFC 6455 5.5.2: a Pong is owed only while the connection is open), so the
   known case never raises, and it can say when the connection closed without
-  taking a message (:meth:`_Connection.wait_closed`);
+  taking a message (:meth:`_Connection.wait_closed`); a close whose reader
+  task has ended (cancelled with the gateway) does not wait for a reply that
+  nobody will read;
 * :class:`GatewayWebSocketServer` wraps each connection: whatever escapes it
   is logged with the peer address and costs that one connection only.  The
   handler also gets the raw transport stream, so the edge can read the TLS
@@ -64,6 +66,15 @@ class _Connection(WebSocketConnection):
     async def _close_web_socket(self, code: int, reason: str | None = None) -> None:
         self._gone.set()
         await super()._close_web_socket(code, reason)
+
+    async def _reader_task(self) -> None:
+        try:
+            await super()._reader_task()
+        finally:
+            # Only this task reads the peer's close reply.  Once it has ended - cancelled with the
+            # gateway, or after a protocol error - nobody ever will, and aclose() (which waits for
+            # that reply) would otherwise wait out its caller's whole timeout.
+            self._close_handshake.set()
 
     async def _handle_ping_event(self, event: Ping) -> None:
         # Upstream answers every Ping; wsproto refuses to send a Pong once a close frame has been

@@ -288,13 +288,15 @@ def register(args: argparse.Namespace, ids: list[str]) -> None:
         except iot.exceptions.ResourceAlreadyExistsException:
             pass
 
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        for n, _ in enumerate(pool.map(create, ids)):
-            if n % 1000 == 999:
-                sys.stderr.write(f"\rregistered {n + 1}/{len(ids)}")
+    try:
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            for n, _ in enumerate(pool.map(create, ids)):
+                if n % 1000 == 999:
+                    sys.stderr.write(f"\rregistered {n + 1}/{len(ids)}")
+    finally:  # the clients' pooled HTTP connections, also when a registration failed
+        iot.close()
+        iot_data.close()
     sys.stderr.write(f"\rregistered {len(ids)} Things in {time.monotonic() - started:.1f} s\n")
-    iot.close()
-    iot_data.close()
 
 
 def summarize(stats: Stats, args: argparse.Namespace, wall: float, gateway: list[dict[str, float]], started: float) -> dict[str, Any]:

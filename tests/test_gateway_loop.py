@@ -305,6 +305,27 @@ async def test_gateway_shutdown_closes_cps_with_going_away(fakeiot: FakeIot, nur
         assert await closed_with(cp.ws) == (1001, "Gateway shutting down")
 
 
+async def test_cancelling_the_gateway_does_not_wait_for_close_replies(fakeiot: FakeIot, nursery: trio.Nursery, register: Any) -> None:
+    """Cancelled (embedded, as here), the gateway still sends each CP its close frame, but the reader
+    that would see the reply is cancelled too: nothing may wait for it (it waited close_timeout)."""
+    register("CP1")
+    stop = trio.CancelScope()
+    stopped = trio.Event()
+
+    async def gateway_until_stopped(task_status: trio.TaskStatus[RunningGateway]) -> None:
+        with stop:
+            await run_gateway(gateway_config(fakeiot, close_timeout=30.0), task_status=task_status)
+        stopped.set()
+
+    gateway = await nursery.start(gateway_until_stopped)
+    async with connect(gateway.url, "CP1") as cp:
+        await cp.call(*boot())
+        stop.cancel()
+        with trio.fail_after(10):
+            await stopped.wait()
+        assert await closed_with(cp.ws) == (1001, "Gateway shutting down")
+
+
 async def test_registry_cache_stays_bounded(aws: Any) -> None:
     from gateway.registry import Registry
 

@@ -148,3 +148,36 @@ async def test_links_turn_off_nagle(fakeiot: FakeIot) -> None:
     async with open_mqtt_driver(backend_settings(fakeiot)) as driver:
         async with driver.link("backend:nodelay") as link:
             assert link._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+async def test_a_failed_tls_handshake_leaves_no_socket_open() -> None:
+    """paho drops the socket of a TLS handshake that failed without closing it (a ResourceWarning once
+    collected, an error under this suite's filterwarnings): the link's client closes it."""
+    import gc
+    import ssl
+    import warnings
+
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+
+    async def not_a_tls_server() -> None:
+        while True:
+            conn, _ = await listener.accept()
+            with conn:
+                await conn.send(b"HTTP/1.0 400 Bad Request\r\n\r\n")  # no ServerHello: the handshake fails
+
+    settings = MqttSettings(port=port, ssl_context=ssl.create_default_context(), connect_timeout=5, connect_rate=0)
+    with listener, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(not_a_tls_server)
+            async with open_mqtt_driver(settings) as driver:
+                for n in range(3):
+                    with pytest.raises(MqttConnectError, match="cannot reach MQTT broker"):
+                        async with driver.link(f"CP{n}"):
+                            pass
+            nursery.cancel_scope.cancel()
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning) and "SSLSocket" in str(w.message)] == []

@@ -11,6 +11,35 @@ the gateway records the negotiated subprotocol in the shadow
 learns it from those update requests (``$aws/things/+/shadow/update``, which
 any broker delivers) and, when it has missed one, from GetThingShadow.
 
+Delivery is at-least-once.  A message from ``+/in`` is acknowledged (PUBACK)
+only once it is done with: a CALL once its answer has been handed to the
+broker (published with QoS 1 on the same connection, so the broker has the
+answer before it sees the acknowledgement), anything else once it has been
+answered or deliberately dropped (not a CALL, unreadable, a handler bug).  A
+processor that dies meanwhile leaves the message unacknowledged in its
+persistent session (clean session off), and the broker delivers it again to
+the next processor with the same client id.  Messages are handled
+concurrently (up to ``max_concurrent``), so acknowledgements leave in the
+order the CALLs are answered, not the order they arrived: MQTT 3.1.1 (section
+4.6) asks clients to acknowledge QoS 1 in order, but Mosquitto, amqtt and AWS
+IoT match a PUBACK by its packet id and accept any order.  Bounds: what the
+processor has taken and not acknowledged is at most ``max_concurrent`` + 1;
+everything unacknowledged (taken, or still waiting in the link) is bounded by
+the broker's in-flight window per client (Mosquitto ``max_inflight_messages``,
+20 by default; AWS IoT 100; fakeiot 100) or, where the window is unlimited,
+by the link's ``max_backlog_bytes``.  The window therefore also caps how many
+CALLs are answered at once: with Mosquitto's default of 20, raise
+``max_inflight_messages`` for a busy processor.
+
+Every CALL may therefore arrive twice (and a CP may retry one).  The answers
+to the last 10,000 CALLs of the last minute are kept
+(:class:`~.handlers.RecentAnswers`, keyed by CP id, message id and the
+frame's bytes): a CALL seen again gets the same answer text, and one that
+arrives while its first copy is still being answered waits for that answer;
+either way it is handled once (a StartTransaction gets one transaction id).
+The cache lives in the process: a CALL redelivered to a *new* processor
+process is handled again.
+
 No input on any topic ends the processor.  Every JSON text is depth-bounded
 before it is parsed (:func:`gateway.ocppj.strict_loads`); an exception while
 answering one CALL is answered with a CALLERROR ``InternalError`` and logged
@@ -44,9 +73,18 @@ from ..errors import (
     MqttSubscriptionRefused,
 )
 from ..identity import cp_id_for, thing_name_for, validate_identity
-from ..mqtt_link import MqttDriver
+from ..mqtt_link import Delivery, MqttDriver, MqttLink
 from ..subprotocol import OCPP_VERSIONS
-from .handlers import HANDLERS, Context, boot_shadow_document
+from .handlers import (
+    HANDLERS,
+    RECENT_ANSWER_TTL,
+    RECENT_ANSWERS,
+    CallKey,
+    Context,
+    RecentAnswers,
+    boot_shadow_document,
+    call_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +106,8 @@ class ProcessorSettings:
     client_id: str = "cpo:processor"
     heartbeat_interval: int = 10
     max_concurrent: int = 256
+    recent_answers: int = RECENT_ANSWERS  # CALLs whose answers are kept to answer a redelivery alike
+    recent_answer_ttl: float = RECENT_ANSWER_TTL
 
 
 class Processor:
@@ -78,7 +118,10 @@ class Processor:
         self._ctx = Context(heartbeat_interval=settings.heartbeat_interval)
         self._versions: dict[str, str] = {}
         self._limiter = trio.CapacityLimiter(settings.max_concurrent)
+        self._recent = RecentAnswers(settings.recent_answers, settings.recent_answer_ttl)
+        self._answering: dict[CallKey, trio.Event] = {}  # CALLs being answered now (at most max_concurrent)
         self.handled = 0
+        self.duplicates = 0  # CALLs received again and given their first answer
         self.reconnects = 0
         self.internal_errors = 0  # messages whose handling raised (answered InternalError where a CALL)
         self.bad_shadow_updates = 0  # shadow updates dropped as unreadable
@@ -163,30 +206,35 @@ class Processor:
             try:
                 async with trio.open_nursery() as nursery:
                     while True:
-                        topic, payload = await link.receive()
-                        if topic.endswith("/shadow/update"):
+                        delivery = await link.receive(ack=False)
+                        if delivery.topic.endswith("/shadow/update"):
                             try:
-                                self._learn_version(topic, payload)
+                                self._learn_version(delivery.topic, delivery.payload)
                             except Exception:  # noqa: BLE001 - a bug must not let one device end the processor
-                                self._bad_shadow_update(topic, "internal error", exc_info=True)
+                                self._bad_shadow_update(delivery.topic, "internal error", exc_info=True)
+                            link.ack(delivery)
                             continue
                         token = object()
                         await self._limiter.acquire_on_behalf_of(token)
-                        nursery.start_soon(self._handle_and_release, link, topic, payload, token)
+                        nursery.start_soon(self._handle_and_release, link, delivery, token)
             except* MqttConnectionLost as group:
                 # The receive loop and answers in flight see the same loss; report it once.
                 lost = MqttConnectionLost(f"processor lost its MQTT connection: {group.exceptions[0]}")
             if lost is not None:
                 raise lost
 
-    async def _handle_and_release(self, link: Any, topic: str, payload: bytes, token: object) -> None:
+    async def _handle_and_release(self, link: MqttLink, delivery: Delivery, token: object) -> None:
         try:
-            await self._handle(link, topic, payload)
-        except MqttConnectionLost:
-            raise
-        except Exception:  # one message must never end the processor (answer() already replies)
-            self.internal_errors += 1
-            log.exception("%s: processor failed on a message; dropped", topic[: -len("/in")][:64])
+            try:
+                await self._handle(link, delivery.topic, delivery.payload)
+            except MqttConnectionLost:
+                raise  # not acknowledged: the broker delivers it again to the next session
+            except Exception:  # one message must never end the processor (answer() already replies)
+                self.internal_errors += 1
+                log.exception("%s: processor failed on a message; dropped", delivery.topic[: -len("/in")][:64])
+            # Answered (the answer queued ahead of this PUBACK on the same connection) or dropped on purpose.
+            # Cancelled (the processor stopping) it stays unacknowledged too, for the next processor.
+            link.ack(delivery)
         finally:
             self._limiter.release_on_behalf_of(token)
 
@@ -229,7 +277,7 @@ class Processor:
         self._versions[thing_name] = version
         return version
 
-    async def _handle(self, link: Any, topic: str, payload: bytes) -> None:
+    async def _handle(self, link: MqttLink, topic: str, payload: bytes) -> None:
         cp_id = topic[: -len("/in")]
         try:
             identity = validate_identity(cp_id)
@@ -254,21 +302,48 @@ class Processor:
     async def answer(self, cp_id: str, version: str, payload: bytes) -> str | None:
         """The frame to send back for one frame from ``cp_id`` (None: no answer).
 
-        Never raises but for cancellation: whatever goes wrong past parsing is
-        logged with its traceback and answered with a CALLERROR ``InternalError``
-        carrying the CALL's message id.
+        A CALL received again (see the module's notes) gets the answer its
+        first copy got, without being handled again.  Never raises but for
+        cancellation: whatever goes wrong past parsing is logged with its
+        traceback and answered with a CALLERROR ``InternalError`` carrying the
+        CALL's message id.
         """
-        message_id = ocppj.UNKNOWN_MESSAGE_ID
         try:
             frame = self._parse(cp_id, version, payload)
-            if not isinstance(frame, Call):
-                return frame  # a CALLERROR for a malformed frame, or None
-            message_id = frame.unique_id
-            return await self._answer_call(cp_id, version, frame)
-        except Exception:  # a bug or a library failure costs this CALL, not the processor
-            self.internal_errors += 1
-            log.exception("%s: internal error on message %s; answered InternalError", cp_id, message_id)
-            return ocppj.call_error(message_id, "InternalError", "The CSMS could not process this message")
+        except Exception:  # noqa: BLE001 - logged by _internal_error; a bug costs this frame, not the processor
+            return self._internal_error(cp_id, ocppj.UNKNOWN_MESSAGE_ID)
+        if not isinstance(frame, Call):
+            return frame  # a CALLERROR for a malformed frame, or None
+        key = call_key(cp_id, frame.unique_id, payload)
+        duplicate = False
+        while True:
+            cached = self._recent.get(key, trio.current_time())
+            pending = self._answering.get(key) if cached is None else None
+            if not duplicate and (cached is not None or pending is not None):
+                duplicate = True
+                self.duplicates += 1
+                log.debug("%s: CALL %s received again; given its first answer", cp_id, frame.unique_id)
+            if cached is not None:
+                return cached
+            if pending is None:
+                break
+            await pending.wait()  # its first copy is being answered; if that is cancelled, this one answers
+        done = self._answering[key] = trio.Event()
+        try:
+            try:
+                reply = await self._answer_call(cp_id, version, frame)
+            except Exception:  # noqa: BLE001 - logged by _internal_error; a bug costs this CALL, not the processor
+                reply = self._internal_error(cp_id, frame.unique_id)
+            self._recent.put(key, reply, trio.current_time())
+        finally:
+            del self._answering[key]
+            done.set()
+        return reply
+
+    def _internal_error(self, cp_id: str, message_id: str) -> str:
+        self.internal_errors += 1
+        log.exception("%s: internal error on message %s; answered InternalError", cp_id, message_id)
+        return ocppj.call_error(message_id, "InternalError", "The CSMS could not process this message")
 
     def _parse(self, cp_id: str, version: str, payload: bytes) -> Call | str | None:
         """The CALL in ``payload``, or the answer to a frame that is not one (None: none)."""
