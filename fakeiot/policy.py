@@ -47,7 +47,7 @@ from gateway.identity import validate_identity
 
 BACKEND_USERNAME = "fakeiot-backend"
 GATEWAY_USERNAME = "fakeiot-gateway"
-EVENTS_CLIENT_PREFIX = "gateway:events:"  # the gateway's registry-event watcher (an authenticated principal only)
+EVENTS_CLIENT_PREFIX = "gateway:events:"  # the gateway's registry-event watcher (the gateway principal only)
 
 # MQTT 3.1.1 CONNACK return codes
 IDENTIFIER_REJECTED = 2
@@ -125,7 +125,8 @@ def admit(
         raise ConnectRefused(
             NOT_AUTHORIZED, f"no credentials: device clients need the gateway's (user name {GATEWAY_USERNAME})"
         )
-    if client_id.startswith(EVENTS_CLIENT_PREFIX) and principal.name != "anonymous":
+    if client_id.startswith(EVENTS_CLIENT_PREFIX) and principal.name == GATEWAY_USERNAME:
+        # Only the gateway's own credential: registry events carry every Thing's attributes (password hashes).
         # The gateway's registry-event watcher (gateway/revocation.py); never a CP id (':' is not allowed in those).
         if will_topic is not None:
             raise ConnectRefused(NOT_AUTHORIZED, "the registry-event client may not set a will message")

@@ -91,6 +91,10 @@ class MqttConnectError(MqttError, ConnectionRefused):
     close_code = CLOSE_TRY_AGAIN_LATER
 
 
+class MqttConnectRefused(MqttConnectError):
+    """The broker answered CONNECT with a refusal (credentials, client id): retrying will not help."""
+
+
 class MqttConnectionLost(MqttError):
     """An established MQTT connection ended without the gateway asking."""
 

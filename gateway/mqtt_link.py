@@ -49,7 +49,13 @@ import paho.mqtt.client as paho
 import trio
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from .errors import MqttBacklogExceeded, MqttConnectError, MqttConnectionLost, MqttSubscriptionRefused
+from .errors import (
+    MqttBacklogExceeded,
+    MqttConnectError,
+    MqttConnectionLost,
+    MqttConnectRefused,
+    MqttSubscriptionRefused,
+)
 from .ratelimit import Pacer
 
 log = logging.getLogger(__name__)
@@ -285,8 +291,10 @@ class MqttLink:
         codes: list[tuple[bool, int]] = []
         self._suback[mid] = (done, codes)
         self._write_now()
-        with trio.fail_after(self._settings.connect_timeout):
+        with trio.move_on_after(self._settings.connect_timeout) as waited:
             await done.wait()
+        if waited.cancelled_caught:
+            raise MqttConnectionLost(f"no SUBACK for {topic!r} within {self._settings.connect_timeout:g} s")
         self._check_open()
         if not codes or codes[0][0]:
             raise MqttSubscriptionRefused(f"broker refused subscription to {topic!r}")
@@ -396,7 +404,7 @@ class MqttLink:
             if not self._connack.is_set():
                 raise MqttConnectError(f"MQTT broker {where} did not accept CONNECT within {settings.connect_timeout:g} s")
             if self._connect_refusal is not None:
-                raise MqttConnectError(f"MQTT broker {where} refused client {self.client_id!r}: {self._connect_refusal}")
+                raise MqttConnectRefused(f"MQTT broker {where} refused client {self.client_id!r}: {self._connect_refusal}")
         except BaseException:
             self._close_socket("connect failed")
             raise

@@ -97,6 +97,12 @@ class KeyThrottle:
             bucket = self._buckets[key] = TokenBucket(self.rate, self.burst)
         return bucket.take(now)
 
+    def refund(self, key: str) -> None:
+        """Give back a token spent with :meth:`allow` (the event it paid for did not happen)."""
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            bucket.tokens = min(float(self.burst), bucket.tokens + 1.0)
+
     def would_allow(self, key: str, now: float) -> bool:
         """Whether :meth:`allow` would succeed now, without spending anything."""
         bucket = self._buckets.get(key)

@@ -34,6 +34,7 @@ from .errors import (
     CLOSE_POLICY_VIOLATION,
     MqttConnectError,
     MqttConnectionLost,
+    MqttConnectRefused,
     MqttSubscriptionRefused,
     only_error,
 )
@@ -77,17 +78,20 @@ class RegistryWatch:
                     await self._watch_events()
                 except BaseExceptionGroup as group:  # one error from inside the link's nursery
                     raise only_error(group) from None
-            except MqttSubscriptionRefused as exc:
+            except (MqttSubscriptionRefused, MqttConnectRefused) as exc:
                 log.warning(
                     "registry events unavailable (%s): re-checking connected charge points every %g s instead; "
                     "on AWS IoT allow iot:Subscribe/iot:Receive on $aws/events/thing/* for the gateway",
                     exc, self._fallback_interval,
                 )
                 await self._recheck_forever()
-            except (MqttConnectError, MqttConnectionLost) as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever ends one attempt must never end the gateway
                 failures += 1
                 delay = random.uniform(0, min(30.0, 0.5 * 2 ** min(failures, 10)))
-                log.info("registry events: %s; retrying in %.1f s", exc, delay)
+                if isinstance(exc, (MqttConnectError, MqttConnectionLost)):
+                    log.info("registry events: %s; retrying in %.1f s", exc, delay)
+                else:
+                    log.exception("registry events: unexpected error; retrying in %.1f s", delay)
                 await trio.sleep(delay)
             self.subscribed = False
 

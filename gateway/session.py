@@ -72,6 +72,7 @@ from .subprotocol import choose_subprotocol, clean_offers
 log = logging.getLogger(__name__)
 
 REPLACED_REASON = "Replaced by a newer connection of this charge point"
+MAX_HASHES_PER_SOURCE = 2
 FROM_GATEWAY = "$gateway/local"  # the "topic" of frames the gateway itself queues for a CP (never an MQTT topic)
 BACKLOG_REASON = "Charge point does not read its messages; too much waiting for it"
 MQTT_ENDED_REASON = "MQTT session ended (taken over by a newer connection, or the broker went away); reconnect"
@@ -195,6 +196,7 @@ class Bridge:
         self._unknown_lookups = KeyThrottle(self.unknown_lookups_rate, self.unknown_lookups_burst)
         self._auth_backoff = FailureBackoff(free=5, base=1.0, cap=60.0)
         self._dummy_hash = hash_password(secrets.token_urlsafe(16))
+        self._hashing: dict[str, int] = {}  # slow password checks in flight, per source address
         self.calls = CallTimeouts(self.call_timeout)
 
     async def run_call_timeouts(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -401,19 +403,26 @@ class Bridge:
         a wrong password (None: answered 401 after the same hashing work).
         """
         cached = self.registry.is_cached(identity.thing_name)
-        if not cached and not self._unknown_lookups.would_allow(source, trio.current_time()):
+        # Booked before the look-up, given back when the Thing exists: concurrent requests from one
+        # source cannot all pass the check before the first failure is counted.
+        if not cached and not self._unknown_lookups.allow(source, trio.current_time()):
             raise ConnectionRefused(
                 "Too many look-ups of unregistered charge points from this address; try again later",
                 close_code=CLOSE_TRY_AGAIN_LATER,
             )
         try:
-            return await self.registry.check(identity)
+            attributes = await self.registry.check(identity)
         except UnknownChargePoint:
-            if not cached:
-                self._unknown_lookups.allow(source, trio.current_time())
             if self.min_security_profile >= 1:
                 return None
             raise
+        except BaseException:
+            if not cached:
+                self._unknown_lookups.refund(source)
+            raise
+        if not cached:
+            self._unknown_lookups.refund(source)
+        return attributes
 
     async def _authenticate(
         self, request: WebSocketRequest, identity: ChargePointIdentity, attributes: dict[str, str] | None, source: str
@@ -423,23 +432,38 @@ class Bridge:
         The slow hash runs in a worker thread (at most 4 at once); a
         successful check is remembered (as a fast digest bound to the stored
         hash) so that reconnects do not pay for it again.  Failures back off
-        exponentially per source address and per CP id: once blocked, an
-        attempt is answered 401 without hashing, so guesses cannot
-        monopolise the hashing threads.  An unknown id (``attributes`` None)
+        exponentially per source address and per (CP id, source address):
+        once blocked, an attempt is answered 401 without hashing and without
+        extending the block; at most ``MAX_HASHES_PER_SOURCE`` checks run at
+        once per source, so guesses cannot monopolise the hashing threads.  An unknown id (``attributes`` None)
         is hashed against a dummy and fails, in about the time a wrong
         password takes.  Passwords are never logged.
         """
         now = trio.current_time()
-        blocked = max(self._auth_backoff.blocked_for("ip:" + source, now), self._auth_backoff.blocked_for(identity.cp_id, now))
+        by_source, by_id = "ip:" + source, f"{identity.cp_id}@{source}"
+        blocked = max(self._auth_backoff.blocked_for(by_source, now), self._auth_backoff.blocked_for(by_id, now))
         ok = False
-        if blocked == 0:
-            ok = await self._check_password(request, identity, attributes)
+        if blocked == 0 and self._hashing.get(source, 0) < MAX_HASHES_PER_SOURCE:
+            # At most a couple of slow checks in flight per source: concurrent guesses cannot queue up
+            # thousands of hashes before the first failure is counted.
+            self._hashing[source] = self._hashing.get(source, 0) + 1
+            try:
+                ok = await self._check_password(request, identity, attributes)
+            finally:
+                self._hashing[source] -= 1
+                if not self._hashing[source]:
+                    del self._hashing[source]
+        elif blocked == 0:
+            blocked = 1.0  # too many checks in flight from this source: refused like a blocked one
         if ok:
-            self._auth_backoff.succeeded(identity.cp_id)
+            self._auth_backoff.succeeded(by_id)
             return True
         self.auth_failures += 1
-        self._auth_backoff.failed("ip:" + source, trio.current_time())
-        self._auth_backoff.failed(identity.cp_id, trio.current_time())
+        if blocked == 0:
+            # Only checked attempts count: a refusal while blocked does not extend the block, so nobody
+            # can keep another CP's id blocked by failing on purpose.
+            self._auth_backoff.failed(by_source, trio.current_time())
+            self._auth_backoff.failed(by_id, trio.current_time())
         profile = attributes.get(SECURITY_PROFILE_ATTRIBUTE, "1") if attributes is not None else "?"
         if blocked > 0:
             log.warning("%s: HTTP Basic authentication refused from %s without checking: too many failures, "

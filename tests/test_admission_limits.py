@@ -85,8 +85,25 @@ async def test_password_guessing_backs_off_per_source_and_id(
     assert gateway.bridge.password_hashes == 5  # after 5 failures, guesses are refused without hashing
     # Blocked: even the right password from the guessing source gets the same 401 (it learns nothing) ...
     assert (await upgrade(gateway.port, "/CP1", password=PASSWORD))[0] == 401
-    # ... while another CP from another address is served at once.
+    # ... while another CP from another address is served at once, and so is CP1 itself from its own
+    # address: failing on purpose does not lock a known id out.
     assert (await upgrade(gateway.port, "/CP2", password=PASSWORD, source="127.0.0.2"))[0] == 101
+    assert (await upgrade(gateway.port, "/CP1", password=PASSWORD, source="127.0.0.3"))[0] == 101
+
+
+async def test_concurrent_guesses_cannot_queue_up_hashes(fakeiot: FakeIot, nursery: trio.Nursery, aws: Any) -> None:
+    register_with_password(aws, "CP1")
+    gateway: RunningGateway = await nursery.start(run_gateway, gateway_config(fakeiot))
+    statuses: list[int] = []
+
+    async def guess(n: int) -> None:
+        statuses.append((await upgrade(gateway.port, "/CP1", password=f"guess-{n}"))[0])
+
+    async with trio.open_nursery() as guesses:
+        for n in range(40):
+            guesses.start_soon(guess, n)
+    assert statuses == [401] * 40
+    assert gateway.bridge.password_hashes <= 7, gateway.bridge.password_hashes  # 2 at a time, blocked after 5
 
 
 async def test_unknown_ids_get_the_same_401_when_every_cp_must_authenticate(

@@ -181,3 +181,34 @@ async def test_a_failed_tls_handshake_leaves_no_socket_open() -> None:
             nursery.cancel_scope.cancel()
         gc.collect()
     assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning) and "SSLSocket" in str(w.message)] == []
+
+
+async def test_a_broker_that_never_answers_subscribe_ends_the_link_not_the_caller() -> None:
+    """A SUBACK that never comes is a lost connection (MqttConnectionLost), never a bare TooSlowError that
+    a caller catching MQTT errors would let through (the registry watch ended the gateway that way)."""
+    from gateway.errors import MqttConnectionLost
+
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+
+    async def connack_only() -> None:
+        conn, _ = await listener.accept()
+        with conn:
+            await conn.recv(1024)  # CONNECT
+            await conn.send(b"\x20\x02\x00\x00")  # CONNACK accepted ... and nothing more, ever
+            await trio.sleep_forever()
+
+    settings = MqttSettings(port=port, connect_timeout=0.5, connect_rate=0)
+    with listener:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(connack_only)
+            async with open_mqtt_driver(settings) as driver:
+                with pytest.raises(MqttConnectionLost, match="no SUBACK"):
+                    try:
+                        async with driver.link("CP1") as link:
+                            await link.subscribe("CP1/out", 1)
+                    except BaseExceptionGroup as group:
+                        raise group.exceptions[0] from None
+            nursery.cancel_scope.cancel()
