@@ -403,26 +403,22 @@ class Bridge:
         a wrong password (None: answered 401 after the same hashing work).
         """
         cached = self.registry.is_cached(identity.thing_name)
-        # Booked before the look-up, given back when the Thing exists: concurrent requests from one
-        # source cannot all pass the check before the first failure is counted.
-        if not cached and not self._unknown_lookups.allow(source, trio.current_time()):
+        # Spent only when a look-up finds nothing: booking every uncached look-up up front would refuse
+        # a storm of real CPs behind one address (a load balancer). The price: look-ups already in
+        # flight when a source's budget runs out still run (bounded by max_pending and --registry-rate).
+        if not cached and not self._unknown_lookups.would_allow(source, trio.current_time()):
             raise ConnectionRefused(
                 "Too many look-ups of unregistered charge points from this address; try again later",
                 close_code=CLOSE_TRY_AGAIN_LATER,
             )
         try:
-            attributes = await self.registry.check(identity)
+            return await self.registry.check(identity)
         except UnknownChargePoint:
+            if not cached:
+                self._unknown_lookups.allow(source, trio.current_time())
             if self.min_security_profile >= 1:
                 return None
             raise
-        except BaseException:
-            if not cached:
-                self._unknown_lookups.refund(source)
-            raise
-        if not cached:
-            self._unknown_lookups.refund(source)
-        return attributes
 
     async def _authenticate(
         self, request: WebSocketRequest, identity: ChargePointIdentity, attributes: dict[str, str] | None, source: str
