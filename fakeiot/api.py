@@ -65,7 +65,9 @@ class IotApi:
     def arn(self, name: str) -> str:
         return f"arn:aws:iot:{self.region}:{self.account_id}:thing/{name}"
 
-    def handle(self, method: str, target: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    def handle(
+        self, method: str, target: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
         """Returns (status, JSON-able body)."""
         url = urlsplit(target)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
@@ -82,27 +84,51 @@ class IotApi:
         if len(parts) >= 2 and parts[0] == "things":
             name = parts[1]
             if not THING_NAME.match(name):
-                raise ApiError(400, "InvalidRequestException", f"Invalid thing name: {name!r} (allowed: [a-zA-Z0-9:_-], 1-128)")
+                raise ApiError(
+                    400,
+                    "InvalidRequestException",
+                    f"Invalid thing name: {name!r} (allowed: [a-zA-Z0-9:_-], 1-128)",
+                )
             if len(parts) == 3 and parts[2] == "principals":
                 principal = (headers or {}).get("x-amzn-principal")
                 if method == "GET":
                     return 200, self.security.list_thing_principals(name)
                 if method in ("PUT", "DELETE"):
-                    return 200, self.security.thing_principal(name, principal, attach=method == "PUT")
+                    return 200, self.security.thing_principal(
+                        name, principal, attach=method == "PUT"
+                    )
             if len(parts) == 2:
-                thing_op = {"POST": self.create_thing, "GET": self.describe_thing, "DELETE": self.delete_thing, "PATCH": self.update_thing}
+                thing_op = {
+                    "POST": self.create_thing,
+                    "GET": self.describe_thing,
+                    "DELETE": self.delete_thing,
+                    "PATCH": self.update_thing,
+                }
                 if method in thing_op:
                     return 200, thing_op[method](name, _json_body(body))
             elif len(parts) == 3 and parts[2] == "shadow":
                 if "name" in query:
-                    raise ApiError(400, "InvalidRequestException", "Named shadows are not supported by fakeiot; use the classic shadow")
-                shadow_op = {"GET": self.get_shadow, "POST": self.update_shadow, "DELETE": self.delete_shadow}
+                    raise ApiError(
+                        400,
+                        "InvalidRequestException",
+                        "Named shadows are not supported by fakeiot; use the classic shadow",
+                    )
+                shadow_op = {
+                    "GET": self.get_shadow,
+                    "POST": self.update_shadow,
+                    "DELETE": self.delete_shadow,
+                }
                 if method in shadow_op:
                     return 200, shadow_op[method](name, body)
         raise ApiError(404, "ResourceNotFoundException", f"No such operation: {method} {url.path}")
 
     def _route_security(
-        self, method: str, parts: list[str], query: dict[str, str], body: bytes, headers: dict[str, str]
+        self,
+        method: str,
+        parts: list[str],
+        query: dict[str, str],
+        body: bytes,
+        headers: dict[str, str],
     ) -> Any:
         sec = self.security
         if parts == ["keys-and-certificate"] and method == "POST":
@@ -168,10 +194,18 @@ class IotApi:
         type_name = body.get("thingTypeName")
         thing, created = self.store.create_thing(name, type_name, attributes)
         if not created and (thing.attributes != attributes or thing.type_name != type_name):
-            raise ApiError(409, "ResourceAlreadyExistsException", f"Thing {name} already exists with different attributes")
+            raise ApiError(
+                409,
+                "ResourceAlreadyExistsException",
+                f"Thing {name} already exists with different attributes",
+            )
         if created:
             self._registry_event(thing, "CREATED")
-        return {"thingName": thing.name, "thingArn": self.arn(thing.name), "thingId": thing.thing_id}
+        return {
+            "thingName": thing.name,
+            "thingArn": self.arn(thing.name),
+            "thingId": thing.thing_id,
+        }
 
     def describe_thing(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         thing = self.store.get_thing(name)
@@ -193,7 +227,11 @@ class IotApi:
 
         def change(thing: Thing) -> None:
             if expected is not None and expected != thing.version:
-                raise ApiError(409, "VersionConflictException", f"expectedVersion {expected} does not match {thing.version}")
+                raise ApiError(
+                    409,
+                    "VersionConflictException",
+                    f"expectedVersion {expected} does not match {thing.version}",
+                )
             if payload.get("merge"):
                 for key, value in attributes.items():
                     if value == "":
@@ -234,17 +272,27 @@ class IotApi:
         things = self.store.list_things()
         if "attributeName" in query:
             key, value = query["attributeName"], query.get("attributeValue")
-            things = [t for t in things if key in t.attributes and (value is None or t.attributes[key] == value)]
+            things = [
+                t
+                for t in things
+                if key in t.attributes and (value is None or t.attributes[key] == value)
+            ]
         try:
             start = int(query.get("nextToken", "0"))
             limit = int(query.get("maxResults", "250"))
         except ValueError:
-            raise ApiError(400, "InvalidRequestException", "nextToken and maxResults must be integers") from None
+            raise ApiError(
+                400, "InvalidRequestException", "nextToken and maxResults must be integers"
+            ) from None
         limit = max(1, min(limit, 250))
         page = things[start : start + limit]
         result: dict[str, Any] = {
             "things": [
-                {k: v for k, v in self._describe(t).items() if k in ("thingName", "thingTypeName", "thingArn", "attributes", "version")}
+                {
+                    k: v
+                    for k, v in self._describe(t).items()
+                    if k in ("thingName", "thingTypeName", "thingArn", "attributes", "version")
+                }
                 for t in page
             ]
         }
@@ -263,13 +311,17 @@ class IotApi:
     def delete_shadow(self, name: str, body: bytes) -> dict[str, Any]:
         return self._shadow_call(self.shadows.delete, name, b"")
 
-    def _shadow_call(self, operation: Callable[[str, bytes], Any], name: str, body: bytes) -> dict[str, Any]:
+    def _shadow_call(
+        self, operation: Callable[[str, bytes], Any], name: str, body: bytes
+    ) -> dict[str, Any]:
         try:
             outcome = operation(name, body)
         except ShadowError as exc:
-            error_type = {404: "ResourceNotFoundException", 409: "ConflictException", 413: "RequestEntityTooLargeException"}.get(
-                exc.code, "InvalidRequestException"
-            )
+            error_type = {
+                404: "ResourceNotFoundException",
+                409: "ConflictException",
+                413: "RequestEntityTooLargeException",
+            }.get(exc.code, "InvalidRequestException")
             raise ApiError(exc.code, error_type, exc.message) from None
         if outcome.publications:
             self.publish(outcome.publications)
@@ -292,11 +344,25 @@ def _attributes(payload: Any) -> dict[str, str]:
     if not payload:
         return {}
     attributes = payload.get("attributes") or {} if isinstance(payload, dict) else None
-    if not isinstance(attributes, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in attributes.items()):
-        raise ApiError(400, "InvalidRequestException", "attributePayload.attributes must map strings to strings")
+    if not isinstance(attributes, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in attributes.items()
+    ):
+        raise ApiError(
+            400,
+            "InvalidRequestException",
+            "attributePayload.attributes must map strings to strings",
+        )
     for key, value in attributes.items():  # AWS IoT's AttributeName / AttributeValue rules
         if not ATTRIBUTE_NAME.fullmatch(key):
-            raise ApiError(400, "InvalidRequestException", f"Invalid attribute name {key[:40]!r}: [a-zA-Z0-9_.,@/:#-], 1-128")
+            raise ApiError(
+                400,
+                "InvalidRequestException",
+                f"Invalid attribute name {key[:40]!r}: [a-zA-Z0-9_.,@/:#-], 1-128",
+            )
         if not ATTRIBUTE_VALUE.fullmatch(value):
-            raise ApiError(400, "InvalidRequestException", f"Invalid value of attribute {key}: [a-zA-Z0-9_.,@/:#=[]-], up to 800")
+            raise ApiError(
+                400,
+                "InvalidRequestException",
+                f"Invalid value of attribute {key}: [a-zA-Z0-9_.,@/:#=[]-], up to 800",
+            )
     return attributes

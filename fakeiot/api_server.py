@@ -34,7 +34,9 @@ from .errors import ApiError
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 1 << 20  # 1 MiB: above AWS IoT's largest request bodies (a shadow document is at most 8 KiB)
+MAX_BODY = (
+    1 << 20
+)  # 1 MiB: above AWS IoT's largest request bodies (a shadow document is at most 8 KiB)
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,15}", re.ASCII)
 
 
@@ -52,7 +54,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        self.connection.settimeout(self.server.read_timeout)  # every read of the request line, headers and body
+        self.connection.settimeout(
+            self.server.read_timeout
+        )  # every read of the request line, headers and body
 
     def _serve(self) -> None:
         try:
@@ -65,11 +69,21 @@ class _Handler(BaseHTTPRequestHandler):
         if self.server.access_keys and not (self.command == "GET" and self.path == "/health"):
             try:
                 sigv4.verify(
-                    self.command, self.path, headers, body,
-                    keys=self.server.access_keys, now=datetime.datetime.now(datetime.UTC),
+                    self.command,
+                    self.path,
+                    headers,
+                    body,
+                    keys=self.server.access_keys,
+                    now=datetime.datetime.now(datetime.UTC),
                 )
             except sigv4.SignatureRejected as exc:
-                log.warning("api %s: %s %s refused: %s", self.client_address[0], self.command, self.path[:80], exc.message)
+                log.warning(
+                    "api %s: %s %s refused: %s",
+                    self.client_address[0],
+                    self.command,
+                    self.path[:80],
+                    exc.message,
+                )
                 self._reply(403, {"message": exc.message}, exc.error_type)
                 return
         try:
@@ -83,7 +97,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _content_length(self) -> int:
         if self.headers.get("Transfer-Encoding") is not None:
-            raise _Refusal(400, "InvalidRequestException", "Transfer-Encoding is not supported: send the body with a Content-Length")
+            raise _Refusal(
+                400,
+                "InvalidRequestException",
+                "Transfer-Encoding is not supported: send the body with a Content-Length",
+            )
         values = {value.strip() for value in self.headers.get_all("Content-Length") or ()}
         if not values:
             return 0
@@ -91,9 +109,17 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Refusal(400, "InvalidRequestException", "conflicting Content-Length headers")
         text = values.pop()
         if not text.isascii() or not text.isdigit():
-            raise _Refusal(400, "InvalidRequestException", f"invalid Content-Length {text[:20]!r}: not a non-negative decimal integer")
+            raise _Refusal(
+                400,
+                "InvalidRequestException",
+                f"invalid Content-Length {text[:20]!r}: not a non-negative decimal integer",
+            )
         if not _CONTENT_LENGTH.fullmatch(text) or int(text) > MAX_BODY:
-            raise _Refusal(413, "RequestEntityTooLargeException", f"request body of {text[:20]} bytes is larger than fakeiot's 1 MiB limit")
+            raise _Refusal(
+                413,
+                "RequestEntityTooLargeException",
+                f"request body of {text[:20]} bytes is larger than fakeiot's 1 MiB limit",
+            )
         return int(text)
 
     def _read_body(self, length: int) -> bytes:
@@ -110,12 +136,18 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.settimeout(left)
                 chunk = self.rfile.read1(min(length - received, 65536))
                 if not chunk:
-                    raise _Refusal(400, "InvalidRequestException", f"request body ended after {received} of {length} bytes")
+                    raise _Refusal(
+                        400,
+                        "InvalidRequestException",
+                        f"request body ended after {received} of {length} bytes",
+                    )
                 chunks.append(chunk)
                 received += len(chunk)
         except TimeoutError:
             raise _Refusal(
-                408, "RequestTimeoutException", f"request body incomplete: {length} bytes announced, {received} received within {timeout:g} s"
+                408,
+                "RequestTimeoutException",
+                f"request body incomplete: {length} bytes announced, {received} received within {timeout:g} s",
             ) from None
         finally:
             self.connection.settimeout(timeout)
@@ -140,10 +172,17 @@ class ApiServer(ThreadingHTTPServer):
     block_on_close = True
 
     def __init__(
-        self, address: tuple[str, int], api: IotApi, *, access_keys: dict[str, str] | None = None, read_timeout: float = 20.0
+        self,
+        address: tuple[str, int],
+        api: IotApi,
+        *,
+        access_keys: dict[str, str] | None = None,
+        read_timeout: float = 20.0,
     ) -> None:
         self.api = api
-        self.access_keys = dict(access_keys or {})  # access key id -> secret; empty: requests are not checked
+        self.access_keys = dict(
+            access_keys or {}
+        )  # access key id -> secret; empty: requests are not checked
         self.read_timeout = read_timeout
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()

@@ -103,7 +103,9 @@ log = logging.getLogger(__name__)
 ROLE_ATTRIBUTE = "fakeiot_role"
 CERTIFICATE_ATTRIBUTE = "fakeiot_certificate_id"
 PRINCIPAL_ATTRIBUTE = presence.PRINCIPAL_ATTRIBUTE
-_GONE_ATTRIBUTE = "fakeiot_connection_gone"  # an asyncio.Event while a take-over waits for the old connection
+_GONE_ATTRIBUTE = (
+    "fakeiot_connection_gone"  # an asyncio.Event while a take-over waits for the old connection
+)
 TAKEOVER_TIMEOUT = 5.0
 CLOSE_FLUSH_TIMEOUT = 2.0  # seconds a closing connection may take to flush what it was sending
 
@@ -117,7 +119,9 @@ class TlsListener:
 
 
 def broker_config(host: str, port: int, tls: TlsListener | None = None) -> dict[str, Any]:
-    listeners: dict[str, Any] = {"default": {"type": "tcp", "bind": f"{host}:{port}", "max_connections": -1}}
+    listeners: dict[str, Any] = {
+        "default": {"type": "tcp", "bind": f"{host}:{port}", "max_connections": -1}
+    }
     if tls is not None:
         listeners["tls"] = {
             "type": "tcp",
@@ -163,11 +167,11 @@ class FakeIotBroker(Broker):
         credentials: Credentials,
         rules: RulesEngine | None = None,
         certificate_status: Callable[[str], str | None] = lambda _id: None,
-        limits: DeliveryLimits = DeliveryLimits(),
+        limits: DeliveryLimits | None = None,
     ) -> None:
         self._open_writers: set[asyncio.StreamWriter] = set()
         super().__init__(config)
-        self.limits = limits
+        self.limits = limits if limits is not None else DeliveryLimits()
         self.counters = LimitCounters()
         self.shadows = shadows
         self.rules = rules
@@ -197,7 +201,11 @@ class FakeIotBroker(Broker):
     def delivery_stats(self, client_id: str) -> DeliveryStats | None:
         """What the broker holds for a connected client (call on the broker's loop)."""
         entry = self._sessions.get(client_id)
-        if entry is None or not isinstance(entry[1], FakeIotProtocolHandler) or not entry[0].transitions.is_connected():
+        if (
+            entry is None
+            or not isinstance(entry[1], FakeIotProtocolHandler)
+            or not entry[0].transitions.is_connected()
+        ):
             return None
         return entry[1].delivery_stats()
 
@@ -214,7 +222,9 @@ class FakeIotBroker(Broker):
         # amqtt 0.12.1's version, with authentication and authorisation moved before the client id
         # touches any existing session (see the module docstring).
         try:
-            handler, incoming = await FakeIotProtocolHandler.init_from_connect(reader, writer, self.plugins_manager)
+            handler, incoming = await FakeIotProtocolHandler.init_from_connect(
+                reader, writer, self.plugins_manager
+            )
         except MQTTError:
             await writer.close()
             raise
@@ -231,13 +241,17 @@ class FakeIotBroker(Broker):
                 username=incoming.username,
                 password=incoming.password,
                 certificate_id=certificate,
-                certificate_status=self._certificate_status(certificate) if certificate is not None else None,
+                certificate_status=self._certificate_status(certificate)
+                if certificate is not None
+                else None,
                 will_topic=incoming.will_topic if incoming.will_flag else None,
                 credentials=self._credentials,
             )
         except ConnectRefused as refused:
             self.refusals += 1
-            log.warning("%r from %s: CONNECT refused: %s", client_id[:60], remote_address, refused.reason)
+            log.warning(
+                "%r from %s: CONNECT refused: %s", client_id[:60], remote_address, refused.reason
+            )
             try:
                 await ConnackPacket.build(0, refused.code).to_stream(writer)
             finally:
@@ -255,12 +269,23 @@ class FakeIotBroker(Broker):
             if getattr(existing, PRINCIPAL_ATTRIBUTE, None) == principal:
                 await self._end_connection_of(existing)
                 # as amqtt: the new connection brings its own will, keepalive and credentials
-                for name in ("will_flag", "will_message", "will_topic", "will_qos", "keep_alive", "username", "password"):
+                for name in (
+                    "will_flag",
+                    "will_message",
+                    "will_topic",
+                    "will_qos",
+                    "keep_alive",
+                    "username",
+                    "password",
+                ):
                     setattr(existing, name, getattr(incoming, name))
                 session = existing
                 session.parent = 1
             else:
-                log.info("%s: persistent session belongs to another principal: starting a new one", client_id)
+                log.info(
+                    "%s: persistent session belongs to another principal: starting a new one",
+                    client_id,
+                )
                 await self._delete_session(client_id)
         if isinstance(reader, BoundedStreamReader):
             reader.label = session.client_id
@@ -280,7 +305,10 @@ class FakeIotBroker(Broker):
         if entry is None or entry[0] is not session or not session.transitions.is_connected():
             return
         self.takeovers += 1
-        log.info("client %s connected again: disconnecting the previous connection (take-over)", session.client_id)
+        log.info(
+            "client %s connected again: disconnecting the previous connection (take-over)",
+            session.client_id,
+        )
         gone = asyncio.Event()
         setattr(session, _GONE_ATTRIBUTE, gone)
         setattr(session, presence.REASON_ATTRIBUTE, presence.DUPLICATE_CLIENTID)
@@ -288,7 +316,11 @@ class FakeIotBroker(Broker):
         try:
             await asyncio.wait_for(gone.wait(), TAKEOVER_TIMEOUT)
         except TimeoutError:
-            log.warning("%s: the previous connection did not end within %g s", session.client_id, TAKEOVER_TIMEOUT)
+            log.warning(
+                "%s: the previous connection did not end within %g s",
+                session.client_id,
+                TAKEOVER_TIMEOUT,
+            )
 
     async def _authenticate(self, session: Any, _listener: Any) -> bool:
         # Decided in _initialize_client_session, before take-over; only admitted sessions get here.
@@ -298,38 +330,63 @@ class FakeIotBroker(Broker):
         if session is None:
             return True
         role = getattr(session, ROLE_ATTRIBUTE, Role.DEVICE)
-        check = {Action.PUBLISH: may_publish, Action.SUBSCRIBE: may_subscribe, Action.RECEIVE: may_receive}[action]
+        check = {
+            Action.PUBLISH: may_publish,
+            Action.SUBSCRIBE: may_subscribe,
+            Action.RECEIVE: may_receive,
+        }[action]
         allowed = check(role, session.client_id, topic)
         if not allowed and action is Action.SUBSCRIBE:
             log.info("%s: SUBSCRIBE to %r refused by policy", session.client_id, topic)
         return allowed
 
-    async def _broadcast_message(self, session: Any, topic: Any, data: Any, force_qos: int | None = None) -> None:
+    async def _broadcast_message(
+        self, session: Any, topic: Any, data: Any, force_qos: int | None = None
+    ) -> None:
         await super()._broadcast_message(session, topic, data, force_qos)
         if self.rules is not None and topic:
             client_id = session.client_id if session is not None else None
-            for out_topic, payload, qos in self.rules.on_message(topic, bytes(data or b""), client_id):
+            for out_topic, payload, qos in self.rules.on_message(
+                topic, bytes(data or b""), client_id
+            ):
                 await super()._broadcast_message(None, out_topic, payload, qos)
 
-    async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int], session: Any) -> None:
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: Any
+    ) -> None:
         # amqtt calls this at CONNECT for every client's subscription filters: only this session's count.
         topic_filter = subscription[0]
-        if not any(subscriber is session for subscriber, _ in self._subscriptions.get(topic_filter, ())):
+        if not any(
+            subscriber is session for subscriber, _ in self._subscriptions.get(topic_filter, ())
+        ):
             return
         handler = self._get_handler(session)
         if handler is None:
             return
         tasks = []
         for topic, retained in list(self._retained_messages.items()):
-            if self._matches(topic, topic_filter) and await self._topic_filtering(session, topic, Action.RECEIVE):
+            if self._matches(topic, topic_filter) and await self._topic_filtering(
+                session, topic, Action.RECEIVE
+            ):
                 qos = min(subscription[1], retained.qos or subscription[1])
-                tasks.append(asyncio.ensure_future(handler.mqtt_publish(retained.topic, retained.data, qos, retain=True)))
+                tasks.append(
+                    asyncio.ensure_future(
+                        handler.mqtt_publish(retained.topic, retained.data, qos, retain=True)
+                    )
+                )
         if tasks:
             await asyncio.wait(tasks)
 
-    async def _retain_broadcast_message(self, broadcast: dict[str, Any], qos: int, target_session: Any) -> None:
+    async def _retain_broadcast_message(
+        self, broadcast: dict[str, Any], qos: int, target_session: Any
+    ) -> None:
         # A message for a disconnected persistent session: kept within the same bounds as a connected client's.
-        queue_offline(target_session, Outgoing(broadcast["topic"], broadcast["data"], qos, False), self.limits, self.counters)
+        queue_offline(
+            target_session,
+            Outgoing(broadcast["topic"], broadcast["data"], qos, False),
+            self.limits,
+            self.counters,
+        )
 
     async def _publish_session_retained_messages(self, session: Any) -> None:
         # Messages queued while a persistent session was offline: still subject to the receive check.
@@ -339,16 +396,28 @@ class FakeIotBroker(Broker):
         while handler is not None and not session.retained_messages.empty():
             queued = session.retained_messages.get_nowait()
             if await self._topic_filtering(session, queued.topic, Action.RECEIVE):
-                tasks.append(asyncio.ensure_future(handler.mqtt_publish(queued.topic, queued.data, queued.qos, retain=True)))
+                tasks.append(
+                    asyncio.ensure_future(
+                        handler.mqtt_publish(queued.topic, queued.data, queued.qos, retain=True)
+                    )
+                )
         if tasks:
             await asyncio.wait(tasks)
 
     def connected_client_ids(self) -> list[str]:
-        return [cid for cid, (session, _) in self._sessions.items() if session.transitions.is_connected()]
+        return [
+            cid
+            for cid, (session, _) in self._sessions.items()
+            if session.transitions.is_connected()
+        ]
 
-    async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str) -> None:
+    async def stream_connected(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
+    ) -> None:
         peer = writer.get_extra_info("peername")
-        bounded = BoundedStreamReader(reader, peer=f"{peer[0]}:{peer[1]}" if peer else "?", counters=self.counters)
+        bounded = BoundedStreamReader(
+            reader, peer=f"{peer[0]}:{peer[1]}" if peer else "?", counters=self.counters
+        )
         self._open_writers.add(writer)
         try:
             await self._client_connected(listener_name, bounded, _ClosingStreamWriter(writer))
@@ -375,16 +444,25 @@ class FakeIotBroker(Broker):
         entry = self._sessions.get(client_id)
         if entry is not None and entry[0].transitions.is_connected():
             self.takeovers += 1
-            log.info("client %s connected again: disconnecting the previous connection (take-over)", client_id)
+            log.info(
+                "client %s connected again: disconnecting the previous connection (take-over)",
+                client_id,
+            )
             setattr(entry[0], presence.REASON_ATTRIBUTE, presence.DUPLICATE_CLIENTID)
             await entry[1].stop()
         await super()._delete_session(client_id)
 
-    async def _handle_disconnect(self, client_session: Any, handler: Any, disconnect_waiter: Any) -> None:
+    async def _handle_disconnect(
+        self, client_session: Any, handler: Any, disconnect_waiter: Any
+    ) -> None:
         # Record why the client went before amqtt fires CLIENT_DISCONNECTED (see presence.py).
         if getattr(client_session, presence.REASON_ATTRIBUTE, None) is None:
             client_initiated = isinstance(disconnect_waiter.result(), DisconnectPacket)
-            reason = presence.CLIENT_INITIATED_DISCONNECT if client_initiated else presence.CONNECTION_LOST
+            reason = (
+                presence.CLIENT_INITIATED_DISCONNECT
+                if client_initiated
+                else presence.CONNECTION_LOST
+            )
             if self.transitions.state == "stopping":
                 reason = presence.SERVER_INITIATED_DISCONNECT
             setattr(client_session, presence.REASON_ATTRIBUTE, reason)
@@ -396,29 +474,47 @@ class FakeIotBroker(Broker):
                 gone.set()
                 setattr(client_session, _GONE_ATTRIBUTE, None)
 
-    async def _handle_message_delivery(self, client_session: Any, handler: Any, wait_deliver: Any) -> bool:
+    async def _handle_message_delivery(
+        self, client_session: Any, handler: Any, wait_deliver: Any
+    ) -> bool:
         app_message = wait_deliver.result()
         topic = app_message.topic if app_message is not None else None
-        if topic and not await self._topic_filtering(client_session, topic=topic, action=Action.PUBLISH):
+        if topic and not await self._topic_filtering(
+            client_session, topic=topic, action=Action.PUBLISH
+        ):
             # AWS IoT closes a client that publishes where its policy does not allow.
-            log.warning("%s: PUBLISH to %r refused by policy, closing connection", client_session.client_id, topic)
+            log.warning(
+                "%s: PUBLISH to %r refused by policy, closing connection",
+                client_session.client_id,
+                topic,
+            )
             self.refusals += 1
             setattr(client_session, presence.REASON_ATTRIBUTE, presence.FORBIDDEN_ACCESS)
             await handler.stop()
             return True
         if topic and topic.startswith("$") and not topic.startswith("$aws/"):
             # amqtt would log and then ignore the client forever; close it instead, as AWS IoT does.
-            log.warning("%s: PUBLISH to reserved topic %r refused, closing connection", client_session.client_id, topic)
+            log.warning(
+                "%s: PUBLISH to reserved topic %r refused, closing connection",
+                client_session.client_id,
+                topic,
+            )
             setattr(client_session, presence.REASON_ATTRIBUTE, presence.FORBIDDEN_ACCESS)
             await handler.stop()
             return True  # the message loop now sees the disconnect and cleans up
         if not topic or not topic.startswith("$aws/"):
-            return bool(await super()._handle_message_delivery(client_session, handler, wait_deliver))
+            return bool(
+                await super()._handle_message_delivery(client_session, handler, wait_deliver)
+            )
         await self.plugins_manager.fire_event(
             BrokerEvents.MESSAGE_RECEIVED, client_id=client_session.client_id, message=app_message
         )
         if "#" in topic or "+" in topic:
-            log.warning("%s: wildcard in PUBLISH topic %r, closing connection", client_session.client_id, topic)
+            log.warning(
+                "%s: wildcard in PUBLISH topic %r, closing connection",
+                client_session.client_id,
+                topic,
+            )
             return False
         payload = bytes(app_message.data or b"")
         await self._broadcast_message(client_session, topic, payload)

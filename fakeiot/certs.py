@@ -31,12 +31,18 @@ def _name(common_name: str, organization: str | None) -> x509.Name:
     return x509.Name(parts)
 
 
-def _write(directory: Path, stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> Issued:
+def _write(
+    directory: Path, stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
+) -> Issued:
     directory.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
     )
     key_path.chmod(0o600)
     return Issued(cert_path, key_path)
@@ -54,7 +60,7 @@ class CertificateAuthority:
             self.cert, self.key = existing
             return
         self.key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         name = _name(common_name, organization)
         self.cert = (
             x509.CertificateBuilder()
@@ -65,7 +71,10 @@ class CertificateAuthority:
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=365))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+            .add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                critical=True,
+            )
             .sign(self.key, hashes.SHA256())
         )
 
@@ -86,8 +95,14 @@ class CertificateAuthority:
         cert = self._build(common_name, None, key, (), (), server=False)
         return (
             cert.public_bytes(serialization.Encoding.PEM),
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
-            key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ),
         )
 
     def issue(
@@ -115,7 +130,7 @@ class CertificateAuthority:
         *,
         server: bool,
     ) -> x509.Certificate:
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         usage = [ExtendedKeyUsageOID.SERVER_AUTH] if server else [ExtendedKeyUsageOID.CLIENT_AUTH]
         builder = (
             x509.CertificateBuilder()
@@ -136,13 +151,21 @@ class CertificateAuthority:
 
 
 def make_development_pki(
-    directory: Path, *, server_names: tuple[str, ...] = ("localhost",), clients: tuple[str, ...] = ()
+    directory: Path,
+    *,
+    server_names: tuple[str, ...] = ("localhost",),
+    clients: tuple[str, ...] = (),
 ) -> dict[str, Issued]:
     """CA + server certificate (for ``server_names`` and 127.0.0.1) + one client certificate per name."""
     ca = CertificateAuthority()
     issued = {"ca": ca.save(directory)}
     issued["server"] = ca.issue(
-        directory, "server", server_names[0], dns_names=server_names, ip_addresses=("127.0.0.1",), server=True
+        directory,
+        "server",
+        server_names[0],
+        dns_names=server_names,
+        ip_addresses=("127.0.0.1",),
+        server=True,
     )
     for client in clients:
         issued[client] = ca.issue(directory, f"client-{client}", client)
@@ -154,6 +177,9 @@ def ensure_pki(directory: Path) -> tuple[CertificateAuthority, dict[str, Issued]
     ca_files = Issued(directory / "ca.pem", directory / "ca.key")
     server_files = Issued(directory / "server.pem", directory / "server.key")
     if all(p.is_file() for p in (ca_files.cert, ca_files.key, server_files.cert, server_files.key)):
-        return CertificateAuthority.load(ca_files.cert, ca_files.key), {"ca": ca_files, "server": server_files}
+        return CertificateAuthority.load(ca_files.cert, ca_files.key), {
+            "ca": ca_files,
+            "server": server_files,
+        }
     issued = make_development_pki(directory)
     return CertificateAuthority.load(issued["ca"].cert, issued["ca"].key), issued

@@ -23,11 +23,11 @@ import logging
 import os
 import signal
 import sys
-from urllib.parse import urlsplit
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
@@ -74,51 +74,98 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command")
 
-    serve = sub.add_parser("serve", help="run fakeiot (the default command)", formatter_class=_DefaultsButNotSecrets)
+    serve = sub.add_parser(
+        "serve", help="run fakeiot (the default command)", formatter_class=_DefaultsButNotSecrets
+    )
     _serve_options(serve, environ)
 
     thing = sub.add_parser("thing", help="manage Things in the registry")
     thing_sub = thing.add_subparsers(dest="action", required=True)
-    for action, text in (("create", "register a charge point"), ("describe", "show a Thing"), ("delete", "remove a Thing")):
+    for action, text in (
+        ("create", "register a charge point"),
+        ("describe", "show a Thing"),
+        ("delete", "remove a Thing"),
+    ):
         cmd = thing_sub.add_parser(action, help=text)
         cmd.add_argument("cp_id", metavar="CP_ID", help="charge point identity")
         if action == "create":
-            cmd.add_argument("--attribute", action="append", default=[], metavar="KEY=VALUE", help="Thing attribute (repeatable)")
+            cmd.add_argument(
+                "--attribute",
+                action="append",
+                default=[],
+                metavar="KEY=VALUE",
+                help="Thing attribute (repeatable)",
+            )
             secret = cmd.add_mutually_exclusive_group()
-            secret.add_argument("--password", help="require HTTP Basic auth with this password (OCPP security profile 1; "
-                                "16-40 characters); only its salted hash is stored")
-            secret.add_argument("--generate-password", action="store_true",
-                                help="like --password with a random password, printed once")
+            secret.add_argument(
+                "--password",
+                help="require HTTP Basic auth with this password (OCPP security profile 1; "
+                "16-40 characters); only its salted hash is stored",
+            )
+            secret.add_argument(
+                "--generate-password",
+                action="store_true",
+                help="like --password with a random password, printed once",
+            )
         cmd.add_argument("--api-url", default=api_url, help="fakeiot API (FAKEIOT_API_URL)")
     lister = thing_sub.add_parser("list", help="list Things")
     lister.add_argument("--api-url", default=api_url, help="fakeiot API (FAKEIOT_API_URL)")
 
-    certs = sub.add_parser("certs", help="write a throw-away development CA, server and client certificates",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    certs = sub.add_parser(
+        "certs",
+        help="write a throw-away development CA, server and client certificates",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     certs.add_argument("--out", required=True, help="directory for the PEM files")
-    certs.add_argument("--server-name", action="append", default=None, help="DNS name of the server certificate (repeatable)")
-    certs.add_argument("--client", action="append", default=[], help="common name of a client certificate (repeatable)")
+    certs.add_argument(
+        "--server-name",
+        action="append",
+        default=None,
+        help="DNS name of the server certificate (repeatable)",
+    )
+    certs.add_argument(
+        "--client",
+        action="append",
+        default=[],
+        help="common name of a client certificate (repeatable)",
+    )
 
     rule = sub.add_parser("rule", help="manage topic rules (AWS IoT SQL subset)")
     rule_sub = rule.add_subparsers(dest="action", required=True)
     create = rule_sub.add_parser("create", help="create a topic rule")
     create.add_argument("name", metavar="NAME", help="rule name ([a-zA-Z0-9_])")
     create.add_argument("--sql", required=True, help="SELECT ... FROM '<topic filter>' [WHERE ...]")
-    create.add_argument("--table", action="append", default=[], help="store each result in this table, keyed by its first column")
-    create.add_argument("--republish", action="append", default=[], metavar="TOPIC", help="publish each result to TOPIC (${...} templates allowed)")
+    create.add_argument(
+        "--table",
+        action="append",
+        default=[],
+        help="store each result in this table, keyed by its first column",
+    )
+    create.add_argument(
+        "--republish",
+        action="append",
+        default=[],
+        metavar="TOPIC",
+        help="publish each result to TOPIC (${...} templates allowed)",
+    )
     for action, text in (("get", "show a rule"), ("delete", "delete a rule")):
         rule_sub.add_parser(action, help=text).add_argument("name", metavar="NAME")
     rule_sub.add_parser("list", help="list rules")
     table = sub.add_parser("table", help="read what rules stored")
     table_sub = table.add_subparsers(dest="action", required=True)
-    table_sub.add_parser("scan", help="print every item of a table as JSON lines").add_argument("table", metavar="TABLE")
+    table_sub.add_parser("scan", help="print every item of a table as JSON lines").add_argument(
+        "table", metavar="TABLE"
+    )
     for parser in (create, table, rule, *rule_sub.choices.values(), *table_sub.choices.values()):
         if not any(a.dest == "api_url" for a in parser._actions):
             parser.add_argument("--api-url", default=api_url, help="fakeiot API (FAKEIOT_API_URL)")
 
     shadow = sub.add_parser("shadow", help="read or delete device shadows")
     shadow_sub = shadow.add_subparsers(dest="action", required=True)
-    for action, text in (("get", "print a charge point's shadow document"), ("delete", "delete a shadow")):
+    for action, text in (
+        ("get", "print a charge point's shadow document"),
+        ("delete", "delete a shadow"),
+    ):
         cmd = shadow_sub.add_parser(action, help=text)
         cmd.add_argument("cp_id", metavar="CP_ID", help="charge point identity")
         cmd.add_argument("--api-url", default=api_url, help="fakeiot API (FAKEIOT_API_URL)")
@@ -126,40 +173,91 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
 
 
 def _serve_options(p: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
-    p.add_argument("--host", default=_env(environ, "host", DEFAULTS.host), help="address to bind (MQTT and API)")
-    p.add_argument("--mqtt-port", type=int, default=_env(environ, "mqtt-port", DEFAULTS.mqtt_port), help="MQTT port")
-    p.add_argument("--api-port", type=int, default=_env(environ, "api-port", DEFAULTS.api_port), help="HTTP API port")
-    p.add_argument("--data-dir", default=_env(environ, "data-dir", str(DEFAULTS.data_dir)), help="registry and shadows are kept here")
-    p.add_argument("--tls-port", type=int, default=_env(environ, "tls-port", None),
-                   help="also serve MQTT over mutual TLS on this port (AWS IoT: 8883); the CA and server certificate "
-                        "are <data-dir>/certs/ca.pem and server.pem, made on first use")
-    p.add_argument("--rules", default=_env(environ, "rules", None),
-                   help='JSON file {"rules": {"<name>": {"sql": ..., "actions": [...]}}} loaded (replacing same-named rules) at start')
-    p.add_argument("--backend-password", default=_env(environ, "backend-password", None),
-                   help="password of the MQTT backend role (user fakeiot-backend); default: made once, kept in "
-                        "<data-dir>/backend-password.  Prefer FAKEIOT_BACKEND_PASSWORD to the flag")
-    p.add_argument("--gateway-password", default=_env(environ, "gateway-password", None),
-                   help="password of the gateway's MQTT credential (user fakeiot-gateway), which device clients "
-                        "(one per charge point) need on the plain listener; default: made once, kept in "
-                        "<data-dir>/gateway-password.  Prefer FAKEIOT_GATEWAY_PASSWORD to the flag")
-    p.add_argument("--allow-anonymous-devices", action="store_true",
-                   default=_flag(_env(environ, "allow-anonymous-devices", None)),
-                   help="development only: let MQTT clients without credentials connect as devices (any charge "
-                        "point id, so anyone who reaches the port can take a CP's connection); refused unless "
-                        "--host is a loopback address")
-    p.add_argument("--max-inflight", type=int, default=_env(environ, "max-inflight", DEFAULTS.max_inflight),
-                   help="unacknowledged QoS 1 messages per client (AWS IoT: 100); more wait in the client's queue")
-    p.add_argument("--max-queued-messages", type=int,
-                   default=_env(environ, "max-queued-messages", DEFAULTS.max_queued_messages),
-                   help="messages waiting for a client beyond its in-flight window (or while a persistent session "
-                        "is offline); more are dropped, with a log line")
-    p.add_argument("--max-queued-bytes", type=int, default=_env(environ, "max-queued-bytes", DEFAULTS.max_queued_bytes),
-                   help="bytes (payloads and topics) those waiting messages may hold")
-    p.add_argument("--api-access-key-id", default=_env(environ, "api-access-key-id", None),
-                   help="the HTTP API accepts only requests signed (AWS SigV4, as boto3 signs) with this access "
-                        "key and --api-secret-access-key; required when --host is not a loopback address")
-    p.add_argument("--api-secret-access-key", default=_env(environ, "api-secret-access-key", None),
-                   help="secret of --api-access-key-id.  Prefer FAKEIOT_API_SECRET_ACCESS_KEY to the flag")
+    p.add_argument(
+        "--host",
+        default=_env(environ, "host", DEFAULTS.host),
+        help="address to bind (MQTT and API)",
+    )
+    p.add_argument(
+        "--mqtt-port",
+        type=int,
+        default=_env(environ, "mqtt-port", DEFAULTS.mqtt_port),
+        help="MQTT port",
+    )
+    p.add_argument(
+        "--api-port",
+        type=int,
+        default=_env(environ, "api-port", DEFAULTS.api_port),
+        help="HTTP API port",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=_env(environ, "data-dir", str(DEFAULTS.data_dir)),
+        help="registry and shadows are kept here",
+    )
+    p.add_argument(
+        "--tls-port",
+        type=int,
+        default=_env(environ, "tls-port", None),
+        help="also serve MQTT over mutual TLS on this port (AWS IoT: 8883); the CA and server certificate "
+        "are <data-dir>/certs/ca.pem and server.pem, made on first use",
+    )
+    p.add_argument(
+        "--rules",
+        default=_env(environ, "rules", None),
+        help='JSON file {"rules": {"<name>": {"sql": ..., "actions": [...]}}} loaded (replacing same-named rules) at start',
+    )
+    p.add_argument(
+        "--backend-password",
+        default=_env(environ, "backend-password", None),
+        help="password of the MQTT backend role (user fakeiot-backend); default: made once, kept in "
+        "<data-dir>/backend-password.  Prefer FAKEIOT_BACKEND_PASSWORD to the flag",
+    )
+    p.add_argument(
+        "--gateway-password",
+        default=_env(environ, "gateway-password", None),
+        help="password of the gateway's MQTT credential (user fakeiot-gateway), which device clients "
+        "(one per charge point) need on the plain listener; default: made once, kept in "
+        "<data-dir>/gateway-password.  Prefer FAKEIOT_GATEWAY_PASSWORD to the flag",
+    )
+    p.add_argument(
+        "--allow-anonymous-devices",
+        action="store_true",
+        default=_flag(_env(environ, "allow-anonymous-devices", None)),
+        help="development only: let MQTT clients without credentials connect as devices (any charge "
+        "point id, so anyone who reaches the port can take a CP's connection); refused unless "
+        "--host is a loopback address",
+    )
+    p.add_argument(
+        "--max-inflight",
+        type=int,
+        default=_env(environ, "max-inflight", DEFAULTS.max_inflight),
+        help="unacknowledged QoS 1 messages per client (AWS IoT: 100); more wait in the client's queue",
+    )
+    p.add_argument(
+        "--max-queued-messages",
+        type=int,
+        default=_env(environ, "max-queued-messages", DEFAULTS.max_queued_messages),
+        help="messages waiting for a client beyond its in-flight window (or while a persistent session "
+        "is offline); more are dropped, with a log line",
+    )
+    p.add_argument(
+        "--max-queued-bytes",
+        type=int,
+        default=_env(environ, "max-queued-bytes", DEFAULTS.max_queued_bytes),
+        help="bytes (payloads and topics) those waiting messages may hold",
+    )
+    p.add_argument(
+        "--api-access-key-id",
+        default=_env(environ, "api-access-key-id", None),
+        help="the HTTP API accepts only requests signed (AWS SigV4, as boto3 signs) with this access "
+        "key and --api-secret-access-key; required when --host is not a loopback address",
+    )
+    p.add_argument(
+        "--api-secret-access-key",
+        default=_env(environ, "api-secret-access-key", None),
+        help="secret of --api-access-key-id.  Prefer FAKEIOT_API_SECRET_ACCESS_KEY to the flag",
+    )
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -175,11 +273,15 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         from .certs import make_development_pki
 
         issued = make_development_pki(
-            Path(args.out), server_names=tuple(args.server_name or ["localhost"]), clients=tuple(args.client)
+            Path(args.out),
+            server_names=tuple(args.server_name or ["localhost"]),
+            clients=tuple(args.client),
         )
         for name, files in issued.items():
             print(f"{name}: {files.cert} {files.key}")
-        print("development use only: these keys are unprotected and the CA is not trusted anywhere else")
+        print(
+            "development use only: these keys are unprotected and the CA is not trusted anywhere else"
+        )
         return 0
     try:
         thing_name = validate_identity(args.cp_id).thing_name if hasattr(args, "cp_id") else None
@@ -211,13 +313,33 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 def _rules(args: argparse.Namespace, iot: Any) -> int:
     if args.action == "create":
         actions: list[dict[str, Any]] = [
-            {"dynamoDBv2": {"roleArn": "arn:aws:iam::000000000000:role/fakeiot", "putItem": {"tableName": t}}} for t in args.table
+            {
+                "dynamoDBv2": {
+                    "roleArn": "arn:aws:iam::000000000000:role/fakeiot",
+                    "putItem": {"tableName": t},
+                }
+            }
+            for t in args.table
         ]
-        actions += [{"republish": {"roleArn": "arn:aws:iam::000000000000:role/fakeiot", "topic": t, "qos": 0}} for t in args.republish]
+        actions += [
+            {
+                "republish": {
+                    "roleArn": "arn:aws:iam::000000000000:role/fakeiot",
+                    "topic": t,
+                    "qos": 0,
+                }
+            }
+            for t in args.republish
+        ]
         if not actions:
-            print("error: give --table and/or --republish (what the rule does with each result)", file=sys.stderr)
+            print(
+                "error: give --table and/or --republish (what the rule does with each result)",
+                file=sys.stderr,
+            )
             return 2
-        iot.create_topic_rule(ruleName=args.name, topicRulePayload={"sql": args.sql, "actions": actions})
+        iot.create_topic_rule(
+            ruleName=args.name, topicRulePayload={"sql": args.sql, "actions": actions}
+        )
         print(f"created rule {args.name}")
     elif args.action == "list":
         for rule in iot.list_topic_rules()["rules"]:
@@ -251,7 +373,10 @@ def _scan(args: argparse.Namespace) -> int:
         with urlopen(Request(url, headers=dict(signed.headers.items())), timeout=10) as response:
             items = json.loads(response.read())["items"]
     except HTTPError as exc:
-        print(f"error: {exc.headers.get('x-amzn-ErrorType', exc.code)}: {exc.read().decode(errors='replace')[:200]}", file=sys.stderr)
+        print(
+            f"error: {exc.headers.get('x-amzn-ErrorType', exc.code)}: {exc.read().decode(errors='replace')[:200]}",
+            file=sys.stderr,
+        )
         return 1
     except URLError as exc:
         print(f"error: cannot reach fakeiot at {args.api_url}: {exc.reason}", file=sys.stderr)
@@ -285,7 +410,9 @@ def _manage(args: argparse.Namespace, thing_name: str | None, iot: Any, iot_data
                     print(f"error: {exc}", file=sys.stderr)
                     return 2
                 attributes.setdefault(SECURITY_PROFILE_ATTRIBUTE, "1")
-            result = iot.create_thing(thingName=thing_name, attributePayload={"attributes": attributes})
+            result = iot.create_thing(
+                thingName=thing_name, attributePayload={"attributes": attributes}
+            )
             print(f"created Thing {result['thingName']} ({result['thingArn']})")
             if args.generate_password:
                 print(f"password: {password}")
@@ -295,7 +422,9 @@ def _manage(args: argparse.Namespace, thing_name: str | None, iot: Any, iot_data
             doc.pop("ResponseMetadata", None)
             print(json.dumps(doc, indent=2))
             return 0
-        iot.describe_thing(thingName=thing_name)  # DeleteThing of a missing Thing succeeds (as on AWS): say so
+        iot.describe_thing(
+            thingName=thing_name
+        )  # DeleteThing of a missing Thing succeeds (as on AWS): say so
         iot.delete_thing(thingName=thing_name)
         print(f"deleted Thing {thing_name}")
         return 0
@@ -309,7 +438,9 @@ def _manage(args: argparse.Namespace, thing_name: str | None, iot: Any, iot_data
 
 
 def serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     for noisy in ("amqtt", "transitions"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     config = FakeIotConfig(
@@ -337,17 +468,29 @@ def serve(args: argparse.Namespace) -> int:
     except FakeIotError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    tls = f", mqtts://{config.host}:{iot.tls_port} (mutual TLS, CA {iot.ca_file})" if iot.tls_port else ""
-    print(f"fakeiot: MQTT mqtt://{config.host}:{iot.mqtt_port}{tls}, API {iot.api_url}, data in {config.data_dir}", flush=True)
+    tls = (
+        f", mqtts://{config.host}:{iot.tls_port} (mutual TLS, CA {iot.ca_file})"
+        if iot.tls_port
+        else ""
+    )
+    print(
+        f"fakeiot: MQTT mqtt://{config.host}:{iot.mqtt_port}{tls}, API {iot.api_url}, data in {config.data_dir}",
+        flush=True,
+    )
     print(
         f"fakeiot: backend role: MQTT user name fakeiot-backend, password in {config.backend_password_file}"
-        if not config.backend_password else "fakeiot: backend role: MQTT user name fakeiot-backend (password given)",
+        if not config.backend_password
+        else "fakeiot: backend role: MQTT user name fakeiot-backend (password given)",
         flush=True,
     )
     print(
         "fakeiot: device clients: MQTT user name fakeiot-gateway, password "
         + ("given" if config.gateway_password else f"in {config.gateway_password_file}")
-        + ("; clients without credentials are accepted too (--allow-anonymous-devices)" if config.allow_anonymous_devices else ""),
+        + (
+            "; clients without credentials are accepted too (--allow-anonymous-devices)"
+            if config.allow_anonymous_devices
+            else ""
+        ),
         flush=True,
     )
     try:

@@ -63,7 +63,9 @@ from .limits import (
 
 log = logging.getLogger(__name__)
 
-CLIENT_ERROR = "CLIENT_ERROR"  # AWS IoT's disconnectReason for, among others, a payload over the limit
+CLIENT_ERROR = (
+    "CLIENT_ERROR"  # AWS IoT's disconnectReason for, among others, a payload over the limit
+)
 
 
 @dataclass
@@ -95,7 +97,9 @@ class BoundedStreamReader(StreamReaderAdapter):
                 self._refused = True
                 self._counters.oversized += 1
                 log.warning("%s: %s: closing the connection", self.label, refused.reason)
-        raise asyncio.IncompleteReadError(b"", n if n > 0 else None)  # amqtt: no more data, the connection ends
+        raise asyncio.IncompleteReadError(
+            b"", n if n > 0 else None
+        )  # amqtt: no more data, the connection ends
 
 
 class FakeIotProtocolHandler(BrokerProtocolHandler):
@@ -123,7 +127,12 @@ class FakeIotProtocolHandler(BrokerProtocolHandler):
         return self._outbox.stats()
 
     async def mqtt_publish(
-        self, topic: str, data: bytes | bytearray, qos: int | None, retain: bool, ack_timeout: int | None = None
+        self,
+        topic: str,
+        data: bytes | bytearray,
+        qos: int | None,
+        retain: bool,
+        ack_timeout: int | None = None,
     ) -> OutgoingApplicationMessage:
         """Queue a message for this client and return at once; it is sent when the window allows."""
         message = Outgoing(topic, data, qos or 0, retain)
@@ -132,7 +141,11 @@ class FakeIotProtocolHandler(BrokerProtocolHandler):
         elif self._outbox.offer(message):
             if self._dropping:
                 self._dropping = False
-                log.info("%s: outgoing queue has room again (%d messages dropped so far)", self._client_id, self._outbox.dropped)
+                log.info(
+                    "%s: outgoing queue has room again (%d messages dropped so far)",
+                    self._client_id,
+                    self._outbox.dropped,
+                )
         else:
             self._counters.dropped += 1
             if not self._dropping:
@@ -141,7 +154,11 @@ class FakeIotProtocolHandler(BrokerProtocolHandler):
                 log.warning(
                     "%s: outgoing queue full (%d messages, %d bytes; %d unacknowledged, %d being written): "
                     "dropping messages for this client",
-                    self._client_id, stats.queued, stats.queued_bytes, stats.in_flight, stats.writing,
+                    self._client_id,
+                    stats.queued,
+                    stats.queued_bytes,
+                    stats.in_flight,
+                    stats.writing,
                 )
         self._pump()
         return OutgoingApplicationMessage(None, topic, qos, data, retain)
@@ -159,7 +176,9 @@ class FakeIotProtocolHandler(BrokerProtocolHandler):
             if session is None:
                 return
             packet_id = session.next_packet_id if message.qos else None
-            outgoing = OutgoingApplicationMessage(packet_id, message.topic, message.qos, message.data, message.retain)
+            outgoing = OutgoingApplicationMessage(
+                packet_id, message.topic, message.qos, message.data, message.retain
+            )
             await self._handle_message_flow(outgoing)
         except (AMQTTError, ProtocolHandlerError, TimeoutError, OSError) as exc:
             # The connection went (amqtt turns a cancelled write into ProtocolHandlerError), or, QoS 2 only,
@@ -198,7 +217,10 @@ class FakeIotProtocolHandler(BrokerProtocolHandler):
             self._counters.oversized += 1
             log.warning(
                 "%s: PUBLISH to %r with a payload of %d bytes (the limit is %d): closing the connection",
-                self._client_id, (publish_packet.topic_name or "")[:80], size, MAX_PAYLOAD,
+                self._client_id,
+                (publish_packet.topic_name or "")[:80],
+                size,
+                MAX_PAYLOAD,
             )
             if self.session is not None:
                 setattr(self.session, presence.REASON_ATTRIBUTE, CLIENT_ERROR)
@@ -228,7 +250,9 @@ _OFFLINE_BYTES_ATTRIBUTE = "fakeiot_offline_bytes"
 _OFFLINE_DROPPING_ATTRIBUTE = "fakeiot_offline_dropping"
 
 
-def queue_offline(session: Session, message: Outgoing, limits: DeliveryLimits, counters: LimitCounters) -> bool:
+def queue_offline(
+    session: Session, message: Outgoing, limits: DeliveryLimits, counters: LimitCounters
+) -> bool:
     """Keep a QoS 1 message for a disconnected persistent session, within the same bounds as the outbox
     (amqtt's queue for it, ``session.retained_messages``, has none); False: dropped and counted."""
     queue = session.retained_messages
@@ -241,7 +265,9 @@ def queue_offline(session: Session, message: Outgoing, limits: DeliveryLimits, c
             setattr(session, _OFFLINE_DROPPING_ATTRIBUTE, True)
             log.warning(
                 "%s: offline queue full (%d messages, %d bytes): dropping messages for this persistent session",
-                session.client_id, queue.qsize(), held,
+                session.client_id,
+                queue.qsize(),
+                held,
             )
         return False
     queue.put_nowait(RetainedApplicationMessage(None, message.topic, message.data, message.qos))

@@ -25,7 +25,9 @@ from dataclasses import dataclass
 
 MAX_PAYLOAD = 128 * 1024  # bytes; AWS IoT Core's "Message size" quota
 MAX_TOPIC_BYTES = 65535  # an MQTT UTF-8 string (AWS IoT itself allows 256 bytes)
-MAX_PACKET = MAX_PAYLOAD + 2 + MAX_TOPIC_BYTES + 2  # remaining length of the largest PUBLISH allowed
+MAX_PACKET = (
+    MAX_PAYLOAD + 2 + MAX_TOPIC_BYTES + 2
+)  # remaining length of the largest PUBLISH allowed
 MAX_PACKET_ID = 65535
 
 
@@ -39,7 +41,9 @@ class DeliveryLimits:
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_inflight <= MAX_PACKET_ID:
-            raise ValueError(f"max_inflight must be between 1 and {MAX_PACKET_ID}, not {self.max_inflight}")
+            raise ValueError(
+                f"max_inflight must be between 1 and {MAX_PACKET_ID}, not {self.max_inflight}"
+            )
         if self.max_queued_messages < 0 or self.max_queued_bytes < 0:
             raise ValueError("max_queued_messages and max_queued_bytes must not be negative")
 
@@ -91,7 +95,8 @@ class Outbox:
         """
         queue, limits = self._queue, self.limits
         if queue and (
-            len(queue) >= limits.max_queued_messages or self._queued_bytes + message.size > limits.max_queued_bytes
+            len(queue) >= limits.max_queued_messages
+            or self._queued_bytes + message.size > limits.max_queued_bytes
         ):
             self.dropped += 1
             return False
@@ -130,7 +135,9 @@ class Outbox:
         return waiting
 
     def stats(self) -> DeliveryStats:
-        return DeliveryStats(self.in_flight, self.writing, len(self._queue), self._queued_bytes, self.dropped)
+        return DeliveryStats(
+            self.in_flight, self.writing, len(self._queue), self._queued_bytes, self.dropped
+        )
 
 
 class PacketRefused(Exception):
@@ -155,7 +162,9 @@ class PacketSizeGuard:
     def __init__(self, max_remaining_length: int = MAX_PACKET) -> None:
         self.max_remaining_length = max_remaining_length
         self._body_left = 0
-        self._in_header = False  # the type byte has been read, the remaining length not yet complete
+        self._in_header = (
+            False  # the type byte has been read, the remaining length not yet complete
+        )
         self._length = 0
         self._shift = 0
 
@@ -166,7 +175,9 @@ class PacketSizeGuard:
             return
         if self._body_left:
             if n > self._body_left:
-                raise PacketRefused(f"a field of {n} bytes runs past the end of its packet ({self._body_left} bytes left)")
+                raise PacketRefused(
+                    f"a field of {n} bytes runs past the end of its packet ({self._body_left} bytes left)"
+                )
         elif n != 1:
             raise PacketRefused(f"a read of {n} bytes where a fixed header starts")
 
@@ -188,5 +199,7 @@ class PacketSizeGuard:
             return
         self._in_header = False
         if self._length > self.max_remaining_length:
-            raise PacketRefused(f"a packet of {self._length} bytes (the limit is {self.max_remaining_length})")
+            raise PacketRefused(
+                f"a packet of {self._length} bytes (the limit is {self.max_remaining_length})"
+            )
         self._body_left = self._length

@@ -47,7 +47,9 @@ from gateway.identity import validate_identity
 
 BACKEND_USERNAME = "fakeiot-backend"
 GATEWAY_USERNAME = "fakeiot-gateway"
-EVENTS_CLIENT_PREFIX = "gateway:events:"  # the gateway's registry-event watcher (the gateway principal only)
+EVENTS_CLIENT_PREFIX = (
+    "gateway:events:"  # the gateway's registry-event watcher (the gateway principal only)
+)
 
 # MQTT 3.1.1 CONNACK return codes
 IDENTIFIER_REJECTED = 2
@@ -106,7 +108,9 @@ def admit(
     registered through the API, but signed by fakeiot's CA).
     """
     if certificate_id is not None and certificate_status not in (None, "ACTIVE"):
-        raise ConnectRefused(NOT_AUTHORIZED, f"certificate {certificate_id[:12]} is {certificate_status}, not ACTIVE")
+        raise ConnectRefused(
+            NOT_AUTHORIZED, f"certificate {certificate_id[:12]} is {certificate_status}, not ACTIVE"
+        )
     if username == BACKEND_USERNAME:
         if not _password_matches(password, credentials.backend_password):
             raise ConnectRefused(NOT_AUTHORIZED, "wrong backend password")
@@ -123,22 +127,28 @@ def admit(
         principal = Principal(Role.DEVICE, "anonymous")
     else:
         raise ConnectRefused(
-            NOT_AUTHORIZED, f"no credentials: device clients need the gateway's (user name {GATEWAY_USERNAME})"
+            NOT_AUTHORIZED,
+            f"no credentials: device clients need the gateway's (user name {GATEWAY_USERNAME})",
         )
     if client_id.startswith(EVENTS_CLIENT_PREFIX) and principal.name == GATEWAY_USERNAME:
         # Only the gateway's own credential: registry events carry every Thing's attributes (password hashes).
         # The gateway's registry-event watcher (gateway/revocation.py); never a CP id (':' is not allowed in those).
         if will_topic is not None:
-            raise ConnectRefused(NOT_AUTHORIZED, "the registry-event client may not set a will message")
+            raise ConnectRefused(
+                NOT_AUTHORIZED, "the registry-event client may not set a will message"
+            )
         return principal
     try:
         validate_identity(client_id)
     except InvalidIdentity as exc:
         raise ConnectRefused(
-            IDENTIFIER_REJECTED, f"client id {client_id[:60]!r} is reserved for the backend role ({exc.reason})"
+            IDENTIFIER_REJECTED,
+            f"client id {client_id[:60]!r} is reserved for the backend role ({exc.reason})",
         ) from None
     if will_topic is not None and not may_publish(principal.role, client_id, will_topic):
-        raise ConnectRefused(NOT_AUTHORIZED, f"will topic {will_topic[:80]!r} is not one this client may publish to")
+        raise ConnectRefused(
+            NOT_AUTHORIZED, f"will topic {will_topic[:80]!r} is not one this client may publish to"
+        )
     return principal
 
 
@@ -158,7 +168,12 @@ def _own(client_id: str, topic: str, suffix: str) -> bool:
     if topic == f"{client_id}/{suffix}":
         return True
     levels = topic.split("/")
-    return len(levels) >= 4 and levels[:2] == ["$aws", "things"] and levels[2] == thing and levels[3] == "shadow"
+    return (
+        len(levels) >= 4
+        and levels[:2] == ["$aws", "things"]
+        and levels[2] == thing
+        and levels[3] == "shadow"
+    )
 
 
 def _registry_event(client_id: str, topic: str) -> bool:
@@ -166,7 +181,11 @@ def _registry_event(client_id: str, topic: str) -> bool:
     if not client_id.startswith(EVENTS_CLIENT_PREFIX):
         return False
     levels = topic.split("/")
-    return len(levels) == 5 and levels[:3] == ["$aws", "events", "thing"] and levels[4] in ("updated", "deleted")
+    return (
+        len(levels) == 5
+        and levels[:3] == ["$aws", "events", "thing"]
+        and levels[4] in ("updated", "deleted")
+    )
 
 
 def may_publish(role: Role, client_id: str, topic: str) -> bool:
@@ -174,11 +193,17 @@ def may_publish(role: Role, client_id: str, topic: str) -> bool:
 
 
 def may_receive(role: Role, client_id: str, topic: str) -> bool:
-    return role is Role.BACKEND or _own(client_id, topic, "out") or _registry_event(client_id, topic)
+    return (
+        role is Role.BACKEND or _own(client_id, topic, "out") or _registry_event(client_id, topic)
+    )
 
 
 def may_subscribe(role: Role, client_id: str, topic_filter: str) -> bool:
     """A device may only subscribe to filters that match nothing but its own topics
     (wildcards allowed only after ``$aws/things/<its Thing>/shadow``); the gateway's
     event watcher only to registry events."""
-    return role is Role.BACKEND or _own(client_id, topic_filter, "out") or _registry_event(client_id, topic_filter)
+    return (
+        role is Role.BACKEND
+        or _own(client_id, topic_filter, "out")
+        or _registry_event(client_id, topic_filter)
+    )

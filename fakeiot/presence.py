@@ -31,11 +31,15 @@ FORBIDDEN_ACCESS = "FORBIDDEN_ACCESS"
 SERVER_INITIATED_DISCONNECT = "SERVER_INITIATED_DISCONNECT"
 
 REASON_ATTRIBUTE = "fakeiot_disconnect_reason"
-PRINCIPAL_ATTRIBUTE = "fakeiot_principal"  # a fakeiot.policy.Principal, set by the broker at CONNECT
+PRINCIPAL_ATTRIBUTE = (
+    "fakeiot_principal"  # a fakeiot.policy.Principal, set by the broker at CONNECT
+)
 _SESSION_ID_ATTRIBUTE = "fakeiot_session_identifier"
 
 
-def connected_event(client_id: str, session_id: str, principal: str, ip: str | None, version: int, now_ms: int) -> dict[str, Any]:
+def connected_event(
+    client_id: str, session_id: str, principal: str, ip: str | None, version: int, now_ms: int
+) -> dict[str, Any]:
     event: dict[str, Any] = {
         "clientId": client_id,
         "timestamp": now_ms,
@@ -49,7 +53,9 @@ def connected_event(client_id: str, session_id: str, principal: str, ip: str | N
     return event
 
 
-def disconnected_event(client_id: str, session_id: str, principal: str, reason: str, version: int, now_ms: int) -> dict[str, Any]:
+def disconnected_event(
+    client_id: str, session_id: str, principal: str, reason: str, version: int, now_ms: int
+) -> dict[str, Any]:
     return {
         "clientId": client_id,
         "timestamp": now_ms,
@@ -74,18 +80,31 @@ class PresencePlugin(BasePlugin[BrokerContext]):
         setattr(client_session, _SESSION_ID_ATTRIBUTE, session_id)
         setattr(client_session, REASON_ATTRIBUTE, None)  # a persistent session object is reused
         event = connected_event(
-            client_id, session_id, _principal(client_session), getattr(client_session, "remote_address", None),
-            next(self._versions), int(time.time() * 1000),
+            client_id,
+            session_id,
+            _principal(client_session),
+            getattr(client_session, "remote_address", None),
+            next(self._versions),
+            int(time.time() * 1000),
         )
-        await self.context.broadcast_message(f"$aws/events/presence/connected/{client_id}", json.dumps(event).encode())
+        await self.context.broadcast_message(
+            f"$aws/events/presence/connected/{client_id}", json.dumps(event).encode()
+        )
 
     async def on_broker_client_disconnected(self, *, client_id: str, client_session: Any) -> None:
         reason = getattr(client_session, REASON_ATTRIBUTE, None) or CONNECTION_LOST
         session_id = getattr(client_session, _SESSION_ID_ATTRIBUTE, "")
         event = disconnected_event(
-            client_id, session_id, _principal(client_session), reason, next(self._versions), int(time.time() * 1000)
+            client_id,
+            session_id,
+            _principal(client_session),
+            reason,
+            next(self._versions),
+            int(time.time() * 1000),
         )
-        await self.context.broadcast_message(f"$aws/events/presence/disconnected/{client_id}", json.dumps(event).encode())
+        await self.context.broadcast_message(
+            f"$aws/events/presence/disconnected/{client_id}", json.dumps(event).encode()
+        )
 
 
 def _principal(session: Any) -> str:

@@ -53,7 +53,11 @@ class SecurityApi:
         except ValueError:
             parsed = None
         if not isinstance(parsed, dict) or "Statement" not in parsed:
-            raise ApiError(400, "MalformedPolicyException", "policyDocument must be a JSON policy with a Statement")
+            raise ApiError(
+                400,
+                "MalformedPolicyException",
+                "policyDocument must be a JSON policy with a Statement",
+            )
         created: list[bool] = []
 
         def create(existing: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -65,7 +69,12 @@ class SecurityApi:
         self.store.update_resource(POLICY_KIND, name, create)
         if not created:
             raise ApiError(409, "ResourceAlreadyExistsException", f"Policy {name} already exists")
-        return {"policyName": name, "policyArn": self._arn("policy", name), "policyDocument": document, "policyVersionId": "1"}
+        return {
+            "policyName": name,
+            "policyArn": self._arn("policy", name),
+            "policyDocument": document,
+            "policyVersionId": "1",
+        }
 
     def _policy(self, name: str) -> dict[str, Any]:
         doc = self.store.get_resource(POLICY_KIND, name)
@@ -76,8 +85,12 @@ class SecurityApi:
     def get_policy(self, name: str) -> dict[str, Any]:
         doc = self._policy(name)
         return {
-            "policyName": name, "policyArn": self._arn("policy", name), "policyDocument": doc["document"],
-            "defaultVersionId": "1", "creationDate": doc["created"], "lastModifiedDate": doc["created"],
+            "policyName": name,
+            "policyArn": self._arn("policy", name),
+            "policyDocument": doc["document"],
+            "defaultVersionId": "1",
+            "creationDate": doc["created"],
+            "lastModifiedDate": doc["created"],
         }
 
     def delete_policy(self, name: str) -> dict[str, Any]:
@@ -85,7 +98,11 @@ class SecurityApi:
             if existing is None:
                 raise not_found(f"Policy {name}")
             if existing["targets"]:
-                raise ApiError(409, "DeleteConflictException", f"Policy {name} is attached to {len(existing['targets'])} target(s)")
+                raise ApiError(
+                    409,
+                    "DeleteConflictException",
+                    f"Policy {name} is attached to {len(existing['targets'])} target(s)",
+                )
             return None
 
         self.store.update_resource(POLICY_KIND, name, delete)
@@ -118,7 +135,11 @@ class SecurityApi:
         cert_id = certificate_id(der)
         status = "ACTIVE" if query.get("setAsActive") == "true" else "INACTIVE"
         arn = self._arn("cert", cert_id)
-        self.store.put_resource(CERTIFICATE_KIND, cert_id, {"status": status, "pem": cert_pem.decode(), "created": time.time()})
+        self.store.put_resource(
+            CERTIFICATE_KIND,
+            cert_id,
+            {"status": status, "pem": cert_pem.decode(), "created": time.time()},
+        )
         return {
             "certificateArn": arn,
             "certificateId": cert_id,
@@ -136,15 +157,24 @@ class SecurityApi:
         doc = self._certificate(cert_id)
         return {
             "certificateDescription": {
-                "certificateArn": self._arn("cert", cert_id), "certificateId": cert_id, "status": doc["status"],
-                "certificatePem": doc["pem"], "creationDate": doc["created"], "lastModifiedDate": doc["created"],
+                "certificateArn": self._arn("cert", cert_id),
+                "certificateId": cert_id,
+                "status": doc["status"],
+                "certificatePem": doc["pem"],
+                "creationDate": doc["created"],
+                "lastModifiedDate": doc["created"],
             }
         }
 
     def list_certificates(self) -> dict[str, Any]:
         return {
             "certificates": [
-                {"certificateArn": self._arn("cert", cid), "certificateId": cid, "status": doc["status"], "creationDate": doc["created"]}
+                {
+                    "certificateArn": self._arn("cert", cid),
+                    "certificateId": cid,
+                    "status": doc["status"],
+                    "creationDate": doc["created"],
+                }
                 for cid, doc in self.store.list_resources(CERTIFICATE_KIND)
             ]
         }
@@ -165,14 +195,30 @@ class SecurityApi:
     def delete_certificate(self, cert_id: str, query: dict[str, str]) -> dict[str, Any]:
         doc = self._certificate(cert_id)
         if doc["status"] == "ACTIVE":
-            raise ApiError(409, "CertificateStateException", "Certificate must be deactivated (INACTIVE) before deletion")
+            raise ApiError(
+                409,
+                "CertificateStateException",
+                "Certificate must be deactivated (INACTIVE) before deletion",
+            )
         arn = self._arn("cert", cert_id)
-        things = [name for name, d in self.store.list_resources(PRINCIPALS_KIND) if arn in d["principals"]]
+        things = [
+            name for name, d in self.store.list_resources(PRINCIPALS_KIND) if arn in d["principals"]
+        ]
         if things:
-            raise ApiError(409, "DeleteConflictException", f"Certificate is attached to Thing(s) {', '.join(things)}")
-        policies = [name for name, d in self.store.list_resources(POLICY_KIND) if arn in d["targets"]]
+            raise ApiError(
+                409,
+                "DeleteConflictException",
+                f"Certificate is attached to Thing(s) {', '.join(things)}",
+            )
+        policies = [
+            name for name, d in self.store.list_resources(POLICY_KIND) if arn in d["targets"]
+        ]
         if policies and query.get("forceDelete") != "true":
-            raise ApiError(409, "DeleteConflictException", f"Certificate has policies attached: {', '.join(policies)}")
+            raise ApiError(
+                409,
+                "DeleteConflictException",
+                f"Certificate has policies attached: {', '.join(policies)}",
+            )
         for name in policies:
             self.attach_policy(name, {"target": arn}, attach=False)
         self.store.delete_resource(CERTIFICATE_KIND, cert_id)
@@ -187,7 +233,9 @@ class SecurityApi:
             raise not_found(f"Thing {thing}")
 
         def change(existing: dict[str, Any] | None) -> dict[str, Any] | None:
-            principals = [p for p in (existing or {"principals": []})["principals"] if p != principal]
+            principals = [
+                p for p in (existing or {"principals": []})["principals"] if p != principal
+            ]
             if attach:
                 principals.append(principal)
             return {"principals": principals} if principals else None
@@ -198,7 +246,11 @@ class SecurityApi:
     def list_thing_principals(self, thing: str) -> dict[str, Any]:
         if self.store.get_thing(thing) is None:
             raise not_found(f"Thing {thing}")
-        return {"principals": (self.store.get_resource(PRINCIPALS_KIND, thing) or {"principals": []})["principals"]}
+        return {
+            "principals": (self.store.get_resource(PRINCIPALS_KIND, thing) or {"principals": []})[
+                "principals"
+            ]
+        }
 
     def describe_endpoint(self, query: dict[str, str]) -> dict[str, Any]:
         return {"endpointAddress": self.endpoint}

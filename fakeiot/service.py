@@ -48,15 +48,21 @@ class FakeIotConfig:
     account_id: str = "000000000000"
     tls_port: int | None = None  # None: no TLS listener; 8883 is AWS IoT's
     pki_dir: Path | None = None  # None: <data-dir>/certs (made on first use)
-    backend_password: str | None = field(default=None, repr=False)  # None: <data-dir>/backend-password (made on first use)
+    backend_password: str | None = field(
+        default=None, repr=False
+    )  # None: <data-dir>/backend-password (made on first use)
     # The gateway's MQTT credential (user fakeiot-gateway) for device clients on the plain listener,
     # what the gateway's certificate is on AWS IoT.  None: <data-dir>/gateway-password (made on first use).
     gateway_password: str | None = field(default=None, repr=False)
-    allow_anonymous_devices: bool = False  # development only; refused unless `host` is a loopback address
+    allow_anonymous_devices: bool = (
+        False  # development only; refused unless `host` is a loopback address
+    )
     # SigV4 keys the HTTP API checks requests against; required to bind a non-loopback address.
     api_access_key_id: str | None = None
     api_secret_access_key: str | None = field(default=None, repr=False)
-    api_read_timeout: float = 20.0  # seconds a request's headers and body may take, and a connection may idle
+    api_read_timeout: float = (
+        20.0  # seconds a request's headers and body may take, and a connection may idle
+    )
     rules_file: Path | None = None
     # Per connected client (see fakeiot/limits.py): unacknowledged QoS 1 messages (AWS IoT: 100), and the
     # queue behind them; beyond it messages for that client are dropped (logged, counted).
@@ -164,8 +170,12 @@ class FakeIot:
             raise FakeIotError(str(exc)) from None
         self.store = Store(self.config.database)
         try:
-            self.backend_password = _secret(self.config.backend_password, self.config.backend_password_file)
-            self.gateway_password = _secret(self.config.gateway_password, self.config.gateway_password_file)
+            self.backend_password = _secret(
+                self.config.backend_password, self.config.backend_password_file
+            )
+            self.gateway_password = _secret(
+                self.config.gateway_password, self.config.gateway_password_file
+            )
             self.ca, pki = ensure_pki(self.config.certs_dir)
             self.ca_file = pki["ca"].cert
             self.rules = RulesEngine(self.store)
@@ -177,12 +187,17 @@ class FakeIot:
             raise FakeIotError(str(exc)) from None
         tls = None
         if self.config.tls_port is not None:
-            tls = TlsListener(self.config.tls_port, pki["ca"].cert, pki["server"].cert, pki["server"].key)
+            tls = TlsListener(
+                self.config.tls_port, pki["ca"].cert, pki["server"].cert, pki["server"].key
+            )
         shadows = ShadowService(self.store)
         ready = threading.Event()
         failure: list[BaseException] = []
         self._loop_thread = threading.Thread(
-            target=self._run_broker, args=(shadows, tls, limits, ready, failure), name="fakeiot-broker", daemon=False
+            target=self._run_broker,
+            args=(shadows, tls, limits, ready, failure),
+            name="fakeiot-broker",
+            daemon=False,
         )
         self._loop_thread.start()
         ready.wait()
@@ -194,25 +209,47 @@ class FakeIot:
                 f"{f' / TLS {self.config.tls_port}' if tls else ''}: {failure[0]}"
             )
         api = IotApi(
-            self.store, shadows, self._publish_threadsafe, region=self.config.region, account_id=self.config.account_id,
-            rules=self.rules, ca=self.ca, endpoint=f"{self.config.host}:{self.tls_port or self.mqtt_port}",
+            self.store,
+            shadows,
+            self._publish_threadsafe,
+            region=self.config.region,
+            account_id=self.config.account_id,
+            rules=self.rules,
+            ca=self.ca,
+            endpoint=f"{self.config.host}:{self.tls_port or self.mqtt_port}",
         )
         try:
-            keys = {self.config.api_access_key_id: self.config.api_secret_access_key or ""} if self.config.api_access_key_id else None
+            keys = (
+                {self.config.api_access_key_id: self.config.api_secret_access_key or ""}
+                if self.config.api_access_key_id
+                else None
+            )
             self._api_server = ApiServer(
-                (self.config.host, self.config.api_port), api, access_keys=keys, read_timeout=self.config.api_read_timeout
+                (self.config.host, self.config.api_port),
+                api,
+                access_keys=keys,
+                read_timeout=self.config.api_read_timeout,
             )
         except OSError as exc:
             self._stop_broker_thread()
             self.store.close()
-            raise FakeIotError(f"fakeiot HTTP API cannot listen on {self.config.host}:{self.config.api_port}: {exc}") from None
+            raise FakeIotError(
+                f"fakeiot HTTP API cannot listen on {self.config.host}:{self.config.api_port}: {exc}"
+            ) from None
         self.api_port = self._api_server.server_address[1]
-        self._api_thread = threading.Thread(target=self._api_server.serve_forever, name="fakeiot-api", daemon=False)
+        self._api_thread = threading.Thread(
+            target=self._api_server.serve_forever, name="fakeiot-api", daemon=False
+        )
         self._api_thread.start()
         log.info(
-            "fakeiot: MQTT on %s:%d%s, API on %s, data in %s", self.config.host, self.mqtt_port,
-            f", MQTT over mutual TLS on {self.tls_port} (CA {self.ca_file})" if self.tls_port else "",
-            self.api_url, self.config.data_dir,
+            "fakeiot: MQTT on %s:%d%s, API on %s, data in %s",
+            self.config.host,
+            self.mqtt_port,
+            f", MQTT over mutual TLS on {self.tls_port} (CA {self.ca_file})"
+            if self.tls_port
+            else "",
+            self.api_url,
+            self.config.data_dir,
         )
 
     def stop(self) -> None:
@@ -252,7 +289,11 @@ class FakeIot:
             broker = FakeIotBroker(
                 broker_config(self.config.host, self.config.mqtt_port, tls),
                 shadows,
-                credentials=Credentials(self.backend_password, self.gateway_password, self.config.allow_anonymous_devices),
+                credentials=Credentials(
+                    self.backend_password,
+                    self.gateway_password,
+                    self.config.allow_anonymous_devices,
+                ),
                 rules=self.rules,
                 certificate_status=self._certificate_status,
                 limits=limits,

@@ -91,7 +91,9 @@ def update(stored: Json | None, last_version: int, request: Json, now: int) -> U
             raise ShadowError(409, "Version conflict")
 
     previous = copy.deepcopy(stored) if stored else None
-    current: Json = copy.deepcopy(stored) if stored else {"state": {}, "metadata": {}, "version": last_version}
+    current: Json = (
+        copy.deepcopy(stored) if stored else {"state": {}, "metadata": {}, "version": last_version}
+    )
     written_meta: Json = {}
     for section in SECTIONS:
         if section not in state:
@@ -102,20 +104,29 @@ def update(stored: Json | None, last_version: int, request: Json, now: int) -> U
             current["metadata"].pop(section, None)
             written_meta[section] = {"timestamp": now}
             continue
-        merged, meta = _merge(current["state"].get(section, {}), current["metadata"].get(section, {}), value, now)
+        merged, meta = _merge(
+            current["state"].get(section, {}), current["metadata"].get(section, {}), value, now
+        )
         _set_or_drop(current["state"], section, merged)
         _set_or_drop(current["metadata"], section, meta)
         written_meta[section] = _metadata_for(value, now)
     current["version"] = current["version"] + 1
 
     token = client_token_of(request)
-    accepted: Json = {"state": state, "metadata": written_meta, "version": current["version"], "timestamp": now}
+    accepted: Json = {
+        "state": state,
+        "metadata": written_meta,
+        "version": current["version"],
+        "timestamp": now,
+    }
     documents: Json = {"current": _public(current), "timestamp": now}
     if previous is not None:
         documents = {"previous": _public(previous), **documents}
     delta = None
     if state.get("desired"):
-        diff = compute_delta(current["state"].get("desired", {}), current["state"].get("reported", {}))
+        diff = compute_delta(
+            current["state"].get("desired", {}), current["state"].get("reported", {})
+        )
         if diff:
             delta = {
                 "version": current["version"],
@@ -137,7 +148,12 @@ def get_document(stored: Json, now: int, client_token: str | None = None) -> Jso
     delta = compute_delta(state.get("desired", {}), state.get("reported", {}))
     if delta:
         state["delta"] = delta
-    doc: Json = {"state": state, "metadata": copy.deepcopy(stored["metadata"]), "version": stored["version"], "timestamp": now}
+    doc: Json = {
+        "state": state,
+        "metadata": copy.deepcopy(stored["metadata"]),
+        "version": stored["version"],
+        "timestamp": now,
+    }
     if client_token is not None:
         doc["clientToken"] = client_token
     return doc
@@ -196,7 +212,12 @@ def _merge(target: Json, meta: Json, patch: Json, now: int) -> tuple[Json, Json]
             target.pop(key, None)
             meta.pop(key, None)
         elif isinstance(value, dict) and isinstance(target.get(key), dict):
-            sub, sub_meta = _merge(target[key], meta.get(key, {}) if isinstance(meta.get(key), dict) else {}, value, now)
+            sub, sub_meta = _merge(
+                target[key],
+                meta.get(key, {}) if isinstance(meta.get(key), dict) else {},
+                value,
+                now,
+            )
             _set_or_drop(target, key, sub)
             _set_or_drop(meta, key, sub_meta)
         else:
@@ -231,9 +252,17 @@ def _pick(meta: Json, shape: Json) -> Json:
     out: Json = {}
     for key, value in shape.items():
         if key in meta:
-            out[key] = _pick(meta[key], value) if isinstance(value, dict) and isinstance(meta[key], dict) else meta[key]
+            out[key] = (
+                _pick(meta[key], value)
+                if isinstance(value, dict) and isinstance(meta[key], dict)
+                else meta[key]
+            )
     return out
 
 
 def _public(stored: Json) -> Json:
-    return {"state": copy.deepcopy(stored["state"]), "metadata": copy.deepcopy(stored["metadata"]), "version": stored["version"]}
+    return {
+        "state": copy.deepcopy(stored["state"]),
+        "metadata": copy.deepcopy(stored["metadata"]),
+        "version": stored["version"],
+    }

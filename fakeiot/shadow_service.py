@@ -54,7 +54,10 @@ class ShadowService:
             return result, result.stored, True
 
         result = self.store.with_shadow(thing_name, action)
-        pubs = [(f"{prefix}/update/accepted", _encode(result.accepted)), (f"{prefix}/update/documents", _encode(result.documents))]
+        pubs = [
+            (f"{prefix}/update/accepted", _encode(result.accepted)),
+            (f"{prefix}/update/documents", _encode(result.documents)),
+        ]
         if result.delta is not None:
             pubs.append((f"{prefix}/update/delta", _encode(result.delta)))
         return Outcome(result.accepted, pubs)
@@ -84,7 +87,9 @@ class ShadowService:
             return result, None, True
 
         document = self.store.with_shadow(thing_name, action)
-        return Outcome(document, [(f"$aws/things/{thing_name}/shadow/delete/accepted", _encode(document))])
+        return Outcome(
+            document, [(f"$aws/things/{thing_name}/shadow/delete/accepted", _encode(document))]
+        )
 
     def handle_mqtt(self, topic: str, payload: bytes) -> list[Publication] | None:
         """Answer an MQTT shadow request; None if ``topic`` is not one."""

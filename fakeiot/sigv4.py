@@ -64,33 +64,56 @@ def verify(
     """
     authorization = headers.get("authorization")
     if not authorization:
-        raise SignatureRejected("MissingAuthenticationTokenException", "Missing Authentication Token")
+        raise SignatureRejected(
+            "MissingAuthenticationTokenException", "Missing Authentication Token"
+        )
     match = _AUTHORIZATION.fullmatch(authorization.strip())
     if match is None:
-        raise SignatureRejected("IncompleteSignatureException", "Authorization header is not an AWS4-HMAC-SHA256 signature")
+        raise SignatureRejected(
+            "IncompleteSignatureException",
+            "Authorization header is not an AWS4-HMAC-SHA256 signature",
+        )
     secret = keys.get(match["key"])
     if secret is None:
-        raise SignatureRejected("UnrecognizedClientException", "The security token included in the request is invalid.")
+        raise SignatureRejected(
+            "UnrecognizedClientException", "The security token included in the request is invalid."
+        )
     signed = match["signed"].split(";")
-    if "host" not in signed or "x-amz-date" not in signed or any(name not in headers for name in signed):
-        raise SignatureRejected("IncompleteSignatureException", "host and x-amz-date must be signed, and every signed header sent")
+    if (
+        "host" not in signed
+        or "x-amz-date" not in signed
+        or any(name not in headers for name in signed)
+    ):
+        raise SignatureRejected(
+            "IncompleteSignatureException",
+            "host and x-amz-date must be signed, and every signed header sent",
+        )
     amz_date = headers["x-amz-date"]
     try:
         when = datetime.datetime.strptime(amz_date, SIGV4_TIMESTAMP).replace(tzinfo=datetime.UTC)
     except ValueError:
-        raise SignatureRejected("IncompleteSignatureException", f"X-Amz-Date {amz_date[:20]!r} is not YYYYMMDDTHHMMSSZ") from None
+        raise SignatureRejected(
+            "IncompleteSignatureException", f"X-Amz-Date {amz_date[:20]!r} is not YYYYMMDDTHHMMSSZ"
+        ) from None
     if abs(now - when) > MAX_SKEW:
         raise SignatureRejected(
             "InvalidSignatureException",
             f"Signature expired: {amz_date} is not within 15 minutes of {now.strftime(SIGV4_TIMESTAMP)}",
         )
     if match["day"] != amz_date[:8]:
-        raise SignatureRejected("InvalidSignatureException", "The credential scope's date is not the request's date")
+        raise SignatureRejected(
+            "InvalidSignatureException", "The credential scope's date is not the request's date"
+        )
     declared = headers.get("x-amz-content-sha256")
     if declared is not None and declared != hashlib.sha256(body).hexdigest():
-        raise SignatureRejected("InvalidSignatureException", "X-Amz-Content-SHA256 does not match the request body")
+        raise SignatureRejected(
+            "InvalidSignatureException", "X-Amz-Content-SHA256 does not match the request body"
+        )
     request = AWSRequest(
-        method=method, url=f"http://{headers['host']}{target}", data=body, headers={name: headers[name] for name in signed}
+        method=method,
+        url=f"http://{headers['host']}{target}",
+        data=body,
+        headers={name: headers[name] for name in signed},
     )
     request.context["timestamp"] = amz_date
     signer = SigV4Auth(Credentials(match["key"], secret), match["service"], match["region"])
@@ -98,7 +121,9 @@ def verify(
         canonical = signer.canonical_request(request)
         expected = signer.signature(signer.string_to_sign(request, canonical), request)
     except ValueError:  # a Host or target urlsplit() cannot read
-        raise SignatureRejected("IncompleteSignatureException", "The request cannot be canonicalised for SigV4") from None
+        raise SignatureRejected(
+            "IncompleteSignatureException", "The request cannot be canonicalised for SigV4"
+        ) from None
     if not hmac.compare_digest(expected, match["signature"]):
         raise SignatureRejected(
             "InvalidSignatureException",

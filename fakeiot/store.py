@@ -94,22 +94,38 @@ class Store:
     def get_thing(self, name: str) -> Thing | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT name, thing_id, type_name, attributes, version FROM things WHERE name = ?", (name,)
+                "SELECT name, thing_id, type_name, attributes, version FROM things WHERE name = ?",
+                (name,),
             ).fetchone()
         return _thing(row) if row else None
 
-    def create_thing(self, name: str, type_name: str | None, attributes: dict[str, str]) -> tuple[Thing, bool]:
+    def create_thing(
+        self, name: str, type_name: str | None, attributes: dict[str, str]
+    ) -> tuple[Thing, bool]:
         """Create a Thing; returns (thing, created).  An identical existing Thing is returned as is."""
         with self._transaction() as db:
             row = db.execute(
-                "SELECT name, thing_id, type_name, attributes, version FROM things WHERE name = ?", (name,)
+                "SELECT name, thing_id, type_name, attributes, version FROM things WHERE name = ?",
+                (name,),
             ).fetchone()
             if row:
                 return _thing(row), False
-            thing = Thing(name=name, thing_id=str(uuid.uuid4()), type_name=type_name, attributes=dict(attributes))
+            thing = Thing(
+                name=name,
+                thing_id=str(uuid.uuid4()),
+                type_name=type_name,
+                attributes=dict(attributes),
+            )
             db.execute(
                 "INSERT INTO things VALUES (?, ?, ?, ?, ?, ?)",
-                (name, thing.thing_id, type_name, json.dumps(thing.attributes), thing.version, time.time()),
+                (
+                    name,
+                    thing.thing_id,
+                    type_name,
+                    json.dumps(thing.attributes),
+                    thing.version,
+                    time.time(),
+                ),
             )
             return thing, True
 
@@ -128,7 +144,8 @@ class Store:
         """Apply ``change`` to the Thing in one transaction; None if it does not exist."""
         with self._transaction() as db:
             row = db.execute(
-                "SELECT name, thing_id, type_name, attributes, version FROM things WHERE name = ?", (name,)
+                "SELECT name, thing_id, type_name, attributes, version FROM things WHERE name = ?",
+                (name,),
             ).fetchone()
             if not row:
                 return None
@@ -143,7 +160,11 @@ class Store:
 
     # -- shadows -----------------------------------------------------------------
 
-    def with_shadow(self, name: str, action: Callable[[dict[str, Any] | None, int], tuple[Any, dict[str, Any] | None, bool]]) -> Any:
+    def with_shadow(
+        self,
+        name: str,
+        action: Callable[[dict[str, Any] | None, int], tuple[Any, dict[str, Any] | None, bool]],
+    ) -> Any:
         """Run ``action(document, version)`` atomically.
 
         ``action`` returns ``(result, new_document, write)``: when ``write``
@@ -151,7 +172,9 @@ class Store:
         stored.  ``result`` is returned.
         """
         with self._transaction() as db:
-            row = db.execute("SELECT document, version FROM shadows WHERE name = ?", (name,)).fetchone()
+            row = db.execute(
+                "SELECT document, version FROM shadows WHERE name = ?", (name,)
+            ).fetchone()
             document = json.loads(row[0]) if row and row[0] is not None else None
             version = row[1] if row else 0
             result, new_document, write = action(document, version)
@@ -180,13 +203,19 @@ class Store:
 
     def get_resource(self, kind: str, name: str) -> dict[str, Any] | None:
         with self._lock:
-            row = self._db.execute("SELECT document FROM resources WHERE kind = ? AND name = ?", (kind, name)).fetchone()
+            row = self._db.execute(
+                "SELECT document FROM resources WHERE kind = ? AND name = ?", (kind, name)
+            ).fetchone()
         return json.loads(row[0]) if row else None
 
-    def update_resource(self, kind: str, name: str, change: Callable[[dict[str, Any] | None], dict[str, Any] | None]) -> None:
+    def update_resource(
+        self, kind: str, name: str, change: Callable[[dict[str, Any] | None], dict[str, Any] | None]
+    ) -> None:
         """Read-modify-write one resource atomically; ``change`` returning None deletes it."""
         with self._transaction() as db:
-            row = db.execute("SELECT document FROM resources WHERE kind = ? AND name = ?", (kind, name)).fetchone()
+            row = db.execute(
+                "SELECT document FROM resources WHERE kind = ? AND name = ?", (kind, name)
+            ).fetchone()
             new = change(json.loads(row[0]) if row else None)
             if new is None:
                 db.execute("DELETE FROM resources WHERE kind = ? AND name = ?", (kind, name))
@@ -198,11 +227,18 @@ class Store:
 
     def delete_resource(self, kind: str, name: str) -> bool:
         with self._transaction() as db:
-            return db.execute("DELETE FROM resources WHERE kind = ? AND name = ?", (kind, name)).rowcount > 0
+            return (
+                db.execute(
+                    "DELETE FROM resources WHERE kind = ? AND name = ?", (kind, name)
+                ).rowcount
+                > 0
+            )
 
     def list_resources(self, kind: str) -> list[tuple[str, dict[str, Any]]]:
         with self._lock:
-            rows = self._db.execute("SELECT name, document FROM resources WHERE kind = ? ORDER BY name", (kind,)).fetchall()
+            rows = self._db.execute(
+                "SELECT name, document FROM resources WHERE kind = ? ORDER BY name", (kind,)
+            ).fetchall()
         return [(r[0], json.loads(r[1])) for r in rows]
 
     # -- rule tables (what the rules engine's table action writes) --------------------
@@ -217,9 +253,17 @@ class Store:
 
     def scan_items(self, table: str) -> list[dict[str, Any]]:
         with self._lock:
-            rows = self._db.execute("SELECT item FROM table_items WHERE table_name = ? ORDER BY key", (table,)).fetchall()
+            rows = self._db.execute(
+                "SELECT item FROM table_items WHERE table_name = ? ORDER BY key", (table,)
+            ).fetchall()
         return [json.loads(r[0]) for r in rows]
 
 
 def _thing(row: tuple[Any, ...]) -> Thing:
-    return Thing(name=row[0], thing_id=row[1], type_name=row[2], attributes=json.loads(row[3]), version=row[4])
+    return Thing(
+        name=row[0],
+        thing_id=row[1],
+        type_name=row[2],
+        attributes=json.loads(row[3]),
+        version=row[4],
+    )

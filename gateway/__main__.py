@@ -33,7 +33,9 @@ async def _main(config: GatewayConfig) -> None:
             )
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
-                logging.getLogger("gateway").info("received %s: shutting down", signal.Signals(signum).name)
+                logging.getLogger("gateway").info(
+                    "received %s: shutting down", signal.Signals(signum).name
+                )
                 await running.bridge.drain()
                 nursery.cancel_scope.cancel()
                 break
@@ -52,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         for error in errors:
             if isinstance(error, OSError) and not isinstance(error, GatewayError):
-                print(f"error: cannot listen on {config.host}:{config.port}: {error}", file=sys.stderr)
+                print(
+                    f"error: cannot listen on {config.host}:{config.port}: {error}", file=sys.stderr
+                )
             else:
                 print(f"error: {error}", file=sys.stderr)
         return 2

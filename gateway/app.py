@@ -78,12 +78,19 @@ class RunningGateway:
     watch: RegistryWatch | None = None
 
 
-async def run_gateway(config: GatewayConfig, *, task_status: trio.TaskStatus[RunningGateway] = trio.TASK_STATUS_IGNORED) -> None:
+async def run_gateway(
+    config: GatewayConfig,
+    *,
+    task_status: trio.TaskStatus[RunningGateway] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """Run until cancelled.  Reports a :class:`RunningGateway` once serving."""
     async with AsyncExitStack() as stack:
         iot: FakeIot | None = None
         address, api_url = config.broker_address, config.iot_api_url
-        backend_user, backend_password = config.processor_mqtt_username, config.processor_mqtt_password
+        backend_user, backend_password = (
+            config.processor_mqtt_username,
+            config.processor_mqtt_password,
+        )
         device_user, device_password = config.mqtt_username, config.mqtt_password
         mqtt_tls = mqtt_ssl_context(config)
         if config.embedded:
@@ -100,7 +107,10 @@ async def run_gateway(config: GatewayConfig, *, task_status: trio.TaskStatus[Run
             )
             address, api_url = ("127.0.0.1", iot.mqtt_port), iot.api_url
             backend_user, backend_password = BACKEND_USERNAME, iot.backend_password
-            device_user, device_password = GATEWAY_USERNAME, iot.gateway_password  # the gateway's principal
+            device_user, device_password = (
+                GATEWAY_USERNAME,
+                iot.gateway_password,
+            )  # the gateway's principal
         assert address is not None
         mqtt_host, mqtt_port = address
         iot_client, iot_data = await trio.to_thread.run_sync(
@@ -128,11 +138,19 @@ async def run_gateway(config: GatewayConfig, *, task_status: trio.TaskStatus[Run
             processor_driver = await stack.enter_async_context(
                 # The processor consumes every CP's CALLs: a far larger backlog than one CP's.
                 open_mqtt_driver(
-                    replace(settings, username=backend_user, password=backend_password, max_backlog_bytes=64 << 20)
+                    replace(
+                        settings,
+                        username=backend_user,
+                        password=backend_password,
+                        max_backlog_bytes=64 << 20,
+                    )
                 )
             )
         registry = Registry(
-            iot_client, ttl=config.registry_ttl, negative_ttl=config.registry_negative_ttl, rate=config.registry_rate
+            iot_client,
+            ttl=config.registry_ttl,
+            negative_ttl=config.registry_negative_ttl,
+            rate=config.registry_rate,
         )
         bridge = Bridge(
             driver=driver,
@@ -167,7 +185,11 @@ async def run_gateway(config: GatewayConfig, *, task_status: trio.TaskStatus[Run
             await nursery.start(GcPolicy(config.gc_full_interval, config.gc_young_interval).run)
             processor = None
             if config.run_processor:
-                processor = Processor(processor_driver, iot_data, ProcessorSettings(heartbeat_interval=config.heartbeat_interval))
+                processor = Processor(
+                    processor_driver,
+                    iot_data,
+                    ProcessorSettings(heartbeat_interval=config.heartbeat_interval),
+                )
                 # Supervised: a processor crash after it started is logged and restarted, never ends the gateway.
                 await nursery.start(processor.run_supervised)
             server: GatewayWebSocketServer = await nursery.start(
@@ -186,7 +208,13 @@ async def run_gateway(config: GatewayConfig, *, task_status: trio.TaskStatus[Run
             url = f"{'wss' if ssl_context else 'ws'}://{config.host}:{port}{config.base_path}"
             log.info(
                 "gateway: serving OCPP-J (%s) on %s/<charge-point-id>; MQTT %s://%s:%d%s",
-                ", ".join(config.subprotocols), url, "mqtts" if mqtt_tls else "mqtt", mqtt_host, mqtt_port,
+                ", ".join(config.subprotocols),
+                url,
+                "mqtts" if mqtt_tls else "mqtt",
+                mqtt_host,
+                mqtt_port,
                 f"; registry API {api_url}" if api_url else "; registry: AWS IoT",
             )
-            task_status.started(RunningGateway(url, port, bridge, driver, iot, processor, loop, watch=watch))
+            task_status.started(
+                RunningGateway(url, port, bridge, driver, iot, processor, loop, watch=watch)
+            )

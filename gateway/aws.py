@@ -26,7 +26,12 @@ class AwsSettings:
 def make_clients(settings: AwsSettings) -> tuple[Any, Any]:
     """Return ``(iot, iot_data)`` clients.  boto3 clients are thread-safe."""
     session = boto3.session.Session(region_name=settings.region)
-    config = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=3, read_timeout=10, max_pool_connections=32)
+    config = Config(
+        retries={"max_attempts": 2, "mode": "standard"},
+        connect_timeout=3,
+        read_timeout=10,
+        max_pool_connections=32,
+    )
     extra: dict[str, Any] = {}
     if settings.iot_endpoint_url and session.get_credentials() is None:
         extra = {"aws_access_key_id": "fakeiot", "aws_secret_access_key": "fakeiot"}

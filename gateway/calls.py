@@ -93,4 +93,6 @@ class CallTimeouts:
 
 def timeout_call_error(message_id: str, timeout: float) -> str:
     """The CALLERROR the gateway sends in the CSMS's place (``InternalError`` exists in 1.6 and 2.0.1)."""
-    return json.dumps([4, message_id, "InternalError", f"CSMS did not answer within {timeout:g} s", {}])
+    return json.dumps(
+        [4, message_id, "InternalError", f"CSMS did not answer within {timeout:g} s", {}]
+    )

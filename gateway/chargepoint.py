@@ -45,12 +45,17 @@ def payload_of(message: Any) -> dict[str, Any]:
     return remove_nones(snake_to_camel_case(serialize_as_dict(message)))  # type: ignore[no-any-return]
 
 
-def boot_notification(version: str, *, vendor: str, model: str, serial: str, firmware: str) -> tuple[str, dict[str, Any]]:
+def boot_notification(
+    version: str, *, vendor: str, model: str, serial: str, firmware: str
+) -> tuple[str, dict[str, Any]]:
     if version == "1.6":
         from ocpp.v16 import call as v16
 
         msg: Any = v16.BootNotification(
-            charge_point_vendor=vendor, charge_point_model=model, charge_point_serial_number=serial, firmware_version=firmware
+            charge_point_vendor=vendor,
+            charge_point_model=model,
+            charge_point_serial_number=serial,
+            firmware_version=firmware,
         )
     else:
         from ocpp.v201 import call as v201
@@ -72,7 +77,13 @@ def heartbeat() -> tuple[str, dict[str, Any]]:
 class ChargePoint:
     """One OCPP-J connection, from the charge point's side."""
 
-    def __init__(self, ws: WebSocketConnection, cp_id: str, *, on_frame: Callable[[str, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        ws: WebSocketConnection,
+        cp_id: str,
+        *,
+        on_frame: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.ws = ws
         self.cp_id = cp_id
         self.subprotocol = ws.subprotocol
@@ -89,7 +100,9 @@ class ChargePoint:
         self._on_frame("received", text)
         return text
 
-    async def call(self, action: str, payload: dict[str, Any], *, timeout: float = 30.0) -> dict[str, Any]:
+    async def call(
+        self, action: str, payload: dict[str, Any], *, timeout: float = 30.0
+    ) -> dict[str, Any]:
         """Send a CALL and return the CALLRESULT payload (CallErrorReceived on a CALLERROR)."""
         call = Call(str(uuid.uuid4()), action, payload)
         await validate_payload(call, self.version)
@@ -99,7 +112,9 @@ class ChargePoint:
                 frame = json.loads(await self.receive_text())
                 if frame[0] == 2:
                     # The CSMS asked something; this simple client implements nothing.
-                    await self.send_text(json.dumps([4, frame[1], "NotImplemented", f"{frame[2]} not supported", {}]))
+                    await self.send_text(
+                        json.dumps([4, frame[1], "NotImplemented", f"{frame[2]} not supported", {}])
+                    )
                     continue
                 if frame[1] != call.unique_id:
                     continue
@@ -131,8 +146,13 @@ async def open_client_websocket(
     resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     host_header = host if port in (80, 443) else f"{host}:{port}"
     if secure:
-        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] = await trio.open_ssl_over_tcp_stream(
-            host, port, ssl_context=ssl_context or ssl.create_default_context(), https_compatible=True
+        stream: (
+            trio.SocketStream | trio.SSLStream[trio.SocketStream]
+        ) = await trio.open_ssl_over_tcp_stream(
+            host,
+            port,
+            ssl_context=ssl_context or ssl.create_default_context(),
+            https_compatible=True,
         )
     else:
         stream = await trio.open_tcp_stream(host, port)
@@ -145,7 +165,12 @@ async def open_client_websocket(
                 try:
                     with trio.fail_after(connect_timeout):
                         ws = await wrap_client_stream(
-                            nursery, stream, host_header, resource, subprotocols=subprotocols, extra_headers=extra_headers
+                            nursery,
+                            stream,
+                            host_header,
+                            resource,
+                            subprotocols=subprotocols,
+                            extra_headers=extra_headers,
                         )
                 except trio.TooSlowError:
                     raise ConnectionTimeout from None
@@ -181,10 +206,20 @@ async def connect(
     target = f"{url.rstrip('/')}/{cp_id}"
     headers = [basic_auth_header(cp_id, password)] if password is not None else None
     async with open_client_websocket(
-        target, subprotocols=subprotocols or ["ocpp2.0.1"], extra_headers=headers, ssl_context=ssl_context,
+        target,
+        subprotocols=subprotocols or ["ocpp2.0.1"],
+        extra_headers=headers,
+        ssl_context=ssl_context,
         connect_timeout=connect_timeout,
     ) as ws:
         yield ChargePoint(ws, cp_id, on_frame=on_frame)
 
 
-__all__ = ["CallErrorReceived", "ChargePoint", "ConnectionClosed", "boot_notification", "connect", "heartbeat"]
+__all__ = [
+    "CallErrorReceived",
+    "ChargePoint",
+    "ConnectionClosed",
+    "boot_notification",
+    "connect",
+    "heartbeat",
+]

@@ -43,26 +43,38 @@ def check_client_certificate(
     """Raise :class:`ConnectionRefused` (1008) unless the certificate belongs to this CP."""
     cp_id = identity.cp_id
     if der is None:
-        raise ConnectionRefused(f"Charge Point {cp_id} uses security profile 3: a TLS client certificate is required")
+        raise ConnectionRefused(
+            f"Charge Point {cp_id} uses security profile 3: a TLS client certificate is required"
+        )
     try:
         cert = x509.load_der_x509_certificate(der)
     except ValueError:
         raise ConnectionRefused(f"Charge Point {cp_id}: unreadable client certificate") from None
     organizations = _names(cert, NameOID.ORGANIZATION_NAME)
     if not any(cpo_name in o for o in organizations):
-        raise ConnectionRefused(f"Charge Point {cp_id}: client certificate O does not contain the CPO name")
+        raise ConnectionRefused(
+            f"Charge Point {cp_id}: client certificate O does not contain the CPO name"
+        )
     common_names = _names(cert, NameOID.COMMON_NAME)
     try:
-        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+        sans = cert.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        ).value.get_values_for_type(x509.DNSName)
     except x509.ExtensionNotFound:
         sans = []
     by_cn = binding in ("cn-or-san", "cn") and cp_id in common_names
     by_san = binding in ("cn-or-san", "san") and cp_id in sans
     if not (by_cn or by_san):
         where = {"cn-or-san": "CN or a SAN", "cn": "CN", "san": "a SAN"}[binding]
-        raise ConnectionRefused(f"Charge Point {cp_id}: client certificate is not issued to this charge point ({where} must equal the id)")
+        raise ConnectionRefused(
+            f"Charge Point {cp_id}: client certificate is not issued to this charge point ({where} must equal the id)"
+        )
     serial = attributes.get(SERIAL_NUMBER_ATTRIBUTE)
     if not serial:
-        raise ConnectionRefused(f"Charge Point {cp_id} uses security profile 3 but has no {SERIAL_NUMBER_ATTRIBUTE} registered")
+        raise ConnectionRefused(
+            f"Charge Point {cp_id} uses security profile 3 but has no {SERIAL_NUMBER_ATTRIBUTE} registered"
+        )
     if not any(serial in cn for cn in common_names):
-        raise ConnectionRefused(f"Charge Point {cp_id}: client certificate CN does not contain its serial number")
+        raise ConnectionRefused(
+            f"Charge Point {cp_id}: client certificate CN does not contain its serial number"
+        )

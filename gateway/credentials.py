@@ -30,7 +30,9 @@ class PasswordRejected(ValueError):
 
 def check_password_rules(password: str) -> None:
     if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
-        raise PasswordRejected(f"password must be {MIN_PASSWORD}-{MAX_PASSWORD} characters (OCPP), got {len(password)}")
+        raise PasswordRejected(
+            f"password must be {MIN_PASSWORD}-{MAX_PASSWORD} characters (OCPP), got {len(password)}"
+        )
     if not set(password) <= _PRINTABLE:
         raise PasswordRejected("password must be printable ASCII")
 
@@ -40,7 +42,9 @@ def generate_password(length: int = 24) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(length))
 
 
-def hash_password(password: str, *, iterations: int = DEFAULT_ITERATIONS, salt: bytes | None = None) -> str:
+def hash_password(
+    password: str, *, iterations: int = DEFAULT_ITERATIONS, salt: bytes | None = None
+) -> str:
     check_password_rules(password)
     salt = salt if salt is not None else secrets.token_bytes(16)
     digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)

@@ -21,7 +21,9 @@ TIMEOUT_S = 5.0
 async def check(host: str, port: int, use_ssl: bool) -> bool:
     with trio.move_on_after(TIMEOUT_S):
         try:
-            async with open_websocket(host, port, "/", use_ssl=use_ssl, subprotocols=["ocpp2.0.1", "ocpp1.6"]) as ws:
+            async with open_websocket(
+                host, port, "/", use_ssl=use_ssl, subprotocols=["ocpp2.0.1", "ocpp1.6"]
+            ) as ws:
                 await ws.get_message()
         except ConnectionClosed as exc:
             return exc.reason is not None and exc.reason.code == 1008

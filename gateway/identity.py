@@ -67,29 +67,37 @@ def identity_from_path(path: str, base_path: str = "") -> ChargePointIdentity:
     # A request target is a path with an optional query; urlsplit() would read "//x" as a host.
     raw_path = path.split("?", 1)[0].split("#", 1)[0]
     prefix = base_path.rstrip("/") + "/"
-    if not raw_path.startswith(prefix) or "/" in raw_path[len(prefix):]:
+    if not raw_path.startswith(prefix) or "/" in raw_path[len(prefix) :]:
         raise InvalidIdentity(f"Invalid path: connect to ws(s)://host{prefix}<charge-point-id>")
-    segment = raw_path[len(prefix):]
+    segment = raw_path[len(prefix) :]
     if "%2f" in segment.lower():
-        raise InvalidIdentity("Invalid charge point identity: '/' is not allowed (it separates MQTT topic levels)")
+        raise InvalidIdentity(
+            "Invalid charge point identity: '/' is not allowed (it separates MQTT topic levels)"
+        )
     try:
         cp_id = unquote(segment, errors="strict")
     except UnicodeDecodeError:
-        raise InvalidIdentity("Invalid charge point identity: not valid UTF-8 after percent-decoding") from None
+        raise InvalidIdentity(
+            "Invalid charge point identity: not valid UTF-8 after percent-decoding"
+        ) from None
     return validate_identity(cp_id)
 
 
 def validate_identity(cp_id: str) -> ChargePointIdentity:
     """Check ``cp_id`` against the rules above and map it to its Thing name."""
     if not cp_id:
-        raise InvalidIdentity("Missing charge point identity: connect to ws(s)://host/<charge-point-id>")
+        raise InvalidIdentity(
+            "Missing charge point identity: connect to ws(s)://host/<charge-point-id>"
+        )
     if len(cp_id) > MAX_IDENTITY_LENGTH:
         raise InvalidIdentity(
             f"Invalid charge point identity: {len(cp_id)} characters, at most {MAX_IDENTITY_LENGTH} are allowed"
         )
     for char in cp_id:
         if char not in _IDENTITY_CHARS:
-            why = _WHY_NOT.get(char, f"character {char!r} is not allowed (allowed: A-Z a-z 0-9 * - _ = | @ .)")
+            why = _WHY_NOT.get(
+                char, f"character {char!r} is not allowed (allowed: A-Z a-z 0-9 * - _ = | @ .)"
+            )
             raise InvalidIdentity(f"Invalid charge point identity: {why}")
     thing_name = thing_name_for(cp_id)
     if len(thing_name) > MAX_THING_NAME_LENGTH:

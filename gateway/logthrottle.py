@@ -21,7 +21,9 @@ class RepeatFilter(logging.Filter):
         self.burst = burst
         self.window = window
         self.max_kinds = max_kinds
-        self._kinds: dict[tuple[str, int, str], list[float | int]] = {}  # kind -> [window start, shown, suppressed]
+        self._kinds: dict[
+            tuple[str, int, str], list[float | int]
+        ] = {}  # kind -> [window start, shown, suppressed]
 
     def filter(self, record: logging.LogRecord) -> bool:
         kind = (record.name, record.levelno, str(record.msg))

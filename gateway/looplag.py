@@ -77,13 +77,20 @@ class LoopMonitor:
             gen2 = self.gc_pauses[2]
             log.warning(
                 "event loop stalled %.0f ms (stalls over %.0f ms so far: %d; last full GC %.0f ms)",
-                lag * 1000, self.warn_after * 1000, self.stalls, (gen2[-1] * 1000) if gen2 else 0.0,
+                lag * 1000,
+                self.warn_after * 1000,
+                self.stalls,
+                (gen2[-1] * 1000) if gen2 else 0.0,
             )
 
     def summary(self) -> dict[str, Any]:
         def pauses(generation: int) -> dict[str, float | int]:
             p = self.gc_pauses[generation]
-            return {"count": len(p), "max_ms": max(p, default=0.0) * 1000, "total_ms": sum(p) * 1000}
+            return {
+                "count": len(p),
+                "max_ms": max(p, default=0.0) * 1000,
+                "total_ms": sum(p) * 1000,
+            }
 
         return {
             "lag_max_ms": self.lag_max * 1000,

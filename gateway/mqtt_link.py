@@ -105,7 +105,9 @@ class MqttDriver:
     def __init__(self, settings: MqttSettings, *, max_concurrent_connects: int = 32) -> None:
         self.settings = settings
         self.connect_limiter = trio.CapacityLimiter(max_concurrent_connects)
-        self._pacer = Pacer(settings.connect_rate, max(1, settings.connect_burst), settings.connect_max_wait)
+        self._pacer = Pacer(
+            settings.connect_rate, max(1, settings.connect_burst), settings.connect_max_wait
+        )
         self._links: set[MqttLink] = set()
         self.admission_waits = 0  # connections that had to wait for the connect rate
 
@@ -146,7 +148,9 @@ class MqttDriver:
                     await trio.lowlevel.checkpoint()
 
     @asynccontextmanager
-    async def link(self, client_id: str, *, clean_session: bool = True, admitted: bool = False) -> AsyncIterator[MqttLink]:
+    async def link(
+        self, client_id: str, *, clean_session: bool = True, admitted: bool = False
+    ) -> AsyncIterator[MqttLink]:
         """Connect one MQTT client; it is disconnected when the block exits.
 
         Waits for :meth:`admit` first unless the caller already did
@@ -205,7 +209,9 @@ class _PahoClient(paho.Client):
             tcp_sock.close()
             raise ValueError("TLS without an SSL context")
         try:
-            ssl_sock = context.wrap_socket(tcp_sock, server_hostname=self._host, do_handshake_on_connect=False)
+            ssl_sock = context.wrap_socket(
+                tcp_sock, server_hostname=self._host, do_handshake_on_connect=False
+            )
         except BaseException:
             tcp_sock.close()
             raise
@@ -294,7 +300,9 @@ class MqttLink:
         with trio.move_on_after(self._settings.connect_timeout) as waited:
             await done.wait()
         if waited.cancelled_caught:
-            raise MqttConnectionLost(f"no SUBACK for {topic!r} within {self._settings.connect_timeout:g} s")
+            raise MqttConnectionLost(
+                f"no SUBACK for {topic!r} within {self._settings.connect_timeout:g} s"
+            )
         self._check_open()
         if not codes or codes[0][0]:
             raise MqttSubscriptionRefused(f"broker refused subscription to {topic!r}")
@@ -368,7 +376,9 @@ class MqttLink:
         Acknowledge each delivery once.
         """
         if delivery._link is not self:
-            raise ValueError("a delivery is acknowledged on the link (the connection) that received it")
+            raise ValueError(
+                "a delivery is acknowledged on the link (the connection) that received it"
+            )
         self._ack(delivery._mid, delivery._qos)
 
     def _ack(self, mid: int, qos: int) -> None:
@@ -384,7 +394,9 @@ class MqttLink:
         try:
             try:
                 # paho's connect() blocks (DNS, TCP, TLS) up to connect_timeout.
-                await trio.to_thread.run_sync(self._blocking_connect, limiter=self._driver.connect_limiter)
+                await trio.to_thread.run_sync(
+                    self._blocking_connect, limiter=self._driver.connect_limiter
+                )
             except (OSError, ssl.SSLError) as exc:
                 raise MqttConnectError(f"cannot reach MQTT broker {where}: {exc}") from None
             # From here on paho runs only in this (the Trio) thread.
@@ -402,9 +414,13 @@ class MqttLink:
                     await trio.lowlevel.wait_readable(self._sock)
                     self._client.loop_read()
             if not self._connack.is_set():
-                raise MqttConnectError(f"MQTT broker {where} did not accept CONNECT within {settings.connect_timeout:g} s")
+                raise MqttConnectError(
+                    f"MQTT broker {where} did not accept CONNECT within {settings.connect_timeout:g} s"
+                )
             if self._connect_refusal is not None:
-                raise MqttConnectRefused(f"MQTT broker {where} refused client {self.client_id!r}: {self._connect_refusal}")
+                raise MqttConnectRefused(
+                    f"MQTT broker {where} refused client {self.client_id!r}: {self._connect_refusal}"
+                )
         except BaseException:
             self._close_socket("connect failed")
             raise
@@ -476,7 +492,11 @@ class MqttLink:
                 return
             rc = self._client.loop_read()
             # TLS may hold decrypted bytes that the socket no longer signals.
-            while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._sock is not None and _pending(self._sock):
+            while (
+                rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+                and self._sock is not None
+                and _pending(self._sock)
+            ):
                 rc = self._client.loop_read()
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 return
@@ -494,7 +514,12 @@ class MqttLink:
         if self._sock is None or not self._client.want_write():
             return
         self._client.loop_write()
-        if self._sock is not None and self._client.want_write() and not self._writer_running and self._nursery is not None:
+        if (
+            self._sock is not None
+            and self._client.want_write()
+            and not self._writer_running
+            and self._nursery is not None
+        ):
             self._writer_running = True
             self._nursery.start_soon(self._writer, name="mqtt writer")
 
@@ -515,11 +540,15 @@ class MqttLink:
 
     # -- paho callbacks (run in the Trio thread, inside loop_*) ------------------------
 
-    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+    def _on_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any
+    ) -> None:
         self._connect_refusal = str(rc) if rc.is_failure else None
         self._connack.set()
 
-    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+    def _on_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any
+    ) -> None:
         self._mark_closed(f"connection to the MQTT broker lost ({rc})")
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
@@ -539,12 +568,16 @@ class MqttLink:
         self._inbox.append((message.topic, payload, message.mid, message.qos))
         self._inbox_changed = _wake_all(self._inbox_changed)
 
-    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, rc: Any, props: Any) -> None:
+    def _on_publish(
+        self, client: paho.Client, userdata: Any, mid: int, rc: Any, props: Any
+    ) -> None:
         if mid in self._unacked:
             self._unacked.discard(mid)
             self._acked = _wake_all(self._acked)
 
-    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, codes: list[Any], props: Any) -> None:
+    def _on_subscribe(
+        self, client: paho.Client, userdata: Any, mid: int, codes: list[Any], props: Any
+    ) -> None:
         waiter = self._suback.pop(mid, None)
         if waiter is not None:
             waiter[1].extend((code.is_failure, int(code.value)) for code in codes)
@@ -569,4 +602,3 @@ def _wake_all(event: trio.Event) -> trio.Event:
 def _pending(sock: Any) -> int:
     pending = getattr(sock, "pending", None)
     return pending() if pending is not None else 0
-

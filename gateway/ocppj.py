@@ -70,14 +70,19 @@ def error_code_for(version: str, code: str) -> str:
             "MessageTypeNotSupported": "FormationViolation",
             "RpcFrameworkError": "FormationViolation",
         }.get(code, code)
-    return {"FormationViolation": "FormatViolation", "OccurenceConstraintViolation": "OccurrenceConstraintViolation"}.get(
-        code, code
-    )
+    return {
+        "FormationViolation": "FormatViolation",
+        "OccurenceConstraintViolation": "OccurrenceConstraintViolation",
+    }.get(code, code)
 
 
-def call_error(message_id: str, code: str, description: str, details: dict[str, Any] | None = None) -> str:
+def call_error(
+    message_id: str, code: str, description: str, details: dict[str, Any] | None = None
+) -> str:
     """A CALLERROR frame; ``description`` and ``details`` are clipped (see :data:`MAX_FIELD_JSON_CHARS`)."""
-    frame: str = CallError(message_id, code, clip_text(description, MAX_DESCRIPTION_CHARS), bounded_details(details)).to_json()
+    frame: str = CallError(
+        message_id, code, clip_text(description, MAX_DESCRIPTION_CHARS), bounded_details(details)
+    ).to_json()
     return frame
 
 
@@ -145,7 +150,9 @@ def json_depth(text: str, *, limit: int = MAX_JSON_DEPTH) -> int:
         # Drop escaped backslashes, then escaped quotes: the quotes left delimit the strings.  (Outside
         # strings a backslash is invalid JSON: json.loads stops there, whatever follows.)
         text = text.replace("\\\\", "").replace('\\"', "")
-    outside = "".join(text.split('"')[0::2])  # even pieces lie outside strings (an unclosed one: inside)
+    outside = "".join(
+        text.split('"')[0::2]
+    )  # even pieces lie outside strings (an unclosed one: inside)
     brackets = outside.encode("utf-8", "surrogatepass").translate(_FOLD_BRACKETS, _NOT_BRACKETS)
     # The depth is the highest running count of open brackets.  Summed over runs of "[" and "]",
     # not byte by byte; while innermost pairs ("[]") are so many that the runs would be too, each
@@ -202,7 +209,11 @@ def _leading_call_id(text: str) -> str:
         raw_id = json.loads(match.group(1))
     except ValueError:
         return UNKNOWN_MESSAGE_ID
-    return raw_id if isinstance(raw_id, str) and 0 < len(raw_id) <= MAX_MESSAGE_ID_LENGTH else UNKNOWN_MESSAGE_ID
+    return (
+        raw_id
+        if isinstance(raw_id, str) and 0 < len(raw_id) <= MAX_MESSAGE_ID_LENGTH
+        else UNKNOWN_MESSAGE_ID
+    )
 
 
 def parse_frame(text: str, version: str) -> Call | CallResult | CallError:
@@ -219,23 +230,41 @@ def parse_frame(text: str, version: str) -> Call | CallResult | CallError:
     except JsonRejected as exc:
         raise FrameError(_leading_call_id(text), violation, str(exc)) from None
     if not isinstance(frame, list) or not frame:
-        raise FrameError(UNKNOWN_MESSAGE_ID, violation, "Message is not a JSON array [MessageTypeId, MessageId, ...]")
+        raise FrameError(
+            UNKNOWN_MESSAGE_ID,
+            violation,
+            "Message is not a JSON array [MessageTypeId, MessageId, ...]",
+        )
 
     raw_id = frame[1] if len(frame) > 1 else None
     readable = isinstance(raw_id, str) and 0 < len(raw_id) <= MAX_MESSAGE_ID_LENGTH
     message_id = str(raw_id) if readable else UNKNOWN_MESSAGE_ID
     type_id = frame[0]
-    if type_id not in (MessageType.Call, MessageType.CallResult, MessageType.CallError) or isinstance(type_id, bool):
+    if type_id not in (
+        MessageType.Call,
+        MessageType.CallResult,
+        MessageType.CallError,
+    ) or isinstance(type_id, bool):
         code = "MessageTypeNotSupported" if version != "1.6" else violation
-        raise FrameError(message_id, code, f"MessageTypeId {json.dumps(type_id)[:20]} is not supported")
+        raise FrameError(
+            message_id, code, f"MessageTypeId {json.dumps(type_id)[:20]} is not supported"
+        )
     if not isinstance(raw_id, str) or not raw_id:
-        raise FrameError(UNKNOWN_MESSAGE_ID, violation, "MessageId is missing or not a non-empty string")
+        raise FrameError(
+            UNKNOWN_MESSAGE_ID, violation, "MessageId is missing or not a non-empty string"
+        )
     if not readable:
-        raise FrameError(UNKNOWN_MESSAGE_ID, violation, f"MessageId is longer than {MAX_MESSAGE_ID_LENGTH} characters")
+        raise FrameError(
+            UNKNOWN_MESSAGE_ID,
+            violation,
+            f"MessageId is longer than {MAX_MESSAGE_ID_LENGTH} characters",
+        )
 
     if type_id == MessageType.Call:
         if len(frame) != 4:
-            raise FrameError(message_id, violation, "A CALL has 4 elements: [2, MessageId, Action, Payload]")
+            raise FrameError(
+                message_id, violation, "A CALL has 4 elements: [2, MessageId, Action, Payload]"
+            )
         _, _, action, payload = frame
         if not isinstance(action, str) or not action:
             raise FrameError(message_id, violation, "Action must be a non-empty string")
@@ -244,9 +273,16 @@ def parse_frame(text: str, version: str) -> Call | CallResult | CallError:
         return Call(message_id, action, payload)
     if type_id == MessageType.CallResult:
         if len(frame) != 3 or not isinstance(frame[2], dict):
-            raise FrameError(message_id, violation, "A CALLRESULT is [3, MessageId, Payload] with an object payload")
+            raise FrameError(
+                message_id,
+                violation,
+                "A CALLRESULT is [3, MessageId, Payload] with an object payload",
+            )
         return CallResult(message_id, frame[2])
     if len(frame) != 5 or not isinstance(frame[2], str) or not isinstance(frame[3], str):
-        raise FrameError(message_id, violation, "A CALLERROR is [4, MessageId, ErrorCode, ErrorDescription, ErrorDetails]")
+        raise FrameError(
+            message_id,
+            violation,
+            "A CALLERROR is [4, MessageId, ErrorCode, ErrorDescription, ErrorDetails]",
+        )
     return CallError(message_id, frame[2], frame[3], frame[4])
-

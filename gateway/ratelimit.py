@@ -41,7 +41,9 @@ class Pacer:
     burst: int = 1
     max_wait: float = 60.0
     _tat: float = float("-inf")  # theoretical arrival time of the next request
-    _released: list[float] = field(default_factory=list)  # booked admission times given back (a heap)
+    _released: list[float] = field(
+        default_factory=list
+    )  # booked admission times given back (a heap)
 
     def reserve(self, now: float) -> float | None:
         """Book a slot: the seconds to wait for it, or None (nothing booked) if over ``max_wait``.
@@ -115,7 +117,9 @@ class KeyThrottle:
 
     def _prune(self, now: float) -> None:
         refill = self.burst / self.rate
-        self._buckets = {k: b for k, b in self._buckets.items() if b.last is not None and now - b.last < refill}
+        self._buckets = {
+            k: b for k, b in self._buckets.items() if b.last is not None and now - b.last < refill
+        }
         self._next_prune = now + refill
 
 
@@ -134,7 +138,9 @@ class FailureBackoff:
     free: int = 5
     base: float = 1.0
     cap: float = 300.0
-    _failures: dict[str, tuple[int, float]] = field(default_factory=dict)  # key -> (count, last failure)
+    _failures: dict[str, tuple[int, float]] = field(
+        default_factory=dict
+    )  # key -> (count, last failure)
     _next_prune: float = 0.0
 
     def blocked_for(self, key: str, now: float) -> float:

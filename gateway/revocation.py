@@ -60,7 +60,9 @@ def thing_of_event(topic: str) -> str | None:
 
 
 class RegistryWatch:
-    def __init__(self, bridge: Bridge, driver: MqttDriver, *, fallback_interval: float = 300.0) -> None:
+    def __init__(
+        self, bridge: Bridge, driver: MqttDriver, *, fallback_interval: float = 300.0
+    ) -> None:
         self._bridge = bridge
         self._driver = driver
         self._fallback_interval = fallback_interval
@@ -82,7 +84,8 @@ class RegistryWatch:
                 log.warning(
                     "registry events unavailable (%s): re-checking connected charge points every %g s instead; "
                     "on AWS IoT allow iot:Subscribe/iot:Receive on $aws/events/thing/* for the gateway",
-                    exc, self._fallback_interval,
+                    exc,
+                    self._fallback_interval,
                 )
                 await self._recheck_forever()
             except Exception as exc:  # noqa: BLE001 - whatever ends one attempt must never end the gateway

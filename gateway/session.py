@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
+from .calls import CallTimeouts, timeout_call_error
 from .client_certs import check_client_certificate
 from .credentials import (
     PASSWORD_HASH_ATTRIBUTE,
@@ -63,11 +64,10 @@ from .errors import (
 )
 from .identity import ChargePointIdentity, identity_from_path
 from .mqtt_link import MqttDriver, MqttLink
-from .calls import CallTimeouts, timeout_call_error
 from .ratelimit import FailureBackoff, KeyThrottle, TokenBucket
 from .registry import Registry
-from .websocket import peer_certificate, peer_host
 from .subprotocol import choose_subprotocol, clean_offers
+from .websocket import peer_certificate, peer_host
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,9 @@ REPLACED_REASON = "Replaced by a newer connection of this charge point"
 MAX_HASHES_PER_SOURCE = 2
 FROM_GATEWAY = "$gateway/local"  # the "topic" of frames the gateway itself queues for a CP (never an MQTT topic)
 BACKLOG_REASON = "Charge point does not read its messages; too much waiting for it"
-MQTT_ENDED_REASON = "MQTT session ended (taken over by a newer connection, or the broker went away); reconnect"
+MQTT_ENDED_REASON = (
+    "MQTT session ended (taken over by a newer connection, or the broker went away); reconnect"
+)
 
 
 @dataclass
@@ -96,7 +98,10 @@ class ChargePointSession:
     subprotocol: str
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     link: MqttLink | None = None  # while bridged
-    credentials: tuple[str, str] = ("", "")  # what it was admitted with (see Bridge.credential_fingerprint)
+    credentials: tuple[str, str] = (
+        "",
+        "",
+    )  # what it was admitted with (see Bridge.credential_fingerprint)
     arrived: float = 0.0  # trio.current_time() when its upgrade request was read
     ending: Ending = field(default_factory=Ending)
     finished: trio.Event = field(default_factory=trio.Event)
@@ -167,16 +172,28 @@ class Bridge:
     tls: bool = False
     tls_direct: bool = False  # the gateway terminates TLS itself (it sees client certificates)
     min_security_profile: int = 0
-    cpo_name: str | None = None  # set: profile-3 client certificates are checked (needs --client-ca-file)
+    cpo_name: str | None = (
+        None  # set: profile-3 client certificates are checked (needs --client-ca-file)
+    )
     cert_binding: str = "cn-or-san"
     drain_timeout: float = 10.0  # on drain, how long a connection waits for the CP's close frame
-    close_timeout: float = 5.0  # otherwise (refusals, replaced, errors): then the TCP connection is aborted
-    max_pending: int = 2_000  # connections between the upgrade request and admission (own bound: see handle)
-    reconnect_rate: float = 1.0  # connections per second per CP id (AWS IoT: one CONNECT/s per client id)
+    close_timeout: float = (
+        5.0  # otherwise (refusals, replaced, errors): then the TCP connection is aborted
+    )
+    max_pending: int = (
+        2_000  # connections between the upgrade request and admission (own bound: see handle)
+    )
+    reconnect_rate: float = (
+        1.0  # connections per second per CP id (AWS IoT: one CONNECT/s per client id)
+    )
     reconnect_burst: int = 3
-    unknown_lookups_rate: float = 2.0  # registry look-ups finding no Thing, per second per source address
+    unknown_lookups_rate: float = (
+        2.0  # registry look-ups finding no Thing, per second per source address
+    )
     unknown_lookups_burst: int = 20
-    call_timeout: float = 30.0  # a CP's CALL unanswered this long gets a CALLERROR from the gateway (0: never)
+    call_timeout: float = (
+        30.0  # a CP's CALL unanswered this long gets a CALLERROR from the gateway (0: never)
+    )
     draining: bool = False
     connections: int = 0
     refused: int = 0
@@ -199,7 +216,9 @@ class Bridge:
         self._hashing: dict[str, int] = {}  # slow password checks in flight, per source address
         self.calls = CallTimeouts(self.call_timeout)
 
-    async def run_call_timeouts(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run_call_timeouts(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Answer, in the CSMS's place, every CP CALL left unanswered for ``call_timeout`` seconds.
 
         One task for the whole process (not one per CP): it wakes a few
@@ -214,8 +233,12 @@ class Bridge:
             for session, message_id in self.calls.expired(trio.current_time()):
                 assert isinstance(session, ChargePointSession)
                 self.calls_timed_out += 1
-                log.warning("%s: CALL %s not answered by the CSMS within %g s; answered with a CALLERROR",
-                            session.identity.cp_id, message_id, self.call_timeout)
+                log.warning(
+                    "%s: CALL %s not answered by the CSMS within %g s; answered with a CALLERROR",
+                    session.identity.cp_id,
+                    message_id,
+                    self.call_timeout,
+                )
                 if session.link is not None:
                     session.link.deliver_local(
                         FROM_GATEWAY, timeout_call_error(message_id, self.call_timeout).encode()
@@ -263,7 +286,12 @@ class Bridge:
                 return
             if attributes is None or requires_password(attributes):
                 if not await self._authenticate(request, identity, attributes, source):
-                    await request.reject(401, extra_headers=[(b"WWW-Authenticate", b'Basic realm="OCPP", charset="UTF-8"')])
+                    await request.reject(
+                        401,
+                        extra_headers=[
+                            (b"WWW-Authenticate", b'Basic realm="OCPP", charset="UTF-8"')
+                        ],
+                    )
                     return
         finally:
             self.pending -= 1
@@ -277,10 +305,16 @@ class Bridge:
             return
         peer = _peer(ws)
         session = ChargePointSession(
-            identity, subprotocol, credentials=self.credential_fingerprint(attributes), arrived=arrived
+            identity,
+            subprotocol,
+            credentials=self.credential_fingerprint(attributes),
+            arrived=arrived,
         )
         if not await self.sessions.claim(session, timeout=self.close_timeout):
-            log.info("%s: a newer connection of this charge point is already bridged; closing this one", identity.cp_id)
+            log.info(
+                "%s: a newer connection of this charge point is already bridged; closing this one",
+                identity.cp_id,
+            )
             with trio.move_on_after(self.close_timeout):
                 await ws.aclose(CLOSE_NORMAL, REPLACED_REASON)
             return
@@ -295,7 +329,9 @@ class Bridge:
         except ConnectionRefused as exc:
             session.ending.set(exc.close_code, exc.reason)
         except MqttBacklogExceeded as exc:
-            log.warning("%s: closing, the CP does not read what is sent to it: %s", identity.cp_id, exc)
+            log.warning(
+                "%s: closing, the CP does not read what is sent to it: %s", identity.cp_id, exc
+            )
             session.ending.set(CLOSE_POLICY_VIOLATION, BACKLOG_REASON)
         except MqttError as exc:
             log.warning("%s: MQTT failure: %s", identity.cp_id, exc)
@@ -315,11 +351,20 @@ class Bridge:
             timeout = self.drain_timeout if self.draining and not cancelled else self.close_timeout
             with trio.CancelScope(shield=True):
                 with trio.move_on_after(timeout):
-                    code = session.ending.code if session.ending.code not in (None, CLOSE_ABNORMAL) else CLOSE_NORMAL
+                    code = (
+                        session.ending.code
+                        if session.ending.code not in (None, CLOSE_ABNORMAL)
+                        else CLOSE_NORMAL
+                    )
                     await ws.aclose(code, session.ending.reason)
             session.finished.set()
             closed = ws.closed
-            log.info("%s: disconnected (%s %s)", identity.cp_id, closed.code if closed else "?", (closed.reason or "") if closed else "")
+            log.info(
+                "%s: disconnected (%s %s)",
+                identity.cp_id,
+                closed.code if closed else "?",
+                (closed.reason or "") if closed else "",
+            )
 
     async def drain(self) -> None:
         """Graceful stop: refuse new CPs, close every connected one with 1001 and wait for them
@@ -333,13 +378,20 @@ class Bridge:
             for session in sessions:
                 await session.finished.wait()
 
-    async def _refuse(self, request: WebSocketRequest, subprotocol: str | None, exc: ConnectionRefused,
-                      ws: WebSocketConnection | None = None) -> None:
+    async def _refuse(
+        self,
+        request: WebSocketRequest,
+        subprotocol: str | None,
+        exc: ConnectionRefused,
+        ws: WebSocketConnection | None = None,
+    ) -> None:
         """Complete the handshake so that the refusal carries a close code and reason; bounded."""
         if ws is None:
             ws = await request.accept(subprotocol=subprotocol)
         self.refused += 1
-        log.info("refused %s from %s: %d %s", request.path[:80], _peer(ws), exc.close_code, exc.reason)
+        log.info(
+            "refused %s from %s: %d %s", request.path[:80], _peer(ws), exc.close_code, exc.reason
+        )
         with trio.move_on_after(self.close_timeout):
             await ws.aclose(exc.close_code, exc.reason)
 
@@ -352,11 +404,15 @@ class Bridge:
         last = self._throttle_logged.get(identity.cp_id)
         if last is None or now - last >= 60.0:
             if len(self._throttle_logged) >= 10_000:
-                self._throttle_logged = {k: t for k, t in self._throttle_logged.items() if now - t < 60.0}
+                self._throttle_logged = {
+                    k: t for k, t in self._throttle_logged.items() if now - t < 60.0
+                }
             self._throttle_logged[identity.cp_id] = now
             log.warning(
                 "%s: connecting more often than %g/s; refused with 1013 (a charger in a reconnect loop, "
-                "or two chargers configured with the same id?)", identity.cp_id, self.reconnect_rate,
+                "or two chargers configured with the same id?)",
+                identity.cp_id,
+                self.reconnect_rate,
             )
         raise ConnectionRefused(
             f"Too many connections for {identity.cp_id}: at most {self.reconnect_rate:g} per second; retry later",
@@ -375,7 +431,9 @@ class Bridge:
                 f"this gateway requires {self.min_security_profile} or higher"
             )
         if profile >= 2 and not self.tls:
-            raise ConnectionRefused(f"Charge Point {cp_id} uses security profile {profile}: connect with wss:// (TLS)")
+            raise ConnectionRefused(
+                f"Charge Point {cp_id} uses security profile {profile}: connect with wss:// (TLS)"
+            )
         if profile >= 3:
             if not self.tls_direct or self.cpo_name is None:
                 raise ConnectionRefused(
@@ -383,14 +441,20 @@ class Bridge:
                     "(needs --certfile/--keyfile, --client-ca-file and --cpo-name)"
                 )
             check_client_certificate(
-                peer_certificate(stream), identity, attributes, cpo_name=self.cpo_name, binding=self.cert_binding
+                peer_certificate(stream),
+                identity,
+                attributes,
+                cpo_name=self.cpo_name,
+                binding=self.cert_binding,
             )
 
     @staticmethod
     def credential_fingerprint(attributes: dict[str, str] | None) -> tuple[str, str]:
         """What about a Thing decides how its CP authenticates: a change closes the CP (:mod:`.revocation`)."""
         attributes = attributes or {}
-        return attributes.get(SECURITY_PROFILE_ATTRIBUTE, ""), attributes.get(PASSWORD_HASH_ATTRIBUTE, "")
+        return attributes.get(SECURITY_PROFILE_ATTRIBUTE, ""), attributes.get(
+            PASSWORD_HASH_ATTRIBUTE, ""
+        )
 
     async def _look_up(self, identity: ChargePointIdentity, source: str) -> dict[str, str] | None:
         """The Thing's attributes; None for an unknown id when every CP must authenticate.
@@ -421,7 +485,11 @@ class Bridge:
             raise
 
     async def _authenticate(
-        self, request: WebSocketRequest, identity: ChargePointIdentity, attributes: dict[str, str] | None, source: str
+        self,
+        request: WebSocketRequest,
+        identity: ChargePointIdentity,
+        attributes: dict[str, str] | None,
+        source: str,
     ) -> bool:
         """Check HTTP Basic credentials: user = CP id, password against the stored hash.
 
@@ -437,7 +505,10 @@ class Bridge:
         """
         now = trio.current_time()
         by_source, by_id = "ip:" + source, f"{identity.cp_id}@{source}"
-        blocked = max(self._auth_backoff.blocked_for(by_source, now), self._auth_backoff.blocked_for(by_id, now))
+        blocked = max(
+            self._auth_backoff.blocked_for(by_source, now),
+            self._auth_backoff.blocked_for(by_id, now),
+        )
         ok = False
         if blocked == 0 and self._hashing.get(source, 0) < MAX_HASHES_PER_SOURCE:
             # At most a couple of slow checks in flight per source: concurrent guesses cannot queue up
@@ -462,15 +533,27 @@ class Bridge:
             self._auth_backoff.failed(by_id, trio.current_time())
         profile = attributes.get(SECURITY_PROFILE_ATTRIBUTE, "1") if attributes is not None else "?"
         if blocked > 0:
-            log.warning("%s: HTTP Basic authentication refused from %s without checking: too many failures, "
-                        "blocked %.0f s more; 401", identity.cp_id, source, blocked)
+            log.warning(
+                "%s: HTTP Basic authentication refused from %s without checking: too many failures, "
+                "blocked %.0f s more; 401",
+                identity.cp_id,
+                source,
+                blocked,
+            )
         else:
-            log.warning("%s: HTTP Basic authentication failed from %s (security profile %s); 401",
-                        identity.cp_id, source, profile)
+            log.warning(
+                "%s: HTTP Basic authentication failed from %s (security profile %s); 401",
+                identity.cp_id,
+                source,
+                profile,
+            )
         return False
 
     async def _check_password(
-        self, request: WebSocketRequest, identity: ChargePointIdentity, attributes: dict[str, str] | None
+        self,
+        request: WebSocketRequest,
+        identity: ChargePointIdentity,
+        attributes: dict[str, str] | None,
     ) -> bool:
         credentials = parse_basic_auth(request.headers)
         encoded = attributes.get(PASSWORD_HASH_ATTRIBUTE) if attributes is not None else None
@@ -479,13 +562,17 @@ class Bridge:
         password = credentials[1]
         if encoded is None:  # unknown id (or no hash): the same work as a wrong password, then no
             self.password_hashes += 1
-            await trio.to_thread.run_sync(verify_password, password, self._dummy_hash, limiter=self._auth_limiter)
+            await trio.to_thread.run_sync(
+                verify_password, password, self._dummy_hash, limiter=self._auth_limiter
+            )
             return False
         fast = hashlib.sha256(encoded.encode() + b"\0" + password.encode()).digest()
         if hmac.compare_digest(self._verified.get(identity.thing_name, b""), fast):
             return True
         self.password_hashes += 1
-        ok = await trio.to_thread.run_sync(verify_password, password, encoded, limiter=self._auth_limiter)
+        ok = await trio.to_thread.run_sync(
+            verify_password, password, encoded, limiter=self._auth_limiter
+        )
         if ok:
             if len(self._verified) >= 100_000:
                 self._verified.clear()
@@ -499,6 +586,7 @@ class Bridge:
             await self.driver.admit(session.identity.cp_id)
             return True
         async with trio.open_nursery() as nursery:
+
             async def cancel_when_closed() -> None:
                 await wait_closed()
                 nursery.cancel_scope.cancel()
@@ -523,15 +611,21 @@ class Bridge:
             await link.subscribe(identity.out_topic, 1)
             session.link = link
             record = {"state": {"reported": {"ocppProtocol": session.subprotocol}}}
-            await link.publish(f"$aws/things/{identity.thing_name}/shadow/update", json.dumps(record).encode(), 1)
+            await link.publish(
+                f"$aws/things/{identity.thing_name}/shadow/update", json.dumps(record).encode(), 1
+            )
             # Constant task names: trio would otherwise build one name string per task, per CP.
             async with trio.open_nursery() as nursery:
                 # A CP that does not read while its /out fills: the pump may be stuck in a send to it,
                 # so the link ends the whole bridge at once (MqttBacklogExceeded, raised below).
                 link.on_backlog_exceeded = nursery.cancel_scope.cancel
-                nursery.start_soon(self._mqtt_to_cp, ws, link, session, nursery.cancel_scope, name="mqtt->cp")
+                nursery.start_soon(
+                    self._mqtt_to_cp, ws, link, session, nursery.cancel_scope, name="mqtt->cp"
+                )
                 if self.ping_interval > 0:
-                    nursery.start_soon(self._keepalive, ws, session, nursery.cancel_scope, name="ws keepalive")
+                    nursery.start_soon(
+                        self._keepalive, ws, session, nursery.cancel_scope, name="ws keepalive"
+                    )
                 # The CP -> MQTT pump runs in this task (one task fewer per CP); whichever pump ends first
                 # cancels the nursery, and with it the other pump.
                 await self._cp_to_mqtt(ws, link, session, nursery.cancel_scope)
@@ -539,7 +633,9 @@ class Bridge:
         if backlog is not None:
             raise MqttBacklogExceeded(backlog)
 
-    async def _keepalive(self, ws: WebSocketConnection, session: ChargePointSession, done: trio.CancelScope) -> None:
+    async def _keepalive(
+        self, ws: WebSocketConnection, session: ChargePointSession, done: trio.CancelScope
+    ) -> None:
         """Ping the CP; one that does not answer in time is closed and its MQTT session released."""
         while True:
             await trio.sleep(self.ping_interval)
@@ -549,24 +645,47 @@ class Bridge:
                 except ConnectionClosed:
                     return  # the reader task reports the close
             if waited.cancelled_caught:
-                log.info("%s: no pong within %g s; closing", session.identity.cp_id, self.pong_timeout)
-                session.ending.set(CLOSE_INTERNAL_ERROR, f"Keepalive timeout: no pong within {self.pong_timeout:g} s")
+                log.info(
+                    "%s: no pong within %g s; closing", session.identity.cp_id, self.pong_timeout
+                )
+                session.ending.set(
+                    CLOSE_INTERNAL_ERROR,
+                    f"Keepalive timeout: no pong within {self.pong_timeout:g} s",
+                )
                 done.cancel()
                 return
 
-    async def _cp_to_mqtt(self, ws: WebSocketConnection, link: MqttLink, session: ChargePointSession, done: trio.CancelScope) -> None:
+    async def _cp_to_mqtt(
+        self,
+        ws: WebSocketConnection,
+        link: MqttLink,
+        session: ChargePointSession,
+        done: trio.CancelScope,
+    ) -> None:
         cp_id = session.identity.cp_id
         topic = session.identity.in_topic
-        bucket = TokenBucket(self.max_message_rate, self.max_message_burst) if self.max_message_rate > 0 else None
+        bucket = (
+            TokenBucket(self.max_message_rate, self.max_message_burst)
+            if self.max_message_rate > 0
+            else None
+        )
         try:
             while True:
                 message = await ws.get_message()
                 if isinstance(message, bytes):
-                    session.ending.set(CLOSE_UNSUPPORTED_DATA, "Binary frames are not allowed: OCPP-J uses text frames")
+                    session.ending.set(
+                        CLOSE_UNSUPPORTED_DATA,
+                        "Binary frames are not allowed: OCPP-J uses text frames",
+                    )
                     break
                 if bucket is not None and not bucket.take(trio.current_time()):
-                    log.warning("%s: more than %g messages/s; closing", cp_id, self.max_message_rate)
-                    session.ending.set(CLOSE_POLICY_VIOLATION, f"Message rate limit exceeded ({self.max_message_rate:g}/s)")
+                    log.warning(
+                        "%s: more than %g messages/s; closing", cp_id, self.max_message_rate
+                    )
+                    session.ending.set(
+                        CLOSE_POLICY_VIOLATION,
+                        f"Message rate limit exceeded ({self.max_message_rate:g}/s)",
+                    )
                     break
                 log.debug("%s: CP -> %s: %s", cp_id, topic, message)
                 await link.publish(topic, message.encode("utf-8"), 1)
@@ -577,7 +696,13 @@ class Bridge:
             session.ending.set(*_mqtt_ending(exc))
         done.cancel()
 
-    async def _mqtt_to_cp(self, ws: WebSocketConnection, link: MqttLink, session: ChargePointSession, done: trio.CancelScope) -> None:
+    async def _mqtt_to_cp(
+        self,
+        ws: WebSocketConnection,
+        link: MqttLink,
+        session: ChargePointSession,
+        done: trio.CancelScope,
+    ) -> None:
         cp_id = session.identity.cp_id
         out_topic = session.identity.out_topic
         try:
@@ -589,15 +714,26 @@ class Bridge:
                 try:
                     text = payload.decode("utf-8")
                 except UnicodeDecodeError:
-                    log.error("%s: dropped a message on %s that is not UTF-8 text (%d bytes)", cp_id, topic, len(payload))
+                    log.error(
+                        "%s: dropped a message on %s that is not UTF-8 text (%d bytes)",
+                        cp_id,
+                        topic,
+                        len(payload),
+                    )
                     continue
                 if not local and not self.calls.sent_to_cp(session, text):
-                    log.warning("%s: dropped a late answer (the CP already got a time-out CALLERROR): %s", cp_id, text[:200])
+                    log.warning(
+                        "%s: dropped a late answer (the CP already got a time-out CALLERROR): %s",
+                        cp_id,
+                        text[:200],
+                    )
                     continue
                 try:
                     await ws.send_message(text)
                 except ConnectionClosed as exc:
-                    log.warning("%s: CP left before a message could be delivered: %s", cp_id, text[:200])
+                    log.warning(
+                        "%s: CP left before a message could be delivered: %s", cp_id, text[:200]
+                    )
                     session.ending.set(*_close_of(exc))
                     break
                 log.debug("%s: %s -> CP: %s", cp_id, topic, text)
@@ -614,7 +750,9 @@ def security_profile(attributes: dict[str, str]) -> int:
         return int(value)
     if value is not None:
         # A typo in the registry must not silently lower the bar.
-        raise ConnectionRefused(f"Charge Point has an invalid {SECURITY_PROFILE_ATTRIBUTE} {value[:8]!r} in the registry")
+        raise ConnectionRefused(
+            f"Charge Point has an invalid {SECURITY_PROFILE_ATTRIBUTE} {value[:8]!r} in the registry"
+        )
     return 1 if PASSWORD_HASH_ATTRIBUTE in attributes else 0
 
 

@@ -35,5 +35,9 @@ def choose_subprotocol(offered: Iterable[str], supported: Sequence[str]) -> str:
             return item
     wanted = ", ".join(supported)
     if not offers:
-        raise NoSubprotocol(f"No OCPP subprotocol offered in Sec-WebSocket-Protocol; this server speaks {wanted}")
-    raise NoSubprotocol(f"None of the offered subprotocols is supported; this server speaks {wanted}")
+        raise NoSubprotocol(
+            f"No OCPP subprotocol offered in Sec-WebSocket-Protocol; this server speaks {wanted}"
+        )
+    raise NoSubprotocol(
+        f"None of the offered subprotocols is supported; this server speaks {wanted}"
+    )

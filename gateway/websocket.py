@@ -123,7 +123,9 @@ class GatewayWebSocketServer(WebSocketServer):
             self.contained_errors += 1
             log.warning(
                 "connection from %s ended by an error (contained, the server goes on): %r",
-                _peer_of(stream), group.exceptions[0], exc_info=log.isEnabledFor(logging.DEBUG),
+                _peer_of(stream),
+                group.exceptions[0],
+                exc_info=log.isEnabledFor(logging.DEBUG),
             )
 
     async def _serve_connection(self, stream: trio.abc.Stream) -> None:
@@ -214,7 +216,9 @@ async def serve(
     if ssl_context is None:
         listeners = await trio.open_tcp_listeners(port, host=host)
     else:
-        listeners = await trio.open_ssl_over_tcp_listeners(port, ssl_context, host=host, https_compatible=True)
+        listeners = await trio.open_ssl_over_tcp_listeners(
+            port, ssl_context, host=host, https_compatible=True
+        )
     server = GatewayWebSocketServer(
         handler,
         listeners,

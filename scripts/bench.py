@@ -55,7 +55,9 @@ from loadtest import percentiles  # noqa: E402
 
 from gateway.mqtt_link import MqttSettings, open_mqtt_driver  # noqa: E402
 
-MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+MOSQUITTO = shutil.which("mosquitto") or (
+    "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+)
 
 
 class Stack:
@@ -76,23 +78,67 @@ class Stack:
 
     def __enter__(self) -> Stack:
         data = self.tmp / f"iot-{self.broker}"
-        self.procs.append(start([sys.executable, "-m", "fakeiot", "--mqtt-port", str(self.amqtt_port),
-                                 "--api-port", str(self.api_port), "--data-dir", str(data)], "fakeiot: MQTT"))
-        credentials = ["--mqtt-username", "fakeiot-backend", "--mqtt-password-file", str(data / "backend-password")]
-        self.gateway_credentials = ["--mqtt-username", "fakeiot-gateway", "--mqtt-password-file", str(data / "gateway-password")]
-        self.device_username, self.device_password = "fakeiot-gateway", (data / "gateway-password").read_text().strip()
+        self.procs.append(
+            start(
+                [
+                    sys.executable,
+                    "-m",
+                    "fakeiot",
+                    "--mqtt-port",
+                    str(self.amqtt_port),
+                    "--api-port",
+                    str(self.api_port),
+                    "--data-dir",
+                    str(data),
+                ],
+                "fakeiot: MQTT",
+            )
+        )
+        credentials = [
+            "--mqtt-username",
+            "fakeiot-backend",
+            "--mqtt-password-file",
+            str(data / "backend-password"),
+        ]
+        self.gateway_credentials = [
+            "--mqtt-username",
+            "fakeiot-gateway",
+            "--mqtt-password-file",
+            str(data / "gateway-password"),
+        ]
+        self.device_username, self.device_password = (
+            "fakeiot-gateway",
+            (data / "gateway-password").read_text().strip(),
+        )
         if self.broker == "mosquitto":
             assert MOSQUITTO, "mosquitto is not installed"
             self.mqtt_port = free_port()
             conf = self.tmp / "mosquitto.conf"
-            conf.write_text(f"listener {self.mqtt_port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
-                            "max_inflight_messages 100\nset_tcp_nodelay true\nlog_dest stderr\n")
+            conf.write_text(
+                f"listener {self.mqtt_port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
+                "max_inflight_messages 100\nset_tcp_nodelay true\nlog_dest stderr\n"
+            )
             self.procs.append(start([MOSQUITTO, "-c", str(conf)], "running"))
             credentials, self.gateway_credentials = [], []
             self.device_username = self.device_password = None
-        self.procs.append(start([sys.executable, "-m", "gateway.processor", "--mqtt-port", str(self.mqtt_port),
-                                 "--iot-api-url", self.api_url, "--log-level", "WARNING", *credentials],
-                                "processor: answering", keep=self.processor_output))
+        self.procs.append(
+            start(
+                [
+                    sys.executable,
+                    "-m",
+                    "gateway.processor",
+                    "--mqtt-port",
+                    str(self.mqtt_port),
+                    "--iot-api-url",
+                    self.api_url,
+                    "--log-level",
+                    "WARNING",
+                    *credentials,
+                ],
+                "processor: answering",
+                keep=self.processor_output,
+            )
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -106,11 +152,35 @@ class Stack:
     def gateway(self, output: list[str] | None = None) -> Iterator[tuple[str, int]]:
         """A gateway process for one run; its output lines (its stop summary included) go to ``output``."""
         port = free_port()
-        proc = start([sys.executable, "-m", "gateway", "--port", str(port), "--mqtt-host", "127.0.0.1",
-                      "--mqtt-port", str(self.mqtt_port), "--iot-api-url", self.api_url, "--no-processor",
-                      "--log-level", "WARNING", "--mqtt-connect-rate", "500", "--mqtt-connect-burst", "500",
-                      "--max-message-rate", "0", "--max-connections", "20000", *self.gateway_credentials],
-                     "listening on", keep=output)
+        proc = start(
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                "--port",
+                str(port),
+                "--mqtt-host",
+                "127.0.0.1",
+                "--mqtt-port",
+                str(self.mqtt_port),
+                "--iot-api-url",
+                self.api_url,
+                "--no-processor",
+                "--log-level",
+                "WARNING",
+                "--mqtt-connect-rate",
+                "500",
+                "--mqtt-connect-burst",
+                "500",
+                "--max-message-rate",
+                "0",
+                "--max-connections",
+                "20000",
+                *self.gateway_credentials,
+            ],
+            "listening on",
+            keep=output,
+        )
         try:
             time.sleep(1.0)
             yield f"ws://127.0.0.1:{port}", proc.pid
@@ -119,12 +189,31 @@ class Stack:
             time.sleep(0.3)  # the drain thread reads the gateway's last lines (its stop summary)
 
     def register(self, prefix: str, n: int) -> None:
-        run_loadtest(["--url", "ws://unused", "--cps", str(n), "--prefix", prefix, "--register", "--api-url", self.api_url,
-                      "--duration", "0.001", "--rate", "1", "--quiet"], register_only=True)
+        run_loadtest(
+            [
+                "--url",
+                "ws://unused",
+                "--cps",
+                str(n),
+                "--prefix",
+                prefix,
+                "--register",
+                "--api-url",
+                self.api_url,
+                "--duration",
+                "0.001",
+                "--rate",
+                "1",
+                "--quiet",
+            ],
+            register_only=True,
+        )
 
 
-LOOP_LINE = re.compile(r"event loop lag max (\d+) ms, mean ([\d.]+) ms, (\d+) stalls over (\d+) ms; "
-                       r"full GCs (\d+) \(max (\d+) ms\)(?:, young GCs max (\d+) ms)?")
+LOOP_LINE = re.compile(
+    r"event loop lag max (\d+) ms, mean ([\d.]+) ms, (\d+) stalls over (\d+) ms; "
+    r"full GCs (\d+) \(max (\d+) ms\)(?:, young GCs max (\d+) ms)?"
+)
 
 
 def loop_figures(lines: list[str]) -> dict[str, float] | None:
@@ -140,9 +229,15 @@ def loop_figures(lines: list[str]) -> dict[str, float] | None:
         found = LOOP_LINE.search(line)
         if found:
             lag_max, lag_mean, stalls, threshold, full_gcs, gc_max, young_max = found.groups()
-            return {"lag_max_ms": float(lag_max), "lag_mean_ms": float(lag_mean), "stalls": int(stalls),
-                    "stall_threshold_ms": float(threshold), "full_gcs": int(full_gcs), "full_gc_max_ms": float(gc_max),
-                    "young_gc_max_ms": float(young_max or 0)}
+            return {
+                "lag_max_ms": float(lag_max),
+                "lag_mean_ms": float(lag_mean),
+                "stalls": int(stalls),
+                "stall_threshold_ms": float(threshold),
+                "full_gcs": int(full_gcs),
+                "full_gc_max_ms": float(gc_max),
+                "young_gc_max_ms": float(young_max or 0),
+            }
     return None
 
 
@@ -166,7 +261,14 @@ def run_loadtest(args: list[str], *, register_only: bool = False) -> dict[str, A
         register(ns, [f"{prefix}{i}" for i in range(n)])
         return {}
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        command = [sys.executable, str(ROOT / "scripts" / "loadtest.py"), *args, "--json", out.name, "--quiet"]
+        command = [
+            sys.executable,
+            str(ROOT / "scripts" / "loadtest.py"),
+            *args,
+            "--json",
+            out.name,
+            "--quiet",
+        ]
         print("+ " + " ".join(command[1:]), flush=True)
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
         print(done.stdout, flush=True)
@@ -179,8 +281,14 @@ def run_loadtest(args: list[str], *, register_only: bool = False) -> dict[str, A
 
 
 async def _baseline(
-    port: int, prefix: str, cps: int, interval: float, duration: float, rate: float,
-    username: str | None = None, password: str | None = None,
+    port: int,
+    prefix: str,
+    cps: int,
+    interval: float,
+    duration: float,
+    rate: float,
+    username: str | None = None,
+    password: str | None = None,
 ) -> dict[str, Any]:
     """CPs as bare MQTT clients (client id = CP id): publish CALLs to <id>/in, await <id>/out.
 
@@ -189,7 +297,9 @@ async def _baseline(
     steady: list[float] = []
     errors = 0
     sent = answered = 0
-    settings = MqttSettings(port=port, connect_rate=0, keepalive=60, username=username, password=password)
+    settings = MqttSettings(
+        port=port, connect_rate=0, keepalive=60, username=username, password=password
+    )
     async with open_mqtt_driver(settings) as driver:
         start_at = trio.current_time() + 0.2
         end_at = start_at + duration
@@ -202,14 +312,18 @@ async def _baseline(
                 async with driver.link(cp_id) as link:
                     await link.subscribe(f"{cp_id}/out", 1)
                     record = {"state": {"reported": {"ocppProtocol": "ocpp2.0.1"}}}
-                    await link.publish(f"$aws/things/{cp_id}/shadow/update", json.dumps(record).encode())
+                    await link.publish(
+                        f"$aws/things/{cp_id}/shadow/update", json.dumps(record).encode()
+                    )
 
                     async def call(action: str, payload: dict[str, Any]) -> float:
                         nonlocal sent, answered
                         mid = str(uuid.uuid4())
                         t0 = trio.current_time()
                         sent += 1
-                        await link.publish(f"{cp_id}/in", json.dumps([2, mid, action, payload]).encode())
+                        await link.publish(
+                            f"{cp_id}/in", json.dumps([2, mid, action, payload]).encode()
+                        )
                         with trio.fail_after(30):
                             while True:
                                 _, body = await link.receive()
@@ -217,7 +331,10 @@ async def _baseline(
                                     answered += 1
                                     return trio.current_time() - t0
 
-                    boot = {"chargingStation": {"vendorName": "LoadTest", "model": "LT-1"}, "reason": "PowerUp"}
+                    boot = {
+                        "chargingStation": {"vendorName": "LoadTest", "model": "LT-1"},
+                        "reason": "PowerUp",
+                    }
                     boot_rtt.append(await call("BootNotification", boot))
                     next_at = trio.current_time() + random.uniform(0, interval)
                     while next_at < end_at:
@@ -232,22 +349,54 @@ async def _baseline(
             for i in range(cps):
                 nursery.start_soon(one, i)
         wall = trio.current_time() - wall0
-    return {"cps": cps, "boot_rtt_ms": percentiles(boot_rtt), "steady_rtt_ms": percentiles(steady), "sent": sent,
-            "answered": answered, "errors": errors, "msgs_per_s_cp_to_cpo": sent / wall, "msgs_per_s_cpo_to_cp": answered / wall}
+    return {
+        "cps": cps,
+        "boot_rtt_ms": percentiles(boot_rtt),
+        "steady_rtt_ms": percentiles(steady),
+        "sent": sent,
+        "answered": answered,
+        "errors": errors,
+        "msgs_per_s_cp_to_cpo": sent / wall,
+        "msgs_per_s_cpo_to_cp": answered / wall,
+    }
 
 
 # -- the plan ------------------------------------------------------------------------
 
 
-def scale_runs(stack: Stack, sizes: list[int], hold: float, hold_largest: float, ramp: float, results: dict[str, Any]) -> None:
+def scale_runs(
+    stack: Stack,
+    sizes: list[int],
+    hold: float,
+    hold_largest: float,
+    ramp: float,
+    results: dict[str, Any],
+) -> None:
     for n in sizes:
         output: list[str] = []
         with stack.gateway(output) as (url, pid):
             idle = proc_stats(pid)
             duration = hold_largest if n == max(sizes) else hold
-            figures = run_loadtest(["--url", url, "--cps", str(n), "--prefix", "LT", "--rate", f"{ramp:g}", "--interval", "30",
-                                    "--duration", str(duration + n / ramp), "--connect-timeout", "120",
-                                    "--gateway-pid", str(pid)])
+            figures = run_loadtest(
+                [
+                    "--url",
+                    url,
+                    "--cps",
+                    str(n),
+                    "--prefix",
+                    "LT",
+                    "--rate",
+                    f"{ramp:g}",
+                    "--interval",
+                    "30",
+                    "--duration",
+                    str(duration + n / ramp),
+                    "--connect-timeout",
+                    "120",
+                    "--gateway-pid",
+                    str(pid),
+                ]
+            )
             figures["gateway_idle"] = {"rss_mib": idle[0], "threads": idle[1]}
         figures["gateway_loop"] = loop_figures(output)
         results.setdefault("scale", []).append(figures)
@@ -256,9 +405,28 @@ def scale_runs(stack: Stack, sizes: list[int], hold: float, hold_largest: float,
 def storm_run(stack: Stack, n: int, results: dict[str, Any]) -> None:
     output: list[str] = []
     with stack.gateway(output) as (url, pid):
-        figures = run_loadtest(["--url", url, "--cps", str(n), "--prefix", "LT", "--rate", "100000", "--interval", "30",
-                                "--duration", "90", "--connect-timeout", "120", "--call-timeout", "120",
-                                "--gateway-pid", str(pid)])
+        figures = run_loadtest(
+            [
+                "--url",
+                url,
+                "--cps",
+                str(n),
+                "--prefix",
+                "LT",
+                "--rate",
+                "100000",
+                "--interval",
+                "30",
+                "--duration",
+                "90",
+                "--connect-timeout",
+                "120",
+                "--call-timeout",
+                "120",
+                "--gateway-pid",
+                str(pid),
+            ]
+        )
     figures["gateway_loop"] = loop_figures(output)
     results["storm"] = figures
 
@@ -275,25 +443,52 @@ def _busy_since(start: tuple[int, int]) -> float:
     return 100.0 * (busy - start[0]) / max(1, total - start[1])
 
 
-def throughput_runs(stack: Stack, cps: int, loads: list[int], duration: float, results: dict[str, Any]) -> None:
+def throughput_runs(
+    stack: Stack, cps: int, loads: list[int], duration: float, results: dict[str, Any]
+) -> None:
     for load in loads:
         interval = cps / load
         output: list[str] = []
         with stack.gateway(output) as (url, pid):
             cpu0 = _cpu_times()
-            through = run_loadtest(["--url", url, "--cps", str(cps), "--prefix", "LT", "--rate", "500",
-                                    "--interval", f"{interval:g}", "--duration", str(duration + cps / 500),
-                                    "--gateway-pid", str(pid)])
+            through = run_loadtest(
+                [
+                    "--url",
+                    url,
+                    "--cps",
+                    str(cps),
+                    "--prefix",
+                    "LT",
+                    "--rate",
+                    "500",
+                    "--interval",
+                    f"{interval:g}",
+                    "--duration",
+                    str(duration + cps / 500),
+                    "--gateway-pid",
+                    str(pid),
+                ]
+            )
             through["machine_busy_percent"] = _busy_since(cpu0)
         through["gateway_loop"] = loop_figures(output)
         print(f"baseline: {cps} bare MQTT clients, {load} msgs/s offered ...", flush=True)
         cpu0 = _cpu_times()
-        bare = trio.run(_baseline, stack.mqtt_port, "LT", cps, interval, duration + cps / 500, 500.0,
-                        stack.device_username, stack.device_password)
+        bare = trio.run(
+            _baseline,
+            stack.mqtt_port,
+            "LT",
+            cps,
+            interval,
+            duration + cps / 500,
+            500.0,
+            stack.device_username,
+            stack.device_password,
+        )
         bare["machine_busy_percent"] = _busy_since(cpu0)
         print(json.dumps({k: v for k, v in bare.items() if k != "cps"}), flush=True)
         results.setdefault("throughput", {}).setdefault(stack.broker, []).append(
-            {"offered": load, "cps": cps, "gateway": through, "baseline": bare})
+            {"offered": load, "cps": cps, "gateway": through, "baseline": bare}
+        )
 
 
 # -- the document -------------------------------------------------------------------
@@ -326,55 +521,112 @@ def targets(results: dict[str, Any]) -> list[str]:
         big = max(results["scale"], key=lambda r: r["cps"])
         after = big.get("steady_after_boot_rtt_ms", {})
         p99 = after.get("p99")
-        asked = "" if big["cps"] >= 10_000 else " (10,000 asked; one gateway here is capped by the open files limit above)"
-        rows.append((f"{big['cps']:,} CPs held by one gateway{asked}, none refused or dropped",
-                     f"established {big['established']:,}, refused {big['refused']}, dropped {big['dropped']}, booted {big['booted']:,}",
-                     big["refused"] == 0 and big["dropped"] == 0 and big["booted"] == big["cps"]))
-        rows.append(("p99 heartbeat round trip < 100 ms at that size (after all booted)",
-                     f"p99 {_ms(after, 'p99')} ms (p50 {_ms(after)}, max {_ms(after, 'max')})",
-                     None if p99 is None else p99 < 100))
+        asked = (
+            ""
+            if big["cps"] >= 10_000
+            else " (10,000 asked; one gateway here is capped by the open files limit above)"
+        )
+        rows.append(
+            (
+                f"{big['cps']:,} CPs held by one gateway{asked}, none refused or dropped",
+                f"established {big['established']:,}, refused {big['refused']}, dropped {big['dropped']}, booted {big['booted']:,}",
+                big["refused"] == 0 and big["dropped"] == 0 and big["booted"] == big["cps"],
+            )
+        )
+        rows.append(
+            (
+                "p99 heartbeat round trip < 100 ms at that size (after all booted)",
+                f"p99 {_ms(after, 'p99')} ms (p50 {_ms(after)}, max {_ms(after, 'max')})",
+                None if p99 is None else p99 < 100,
+            )
+        )
         gw, idle = big.get("gateway", {}), big["gateway_idle"]
         per_cp = (gw.get("rss_mib_max", 0) - idle["rss_mib"]) * 1024 / max(1, big["booted"])
-        rows.append(("at most 50 KB of gateway RSS per CP", f"{per_cp:.1f} KiB = {per_cp * 1.024:.1f} KB", per_cp * 1.024 <= 50))
+        rows.append(
+            (
+                "at most 50 KB of gateway RSS per CP",
+                f"{per_cp:.1f} KiB = {per_cp * 1.024:.1f} KB",
+                per_cp * 1.024 <= 50,
+            )
+        )
         per_cp_rss, per_k_cpu = [], []
         for run in sorted(results["scale"], key=lambda r: r["cps"]):
             g, i = run.get("gateway", {}), run["gateway_idle"]
-            per_cp_rss.append((g.get("rss_mib_max", 0) - i["rss_mib"]) * 1024 / max(1, run["booted"]))
+            per_cp_rss.append(
+                (g.get("rss_mib_max", 0) - i["rss_mib"]) * 1024 / max(1, run["booted"])
+            )
             if g.get("cpu_percent_after_boot") is not None:
                 per_k_cpu.append(g["cpu_percent_after_boot"] * 1000 / run["cps"])
-        sizes = " / ".join(f"{r['cps']:,}" for r in sorted(results["scale"], key=lambda r: r["cps"]))
-        cpu_text = (" / ".join(f"{c:.2f}" for c in per_k_cpu) + " % of a core per 1,000 CPs after all booted") if per_k_cpu else "CPU not sampled"
+        sizes = " / ".join(
+            f"{r['cps']:,}" for r in sorted(results["scale"], key=lambda r: r["cps"])
+        )
+        cpu_text = (
+            (
+                " / ".join(f"{c:.2f}" for c in per_k_cpu)
+                + " % of a core per 1,000 CPs after all booted"
+            )
+            if per_k_cpu
+            else "CPU not sampled"
+        )
         # Linear or better: the cost per CP at the largest size is at most 1.5 times that at the smallest.
-        flat = per_cp_rss[-1] <= 1.5 * per_cp_rss[0] and (not per_k_cpu or per_k_cpu[-1] <= 1.5 * per_k_cpu[0])
-        rows.append((f"cost grows linearly ({sizes} CPs; met: per CP, the largest costs at most 1.5 times the smallest)",
-                     f"RSS per CP {' / '.join(f'{r:.1f}' for r in per_cp_rss)} KiB; {cpu_text}", flat))
-        rows.append(("threads bounded, not one per CP", f"{gw.get('threads_max', '-')} threads at most with {big['cps']:,} CPs",
-                     isinstance(gw.get("threads_max"), int) and gw["threads_max"] < 64))
+        flat = per_cp_rss[-1] <= 1.5 * per_cp_rss[0] and (
+            not per_k_cpu or per_k_cpu[-1] <= 1.5 * per_k_cpu[0]
+        )
+        rows.append(
+            (
+                f"cost grows linearly ({sizes} CPs; met: per CP, the largest costs at most 1.5 times the smallest)",
+                f"RSS per CP {' / '.join(f'{r:.1f}' for r in per_cp_rss)} KiB; {cpu_text}",
+                flat,
+            )
+        )
+        rows.append(
+            (
+                "threads bounded, not one per CP",
+                f"{gw.get('threads_max', '-')} threads at most with {big['cps']:,} CPs",
+                isinstance(gw.get("threads_max"), int) and gw["threads_max"] < 64,
+            )
+        )
     if "storm" in results:
         st = results["storm"]
-        rows.append((f"reconnect storm ({st['cps']:,} at once): all Accepted, no failures",
-                     f"booted {st['booted']:,}, refused {st['refused']}, dropped {st['dropped']}, errors {st['errors'] or 'none'}",
-                     st["booted"] == st["cps"] and not st["errors"]))
+        rows.append(
+            (
+                f"reconnect storm ({st['cps']:,} at once): all Accepted, no failures",
+                f"booted {st['booted']:,}, refused {st['refused']}, dropped {st['dropped']}, errors {st['errors'] or 'none'}",
+                st["booted"] == st["cps"] and not st["errors"],
+            )
+        )
     runs = results.get("throughput", {}).get("mosquitto", [])
     if runs:
         best = max(runs, key=lambda r: r["gateway"]["msgs_per_s_cpo_to_cp"])
         g, b = best["gateway"], best["baseline"]
         rate = min(g["msgs_per_s_cp_to_cpo"], g["msgs_per_s_cpo_to_cp"])
-        rows.append(("at least 5,000 OCPP messages/s each way through the gateway (Mosquitto)",
-                     f"{rate:,.0f}/s at {best['offered']:,} offered; bare MQTT, same offered load: "
-                     f"{min(b['msgs_per_s_cp_to_cpo'], b['msgs_per_s_cpo_to_cp']):,.0f}/s", rate >= 5000))
+        rows.append(
+            (
+                "at least 5,000 OCPP messages/s each way through the gateway (Mosquitto)",
+                f"{rate:,.0f}/s at {best['offered']:,} offered; bare MQTT, same offered load: "
+                f"{min(b['msgs_per_s_cp_to_cpo'], b['msgs_per_s_cpo_to_cp']):,.0f}/s",
+                rate >= 5000,
+            )
+        )
         half = [r for r in runs if r["offered"] == 2500]
         if half:
             g, b = half[0]["gateway"], half[0]["baseline"]
             added = (g["steady_rtt_ms"]["p50"] or 0) - (b["steady_rtt_ms"]["p50"] or 0)
-            rows.append(("added latency over bare MQTT < 2 ms at p50, at half that load (2,500/s)",
-                         f"{added:+.1f} ms (gateway p50 {_ms(g['steady_rtt_ms'])}, bare {_ms(b['steady_rtt_ms'])}; "
-                         f"machine {_busy(g)} % busy)", added < 2))
+            rows.append(
+                (
+                    "added latency over bare MQTT < 2 ms at p50, at half that load (2,500/s)",
+                    f"{added:+.1f} ms (gateway p50 {_ms(g['steady_rtt_ms'])}, bare {_ms(b['steady_rtt_ms'])}; "
+                    f"machine {_busy(g)} % busy)",
+                    added < 2,
+                )
+            )
     if not rows:
         return []
     lines = ["## Against the targets", "", "| target | this run | |", "|---|---|---|"]
     for target, measured, met in rows:
-        lines.append(f"| {target} | {measured} | {'-' if met is None else ('met' if met else '**missed**')} |")
+        lines.append(
+            f"| {target} | {measured} | {'-' if met is None else ('met' if met else '**missed**')} |"
+        )
     return lines + [""]
 
 
@@ -388,16 +640,20 @@ def markdown(results: dict[str, Any], command: str) -> str:
         "Gateway settings for these runs: `--mqtt-connect-rate 500 --mqtt-connect-burst 500 --max-message-rate 0` "
         "(and the defaults `--gc-full-interval 300`: one scheduled full garbage collection per 5 minutes, "
         "`--gc-young-interval 0.1`: young collections ten times a second).",
-        "\"Loop lag\" is how late a process's event loop woke a task (gateway/looplag.py): a stall there delays every CP.",
+        '"Loop lag" is how late a process\'s event loop woke a task (gateway/looplag.py): a stall there delays every CP.',
         "",
     ]
     lines += targets(results)
     if "scale" in results:
-        lines += ["## Charge points held by one gateway process (Mosquitto)", "",
-                  f"Each CP boots, then sends a Heartbeat every 30 s; connect ramp {results.get('ramp', 200):g}/s; "
-                  "\"after all booted\" leaves out the heartbeats sent during the ramp.", "",
-                  "| CPs | established / refused / dropped | booted | all booted after s | heartbeat RTT ms p50 / p99 / max (whole run) | same, after all booted | gateway RSS MiB idle → max | RSS per CP KiB | threads max | gateway CPU % of a core: whole run / after all booted | gateway loop lag max ms / full GCs (max ms) | generator loop lag max ms |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "## Charge points held by one gateway process (Mosquitto)",
+            "",
+            f"Each CP boots, then sends a Heartbeat every 30 s; connect ramp {results.get('ramp', 200):g}/s; "
+            '"after all booted" leaves out the heartbeats sent during the ramp.',
+            "",
+            "| CPs | established / refused / dropped | booted | all booted after s | heartbeat RTT ms p50 / p99 / max (whole run) | same, after all booted | gateway RSS MiB idle → max | RSS per CP KiB | threads max | gateway CPU % of a core: whole run / after all booted | gateway loop lag max ms / full GCs (max ms) | generator loop lag max ms |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for run in results["scale"]:
             gw, idle = run.get("gateway", {}), run["gateway_idle"]
             per_cp = (gw.get("rss_mib_max", 0) - idle["rss_mib"]) * 1024 / max(1, run["booted"])
@@ -410,70 +666,109 @@ def markdown(results: dict[str, Any], command: str) -> str:
                 f"{_ms(after)} / {_ms(after, 'p99')} / {_ms(after, 'max')} | "
                 f"{idle['rss_mib']:.1f} → {gw.get('rss_mib_max', 0):.1f} | {per_cp:.1f} | {gw.get('threads_max', '-')} | "
                 f"{gw.get('cpu_percent_mean', 0):.1f} / {_pct(gw.get('cpu_percent_after_boot'))} | {_loop(run.get('gateway_loop'))} | "
-                f"{run.get('generator', {}).get('loop_lag_max_ms', 0):.0f} |")
-        scale_errors = "; ".join(f"{r['cps']} CPs: {r['errors']}" for r in results["scale"] if r["errors"]) or "none"
+                f"{run.get('generator', {}).get('loop_lag_max_ms', 0):.0f} |"
+            )
+        scale_errors = (
+            "; ".join(f"{r['cps']} CPs: {r['errors']}" for r in results["scale"] if r["errors"])
+            or "none"
+        )
         lines += ["", f"Errors: {scale_errors}.", ""]
     if "storm" in results:
         s = results["storm"]
-        lines += ["## Reconnect storm (Mosquitto)", "",
-                  f"{s['cps']} CPs connecting at once. Established {s['established']}, refused {s['refused']}, "
-                  f"dropped {s['dropped']}, booted {s['booted']}; all booted after "
-                  f"{'-' if s['all_booted_after_s'] is None else format(s['all_booted_after_s'], '.1f')} s; connect rate sustained "
-                  f"{'-' if s['connect_rate_per_s'] is None else format(s['connect_rate_per_s'], '.0f')}/s; BootNotification RTT ms "
-                  f"p50 {_ms(s['boot_rtt_ms'])}, p99 {_ms(s['boot_rtt_ms'], 'p99')}, max {_ms(s['boot_rtt_ms'], 'max')}. "
-                  f"Errors: {s['errors'] or 'none'}. Gateway loop lag max ms / full GCs (max ms): {_loop(s.get('gateway_loop'))}.", ""]
+        lines += [
+            "## Reconnect storm (Mosquitto)",
+            "",
+            f"{s['cps']} CPs connecting at once. Established {s['established']}, refused {s['refused']}, "
+            f"dropped {s['dropped']}, booted {s['booted']}; all booted after "
+            f"{'-' if s['all_booted_after_s'] is None else format(s['all_booted_after_s'], '.1f')} s; connect rate sustained "
+            f"{'-' if s['connect_rate_per_s'] is None else format(s['connect_rate_per_s'], '.0f')}/s; BootNotification RTT ms "
+            f"p50 {_ms(s['boot_rtt_ms'])}, p99 {_ms(s['boot_rtt_ms'], 'p99')}, max {_ms(s['boot_rtt_ms'], 'max')}. "
+            f"Errors: {s['errors'] or 'none'}. Gateway loop lag max ms / full GCs (max ms): {_loop(s.get('gateway_loop'))}.",
+            "",
+        ]
     if "throughput" in results:
-        lines += ["## Throughput and the bare-MQTT baseline", "",
-                  "The same CP ids and OCPP frames, the same broker and processor: through the gateway (WebSocket → MQTT) "
-                  "and as bare MQTT clients (the physical limit of the architecture).", "",
-                  "| broker | offered msgs/s | path | achieved CP→CPO / CPO→CP msgs/s | RTT ms p50 / p99 | CALLs unanswered | added p50 ms | ratio p50 | gateway CPU % / loop lag max ms | machine CPU busy % |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "## Throughput and the bare-MQTT baseline",
+            "",
+            "The same CP ids and OCPP frames, the same broker and processor: through the gateway (WebSocket → MQTT) "
+            "and as bare MQTT clients (the physical limit of the architecture).",
+            "",
+            "| broker | offered msgs/s | path | achieved CP→CPO / CPO→CP msgs/s | RTT ms p50 / p99 | CALLs unanswered | added p50 ms | ratio p50 | gateway CPU % / loop lag max ms | machine CPU busy % |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for broker, runs in results["throughput"].items():
             for run in runs:
                 g, b = run["gateway"], run["baseline"]
                 added = (g["steady_rtt_ms"]["p50"] or 0) - (b["steady_rtt_ms"]["p50"] or 0)
                 ratio = (g["steady_rtt_ms"]["p50"] or 0) / (b["steady_rtt_ms"]["p50"] or 1)
-                lines.append(f"| {broker} | {run['offered']} | gateway | {g['msgs_per_s_cp_to_cpo']:.0f} / {g['msgs_per_s_cpo_to_cp']:.0f} | "
-                             f"{_ms(g['steady_rtt_ms'])} / {_ms(g['steady_rtt_ms'], 'p99')} | {g['unanswered']} of {g['sent']} | {added:+.1f} | {ratio:.2f} | "
-                             f"{g.get('gateway', {}).get('cpu_percent_mean', 0):.0f} / "
-                             f"{(g.get('gateway_loop') or {}).get('lag_max_ms', 0):.0f} | {_busy(g)} |")
-                lines.append(f"| {broker} | {run['offered']} | bare MQTT | {b['msgs_per_s_cp_to_cpo']:.0f} / {b['msgs_per_s_cpo_to_cp']:.0f} | "
-                             f"{_ms(b['steady_rtt_ms'])} / {_ms(b['steady_rtt_ms'], 'p99')} | {b['sent'] - b['answered']} of {b['sent']} | | | | {_busy(b)} |")
-        lines += ["", "A CALL is unanswered when no answer came within 30 s. fakeiot (amqtt 0.12.1) keeps at most "
-                  "100 QoS 1 messages unacknowledged per client, as AWS IoT does, queues 1,000 more and drops beyond "
-                  "that (`fakeiot/limits.py`); once it is overloaded, CALLs go unanswered on both paths. "
-                  "Mosquitto, at higher rates, lost none. \"Machine CPU busy\" is both cores together (100 % = both busy): "
-                  "the load generator, broker, processor and gateway share them, so near 100 % every process waits "
-                  "for a core and round trips grow with the queue.", ""]
+                lines.append(
+                    f"| {broker} | {run['offered']} | gateway | {g['msgs_per_s_cp_to_cpo']:.0f} / {g['msgs_per_s_cpo_to_cp']:.0f} | "
+                    f"{_ms(g['steady_rtt_ms'])} / {_ms(g['steady_rtt_ms'], 'p99')} | {g['unanswered']} of {g['sent']} | {added:+.1f} | {ratio:.2f} | "
+                    f"{g.get('gateway', {}).get('cpu_percent_mean', 0):.0f} / "
+                    f"{(g.get('gateway_loop') or {}).get('lag_max_ms', 0):.0f} | {_busy(g)} |"
+                )
+                lines.append(
+                    f"| {broker} | {run['offered']} | bare MQTT | {b['msgs_per_s_cp_to_cpo']:.0f} / {b['msgs_per_s_cpo_to_cp']:.0f} | "
+                    f"{_ms(b['steady_rtt_ms'])} / {_ms(b['steady_rtt_ms'], 'p99')} | {b['sent'] - b['answered']} of {b['sent']} | | | | {_busy(b)} |"
+                )
+        lines += [
+            "",
+            "A CALL is unanswered when no answer came within 30 s. fakeiot (amqtt 0.12.1) keeps at most "
+            "100 QoS 1 messages unacknowledged per client, as AWS IoT does, queues 1,000 more and drops beyond "
+            "that (`fakeiot/limits.py`); once it is overloaded, CALLs go unanswered on both paths. "
+            'Mosquitto, at higher rates, lost none. "Machine CPU busy" is both cores together (100 % = both busy): '
+            "the load generator, broker, processor and gateway share them, so near 100 % every process waits "
+            "for a core and round trips grow with the queue.",
+            "",
+        ]
     lines += ["Raw figures: `benchmarks.json` next to this file.", ""]
     return "\n".join(lines)
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(prog="scripts/bench.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="scripts/bench.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     largest = min(10_000, (fd_limit - 100) // 2)  # the gateway holds two sockets per CP
-    p.add_argument("--quick", action="store_true", help="small sizes and short holds (a few minutes)")
+    p.add_argument(
+        "--quick", action="store_true", help="small sizes and short holds (a few minutes)"
+    )
     p.add_argument("--scale", default=f"1000,5000,{largest}", help="CP counts held by one gateway")
     p.add_argument("--hold", type=float, default=60.0, help="seconds each scale run holds its CPs")
-    p.add_argument("--hold-largest", type=float, default=300.0, help="seconds the largest scale run holds")
-    p.add_argument("--ramp", type=float, default=200.0,
-                   help="connects/s of the scale runs (a ramp faster than the machine sustains only queues connects)")
-    p.add_argument("--storm", type=int, default=largest, help="CPs in the reconnect storm (0: skip)")
+    p.add_argument(
+        "--hold-largest", type=float, default=300.0, help="seconds the largest scale run holds"
+    )
+    p.add_argument(
+        "--ramp",
+        type=float,
+        default=200.0,
+        help="connects/s of the scale runs (a ramp faster than the machine sustains only queues connects)",
+    )
+    p.add_argument(
+        "--storm", type=int, default=largest, help="CPs in the reconnect storm (0: skip)"
+    )
     p.add_argument("--throughput-cps", type=int, default=500)
     p.add_argument("--loads", default="5000,2500,1000", help="offered OCPP messages per second")
     p.add_argument("--throughput-duration", type=float, default=30.0)
     p.add_argument("--brokers", default="mosquitto,amqtt", help="brokers for the throughput runs")
     p.add_argument("--only", default="scale,storm,throughput", help="parts of the plan to run")
     p.add_argument("--markdown", help="write the document here (and benchmarks.json beside it)")
-    p.add_argument("--render", metavar="JSON", help="only rewrite --markdown from figures saved by an earlier run")
+    p.add_argument(
+        "--render",
+        metavar="JSON",
+        help="only rewrite --markdown from figures saved by an earlier run",
+    )
     args = p.parse_args()
     if args.render:
         if not args.markdown:
             p.error("--render needs --markdown")
         saved = json.loads(Path(args.render).read_text())
-        Path(args.markdown).write_text(markdown(saved, saved.get("command", "python scripts/bench.py")))
+        Path(args.markdown).write_text(
+            markdown(saved, saved.get("command", "python scripts/bench.py"))
+        )
         print(f"wrote {args.markdown} from {args.render}")
         return 0
     if args.quick:
@@ -482,14 +777,21 @@ def main() -> int:
     sizes = [int(x) for x in args.scale.split(",")]
     parts = set(args.only.split(","))
     results_ramp = args.ramp
-    results: dict[str, Any] = {"machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, "
-                                          f"Python {platform.python_version()}, open files limit {fd_limit}",
-                               "ramp": results_ramp}
+    results: dict[str, Any] = {
+        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, "
+        f"Python {platform.python_version()}, open files limit {fd_limit}",
+        "ramp": results_ramp,
+    }
     if max(sizes) < 10_000 and "scale" in parts:
-        print(f"note: the open files limit ({fd_limit}) caps one gateway at {largest} CPs (two sockets each)", flush=True)
+        print(
+            f"note: the open files limit ({fd_limit}) caps one gateway at {largest} CPs (two sockets each)",
+            flush=True,
+        )
     with tempfile.TemporaryDirectory() as tmp:
         brokers = args.brokers.split(",")
-        for broker in (["mosquitto"] if MOSQUITTO else []) + [b for b in brokers if b != "mosquitto"]:
+        for broker in (["mosquitto"] if MOSQUITTO else []) + [
+            b for b in brokers if b != "mosquitto"
+        ]:
             with Stack(broker, Path(tmp)) as stack:
                 stack.register("LT", max(sizes + [args.storm, args.throughput_cps]))
                 if broker == "mosquitto" and "scale" in parts:
@@ -497,15 +799,22 @@ def main() -> int:
                 if broker == "mosquitto" and "storm" in parts and args.storm:
                     storm_run(stack, args.storm, results)
                 if "throughput" in parts and broker in brokers:
-                    throughput_runs(stack, args.throughput_cps, [int(x) for x in args.loads.split(",")],
-                                    args.throughput_duration, results)
+                    throughput_runs(
+                        stack,
+                        args.throughput_cps,
+                        [int(x) for x in args.loads.split(",")],
+                        args.throughput_duration,
+                        results,
+                    )
             results.setdefault("processor_loop", {})[broker] = stack.processor_loop
     if args.markdown:
         command = ("python scripts/bench.py " + " ".join(sys.argv[1:])).strip()
         results["command"] = command
         results["generated_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         Path(args.markdown).write_text(markdown(results, command))
-        Path(args.markdown).with_name("benchmarks.json").write_text(json.dumps(results, indent=1) + "\n")
+        Path(args.markdown).with_name("benchmarks.json").write_text(
+            json.dumps(results, indent=1) + "\n"
+        )
         print(f"wrote {args.markdown}")
     return 0
 

@@ -43,11 +43,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(args: list[str], ready: str, env: dict[str, str] | None = None,
-          keep: list[str] | None = None) -> subprocess.Popen[str]:
+def start(
+    args: list[str], ready: str, env: dict[str, str] | None = None, keep: list[str] | None = None
+) -> subprocess.Popen[str]:
     """Start a process and wait for ``ready`` in its output; later output lines go to ``keep`` if given."""
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})))
+    proc = subprocess.Popen(
+        args,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
+    )
     assert proc.stdout is not None
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -56,7 +63,9 @@ def start(args: list[str], ready: str, env: dict[str, str] | None = None,
             break
         if ready in line:
             # Keep reading so a chatty process never blocks on a full pipe.
-            threading.Thread(target=_drain, args=(proc.stdout, keep), name=f"drain-{proc.pid}", daemon=True).start()
+            threading.Thread(
+                target=_drain, args=(proc.stdout, keep), name=f"drain-{proc.pid}", daemon=True
+            ).start()
             return proc
     proc.kill()
     raise SystemExit(f"{args[:3]} did not start (waited for {ready!r})")
@@ -71,8 +80,12 @@ def _drain(stream: Any, keep: list[str] | None) -> None:
 def proc_stats(pid: int) -> tuple[float, int, float]:
     """(RSS MiB, threads, CPU seconds) of a process."""
     status = Path(f"/proc/{pid}/status").read_text()
-    rss_kib = int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
-    threads = int(next(line for line in status.splitlines() if line.startswith("Threads:")).split()[1])
+    rss_kib = int(
+        next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]
+    )
+    threads = int(
+        next(line for line in status.splitlines() if line.startswith("Threads:")).split()[1]
+    )
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return rss_kib / 1024, threads, cpu
@@ -98,7 +111,12 @@ async def drive(url: str, n: int, rate: float, idle: float, gateway_pid: int) ->
         try:
             async with connect(url, f"LOAD{i:06d}") as cp:
                 t0 = time.perf_counter()
-                await cp.call(*boot_notification("2.0.1", vendor="V", model="M", serial=f"S{i}", firmware="1"), timeout=120)
+                await cp.call(
+                    *boot_notification(
+                        "2.0.1", vendor="V", model="M", serial=f"S{i}", firmware="1"
+                    ),
+                    timeout=120,
+                )
                 boot_rtt.append(time.perf_counter() - t0)
                 booted += 1
                 if booted == n:
@@ -140,9 +158,17 @@ async def drive(url: str, n: int, rate: float, idle: float, gateway_pid: int) ->
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--cps", type=int, default=1000, help="charge points to connect")
-    parser.add_argument("--broker", choices=["mosquitto", "amqtt"], default="mosquitto" if shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists() else "amqtt")
+    parser.add_argument(
+        "--broker",
+        choices=["mosquitto", "amqtt"],
+        default="mosquitto"
+        if shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()
+        else "amqtt",
+    )
     parser.add_argument("--rate", type=float, default=200.0, help="connects per second")
     parser.add_argument("--idle", type=float, default=10.0, help="seconds to measure idle CPU")
     args = parser.parse_args()
@@ -151,18 +177,44 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             api_port, amqtt_port = free_port(), free_port()
-            procs.append(start([sys.executable, "-m", "fakeiot", "--mqtt-port", str(amqtt_port), "--api-port", str(api_port),
-                                "--data-dir", tmp], "fakeiot: MQTT"))
+            procs.append(
+                start(
+                    [
+                        sys.executable,
+                        "-m",
+                        "fakeiot",
+                        "--mqtt-port",
+                        str(amqtt_port),
+                        "--api-port",
+                        str(api_port),
+                        "--data-dir",
+                        tmp,
+                    ],
+                    "fakeiot: MQTT",
+                )
+            )
             mqtt_port = amqtt_port
             # fakeiot's broker admits the processor with its backend role and each CP's connection with the
             # gateway's credential (both passwords made in the data directory on first start); Mosquitto here: none.
-            processor_credentials = ["--mqtt-username", "fakeiot-backend", "--mqtt-password-file", f"{tmp}/backend-password"]
-            gateway_credentials = ["--mqtt-username", "fakeiot-gateway", "--mqtt-password-file", f"{tmp}/gateway-password"]
+            processor_credentials = [
+                "--mqtt-username",
+                "fakeiot-backend",
+                "--mqtt-password-file",
+                f"{tmp}/backend-password",
+            ]
+            gateway_credentials = [
+                "--mqtt-username",
+                "fakeiot-gateway",
+                "--mqtt-password-file",
+                f"{tmp}/gateway-password",
+            ]
             if args.broker == "mosquitto":
                 processor_credentials = gateway_credentials = []
                 mqtt_port = free_port()
                 conf = Path(tmp) / "mosquitto.conf"
-                conf.write_text(f"listener {mqtt_port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nset_tcp_nodelay true\nlog_dest stderr\n")
+                conf.write_text(
+                    f"listener {mqtt_port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nset_tcp_nodelay true\nlog_dest stderr\n"
+                )
                 mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
                 procs.append(start([mosquitto, "-c", str(conf)], "running"))
             api_url = f"http://127.0.0.1:{api_port}"
@@ -170,17 +222,54 @@ def main() -> int:
             print(f"registering {args.cps} Things ...", flush=True)
             for i in range(args.cps):
                 iot.create_thing(thingName=f"LOAD{i:06d}")
-            procs.append(start([sys.executable, "-m", "gateway.processor", "--mqtt-port", str(mqtt_port), "--iot-api-url", api_url,
-                                "--log-level", "WARNING", *processor_credentials], "processor: answering"))
+            procs.append(
+                start(
+                    [
+                        sys.executable,
+                        "-m",
+                        "gateway.processor",
+                        "--mqtt-port",
+                        str(mqtt_port),
+                        "--iot-api-url",
+                        api_url,
+                        "--log-level",
+                        "WARNING",
+                        *processor_credentials,
+                    ],
+                    "processor: answering",
+                )
+            )
             ws_port = free_port()
-            gateway = start([sys.executable, "-m", "gateway", "--port", str(ws_port), "--mqtt-host", "127.0.0.1",
-                             "--mqtt-port", str(mqtt_port), "--iot-api-url", api_url, "--no-processor", "--log-level", "WARNING",
-                             *gateway_credentials], "listening on")
+            gateway = start(
+                [
+                    sys.executable,
+                    "-m",
+                    "gateway",
+                    "--port",
+                    str(ws_port),
+                    "--mqtt-host",
+                    "127.0.0.1",
+                    "--mqtt-port",
+                    str(mqtt_port),
+                    "--iot-api-url",
+                    api_url,
+                    "--no-processor",
+                    "--log-level",
+                    "WARNING",
+                    *gateway_credentials,
+                ],
+                "listening on",
+            )
             procs.append(gateway)
             time.sleep(1.0)
             before = proc_stats(gateway.pid)
-            print(f"connecting {args.cps} charge points at {args.rate:g}/s over {args.broker} ...", flush=True)
-            r = trio.run(drive, f"ws://127.0.0.1:{ws_port}", args.cps, args.rate, args.idle, gateway.pid)
+            print(
+                f"connecting {args.cps} charge points at {args.rate:g}/s over {args.broker} ...",
+                flush=True,
+            )
+            r = trio.run(
+                drive, f"ws://127.0.0.1:{ws_port}", args.cps, args.rate, args.idle, gateway.pid
+            )
         finally:
             for proc in reversed(procs):
                 proc.terminate()
@@ -192,7 +281,9 @@ def main() -> int:
     boot, beat = r["boot_rtt"], r["beat_rtt"]
     n_ok = len(boot)  # type: ignore[arg-type]
     print()
-    print(f"broker: {args.broker}; charge points: {args.cps}; booted: {n_ok}; heartbeats answered: {len(beat)}; failures: {len(r['failures'])}")  # type: ignore[arg-type]
+    print(
+        f"broker: {args.broker}; charge points: {args.cps}; booted: {n_ok}; heartbeats answered: {len(beat)}; failures: {len(r['failures'])}"
+    )  # type: ignore[arg-type]
     for failure in sorted(set(r["failures"]))[:5]:  # type: ignore[call-overload]
         print(f"  failure: {failure}")
     print(f"time to connect and boot all: {r['connect_s']:.1f} s")
@@ -204,9 +295,13 @@ def main() -> int:
     if n_ok:
         print(f"RSS per connected CP: {(after[0] - before[0]) * 1024 / n_ok:.1f} KiB")  # type: ignore[index]
         print(f"gateway CPU while {n_ok} CPs sit idle: {r['idle_cpu_pct']:.1f} % of one core")
-        print(f"BootNotification round trip: p50 {1000 * statistics.median(boot):.1f} ms, p99 {1000 * pct(boot, 99):.1f} ms")  # type: ignore[arg-type]
+        print(
+            f"BootNotification round trip: p50 {1000 * statistics.median(boot):.1f} ms, p99 {1000 * pct(boot, 99):.1f} ms"
+        )  # type: ignore[arg-type]
     if beat:
-        print(f"Heartbeat round trip (all CPs at once): p50 {1000 * statistics.median(beat):.1f} ms, p99 {1000 * pct(beat, 99):.1f} ms, max {1000 * max(beat):.1f} ms")  # type: ignore[arg-type]
+        print(
+            f"Heartbeat round trip (all CPs at once): p50 {1000 * statistics.median(beat):.1f} ms, p99 {1000 * pct(beat, 99):.1f} ms, max {1000 * max(beat):.1f} ms"
+        )  # type: ignore[arg-type]
     return 0 if n_ok == args.cps and len(beat) == args.cps else 1  # type: ignore[arg-type]
 
 

@@ -70,7 +70,15 @@ class Stats:
     gc_young_max_ms: float = 0.0
 
     def merge(self, other: dict[str, Any]) -> None:
-        for name in ("attempted", "established", "refused", "dropped", "booted", "sent", "received"):
+        for name in (
+            "attempted",
+            "established",
+            "refused",
+            "dropped",
+            "booted",
+            "sent",
+            "received",
+        ):
             setattr(self, name, getattr(self, name) + other[name])
         self.boot_rtt += other["boot_rtt"]
         self.steady_rtt += other["steady_rtt"]
@@ -87,11 +95,23 @@ class Stats:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "attempted": self.attempted, "established": self.established, "refused": self.refused,
-            "dropped": self.dropped, "booted": self.booted, "sent": self.sent, "received": self.received,
-            "boot_rtt": self.boot_rtt, "steady_rtt": self.steady_rtt, "steady_at": self.steady_at, "errors": dict(self.errors),
-            "first_connect": self.first_connect, "last_connect": self.last_connect, "last_boot": self.last_boot,
-            "loop_lag_max_ms": self.loop_lag_max_ms, "loop_stalls": self.loop_stalls, "gc_full_max_ms": self.gc_full_max_ms,
+            "attempted": self.attempted,
+            "established": self.established,
+            "refused": self.refused,
+            "dropped": self.dropped,
+            "booted": self.booted,
+            "sent": self.sent,
+            "received": self.received,
+            "boot_rtt": self.boot_rtt,
+            "steady_rtt": self.steady_rtt,
+            "steady_at": self.steady_at,
+            "errors": dict(self.errors),
+            "first_connect": self.first_connect,
+            "last_connect": self.last_connect,
+            "last_boot": self.last_boot,
+            "loop_lag_max_ms": self.loop_lag_max_ms,
+            "loop_stalls": self.loop_stalls,
+            "gc_full_max_ms": self.gc_full_max_ms,
             "gc_young_max_ms": self.gc_young_max_ms,
         }
 
@@ -101,7 +121,9 @@ def parse_mix(text: str) -> list[tuple[str, float]]:
     for item in text.split(","):
         name, _, weight = item.strip().partition("=")
         if name not in MIX_NAMES:
-            raise argparse.ArgumentTypeError(f"unknown message {name!r} in --mix (known: {', '.join(MIX_NAMES)})")
+            raise argparse.ArgumentTypeError(
+                f"unknown message {name!r} in --mix (known: {', '.join(MIX_NAMES)})"
+            )
         mix.append((name, float(weight or 1)))
     return mix
 
@@ -112,21 +134,45 @@ def message(kind: str, version: str, tx: dict[str, Any]) -> tuple[str, dict[str,
         return "Heartbeat", {}
     if kind == "status":
         if version == "1.6":
-            return "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Available"}
-        return "StatusNotification", {"timestamp": now, "connectorStatus": "Available", "evseId": 1, "connectorId": 1}
+            return "StatusNotification", {
+                "connectorId": 1,
+                "errorCode": "NoError",
+                "status": "Available",
+            }
+        return "StatusNotification", {
+            "timestamp": now,
+            "connectorStatus": "Available",
+            "evseId": 1,
+            "connectorId": 1,
+        }
     tx["seq"] = tx.get("seq", 0) + 1
     value = {"value": float(tx["seq"])}
     if version == "1.6":
-        return "MeterValues", {"connectorId": 1, "meterValue": [{"timestamp": now, "sampledValue": [{"value": str(tx["seq"])}]}]}
+        return "MeterValues", {
+            "connectorId": 1,
+            "meterValue": [{"timestamp": now, "sampledValue": [{"value": str(tx["seq"])}]}],
+        }
     return "TransactionEvent", {
-        "eventType": "Updated", "timestamp": now, "triggerReason": "MeterValuePeriodic", "seqNo": tx["seq"],
-        "transactionInfo": {"transactionId": tx.setdefault("id", f"tx-{random.getrandbits(32):08x}")},
+        "eventType": "Updated",
+        "timestamp": now,
+        "triggerReason": "MeterValuePeriodic",
+        "seqNo": tx["seq"],
+        "transactionInfo": {
+            "transactionId": tx.setdefault("id", f"tx-{random.getrandbits(32):08x}")
+        },
         "meterValue": [{"timestamp": now, "sampledValue": [value]}],
     }
 
 
-async def one_cp(cp_id: str, args: argparse.Namespace, stats: Stats, start_at: float, end_at: float,
-                 ssl_context: ssl.SSLContext | None, mix: list[tuple[str, float]]) -> None:
+async def one_cp(
+    cp_id: str,
+    args: argparse.Namespace,
+    stats: Stats,
+    start_at: float,
+    end_at: float,
+    ssl_context: ssl.SSLContext | None,
+    mix: list[tuple[str, float]],
+) -> None:
     await trio.sleep_until(start_at)
     stats.attempted += 1
     version = args.ocpp
@@ -136,8 +182,13 @@ async def one_cp(cp_id: str, args: argparse.Namespace, stats: Stats, start_at: f
     finished = False  # the CP's run is over; only the closing handshake is left
     connection: Any = None
     try:
-        async with connect(args.url, cp_id, subprotocols=[subprotocol], ssl_context=ssl_context,
-                           connect_timeout=args.connect_timeout) as cp:
+        async with connect(
+            args.url,
+            cp_id,
+            subprotocols=[subprotocol],
+            ssl_context=ssl_context,
+            connect_timeout=args.connect_timeout,
+        ) as cp:
             connection = cp.ws
             established = True
             stats.established += 1
@@ -146,8 +197,12 @@ async def one_cp(cp_id: str, args: argparse.Namespace, stats: Stats, start_at: f
             stats.last_connect = time.time()
             t0 = trio.current_time()
             stats.sent += 1
-            result = await cp.call(*boot_notification(version, vendor="LoadTest", model="LT-1", serial=cp_id, firmware="1.0"),
-                                   timeout=args.call_timeout)
+            result = await cp.call(
+                *boot_notification(
+                    version, vendor="LoadTest", model="LT-1", serial=cp_id, firmware="1.0"
+                ),
+                timeout=args.call_timeout,
+            )
             stats.received += 1
             stats.boot_rtt.append(trio.current_time() - t0)
             if result.get("status") != "Accepted":
@@ -181,7 +236,11 @@ async def one_cp(cp_id: str, args: argparse.Namespace, stats: Stats, start_at: f
         reason = getattr(exc, "reason", None) or getattr(connection, "closed", None)
         code = getattr(reason, "code", None)
         text = getattr(reason, "reason", None)
-        kind = f"closed {code} {text or ''}".strip()[:80] + f" ({type(exc).__name__})" if code else type(exc).__name__
+        kind = (
+            f"closed {code} {text or ''}".strip()[:80] + f" ({type(exc).__name__})"
+            if code
+            else type(exc).__name__
+        )
         if finished:
             # Not a dropped connection: every message was answered, closing it failed.
             stats.errors[f"while closing at the end: {kind}"] += 1
@@ -197,9 +256,13 @@ def _error_code(exc: CallErrorReceived) -> str:
     return str(exc.code)
 
 
-async def worker(args: argparse.Namespace, ids: list[str], index: int, workers: int, progress: bool) -> Stats:
+async def worker(
+    args: argparse.Namespace, ids: list[str], index: int, workers: int, progress: bool
+) -> Stats:
     stats = Stats()
-    ssl_context = ssl.create_default_context(cafile=args.ca_file) if args.url.startswith("wss") else None
+    ssl_context = (
+        ssl.create_default_context(cafile=args.ca_file) if args.url.startswith("wss") else None
+    )
     mix = parse_mix(args.mix)
     start = trio.current_time() + 0.2
     end_at = start + args.duration
@@ -215,7 +278,16 @@ async def worker(args: argparse.Namespace, ids: list[str], index: int, workers: 
         async with trio.open_nursery() as nursery:
             for n, cp_id in enumerate(ids):
                 position = n * workers + index
-                nursery.start_soon(one_cp, cp_id, args, stats, start + position / args.rate, end_at, ssl_context, mix)
+                nursery.start_soon(
+                    one_cp,
+                    cp_id,
+                    args,
+                    stats,
+                    start + position / args.rate,
+                    end_at,
+                    ssl_context,
+                    mix,
+                )
         outer.cancel_scope.cancel()
     loop = monitor.summary()
     stats.loop_lag_max_ms, stats.loop_stalls = loop["lag_max_ms"], loop["stalls"]
@@ -260,15 +332,24 @@ class ProcSampler:
             stat = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             return None
-        rss_kib = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
-        threads = int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
+        rss_kib = int(
+            next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
+        )
+        threads = int(
+            next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:"))
+        )
         cpu_s = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
         now = time.monotonic()
         cpu_percent = 0.0
         if self._last is not None and now > self._last[0]:
             cpu_percent = 100.0 * (cpu_s - self._last[1]) / (now - self._last[0])
         self._last = (now, cpu_s)
-        sample = {"t": now, "rss_mib": rss_kib / 1024, "threads": threads, "cpu_percent": cpu_percent}
+        sample = {
+            "t": now,
+            "rss_mib": rss_kib / 1024,
+            "threads": threads,
+            "cpu_percent": cpu_percent,
+        }
         self.samples.append(sample)
         return sample
 
@@ -279,7 +360,9 @@ def register(args: argparse.Namespace, ids: list[str]) -> None:
     from gateway.aws import AwsSettings, make_clients
     from gateway.identity import thing_name_for
 
-    iot, iot_data = make_clients(AwsSettings(iot_endpoint_url=args.api_url))  # boto3 clients are thread-safe
+    iot, iot_data = make_clients(
+        AwsSettings(iot_endpoint_url=args.api_url)
+    )  # boto3 clients are thread-safe
     started = time.monotonic()
 
     def create(cp_id: str) -> None:
@@ -299,31 +382,61 @@ def register(args: argparse.Namespace, ids: list[str]) -> None:
     sys.stderr.write(f"\rregistered {len(ids)} Things in {time.monotonic() - started:.1f} s\n")
 
 
-def summarize(stats: Stats, args: argparse.Namespace, wall: float, gateway: list[dict[str, float]], started: float) -> dict[str, Any]:
+def summarize(
+    stats: Stats,
+    args: argparse.Namespace,
+    wall: float,
+    gateway: list[dict[str, float]],
+    started: float,
+) -> dict[str, Any]:
     ramp = stats.last_connect - stats.first_connect if stats.established > 1 else 0.0
     summary: dict[str, Any] = {
-        "cps": args.cps, "duration_s": args.duration, "interval_s": args.interval, "mix": args.mix, "url": args.url,
-        "attempted": stats.attempted, "established": stats.established, "refused": stats.refused,
-        "dropped": stats.dropped, "booted": stats.booted,
+        "cps": args.cps,
+        "duration_s": args.duration,
+        "interval_s": args.interval,
+        "mix": args.mix,
+        "url": args.url,
+        "attempted": stats.attempted,
+        "established": stats.established,
+        "refused": stats.refused,
+        "dropped": stats.dropped,
+        "booted": stats.booted,
         "connect_rate_per_s": (stats.established - 1) / ramp if ramp > 0 else None,
         "all_booted_after_s": stats.last_boot - started if stats.booted == args.cps else None,
-        "boot_rtt_ms": percentiles(stats.boot_rtt), "steady_rtt_ms": percentiles(stats.steady_rtt),
+        "boot_rtt_ms": percentiles(stats.boot_rtt),
+        "steady_rtt_ms": percentiles(stats.steady_rtt),
         # Steady state proper: answers after the last CP booted (the connect ramp excluded).
         "steady_after_boot_rtt_ms": percentiles(
-            [rtt for rtt, at in zip(stats.steady_rtt, stats.steady_at, strict=True) if at > stats.last_boot]
-        ) if stats.booted == args.cps else percentiles([]),
-        "sent": stats.sent, "answered": stats.received, "unanswered": stats.sent - stats.received,
+            [
+                rtt
+                for rtt, at in zip(stats.steady_rtt, stats.steady_at, strict=True)
+                if at > stats.last_boot
+            ]
+        )
+        if stats.booted == args.cps
+        else percentiles([]),
+        "sent": stats.sent,
+        "answered": stats.received,
+        "unanswered": stats.sent - stats.received,
         "msgs_per_s_cp_to_cpo": stats.sent / wall if wall else 0.0,
         "msgs_per_s_cpo_to_cp": stats.received / wall if wall else 0.0,
-        "errors": dict(stats.errors), "wall_s": wall,
-        "generator": {"loop_lag_max_ms": stats.loop_lag_max_ms, "loop_stalls_over_100ms": stats.loop_stalls,
-                      "gc_full_max_ms": stats.gc_full_max_ms, "gc_young_max_ms": stats.gc_young_max_ms},
+        "errors": dict(stats.errors),
+        "wall_s": wall,
+        "generator": {
+            "loop_lag_max_ms": stats.loop_lag_max_ms,
+            "loop_stalls_over_100ms": stats.loop_stalls,
+            "gc_full_max_ms": stats.gc_full_max_ms,
+            "gc_young_max_ms": stats.gc_young_max_ms,
+        },
     }
     if gateway:
         summary["gateway"] = {
-            "rss_mib_max": max(s["rss_mib"] for s in gateway), "rss_mib_last": gateway[-1]["rss_mib"],
-            "threads_max": max(s["threads"] for s in gateway), "threads_last": gateway[-1]["threads"],
-            "cpu_percent_mean": sum(s["cpu_percent"] for s in gateway[1:]) / max(1, len(gateway) - 1),
+            "rss_mib_max": max(s["rss_mib"] for s in gateway),
+            "rss_mib_last": gateway[-1]["rss_mib"],
+            "threads_max": max(s["threads"] for s in gateway),
+            "threads_last": gateway[-1]["threads"],
+            "cpu_percent_mean": sum(s["cpu_percent"] for s in gateway[1:])
+            / max(1, len(gateway) - 1),
         }
         # Samples are on the monotonic clock, boots on the wall clock (merged across worker processes).
         wall_offset = time.time() - time.monotonic()
@@ -335,47 +448,74 @@ def summarize(stats: Stats, args: argparse.Namespace, wall: float, gateway: list
 
 def render(summary: dict[str, Any]) -> str:
     def ms(d: dict[str, float | None]) -> str:
-        return " / ".join("-" if d[k] is None else f"{d[k]:.1f}" for k in ("p50", "p95", "p99", "max"))
+        return " / ".join(
+            "-" if d[k] is None else f"{d[k]:.1f}" for k in ("p50", "p95", "p99", "max")
+        )
 
     rate = summary["connect_rate_per_s"]
     rows = [
-        ("connections attempted / established", f"{summary['attempted']} / {summary['established']}"),
+        (
+            "connections attempted / established",
+            f"{summary['attempted']} / {summary['established']}",
+        ),
         ("refused / dropped", f"{summary['refused']} / {summary['dropped']}"),
         ("booted (Accepted)", str(summary["booted"])),
         ("connect rate achieved", "-" if rate is None else f"{rate:.0f}/s"),
-        ("all booted after", "-" if summary["all_booted_after_s"] is None else f"{summary['all_booted_after_s']:.1f} s"),
+        (
+            "all booted after",
+            "-"
+            if summary["all_booted_after_s"] is None
+            else f"{summary['all_booted_after_s']:.1f} s",
+        ),
         ("boot RTT ms p50 / p95 / p99 / max", ms(summary["boot_rtt_ms"])),
         ("steady RTT ms p50 / p95 / p99 / max", ms(summary["steady_rtt_ms"])),
         ("  after all booted", ms(summary["steady_after_boot_rtt_ms"])),
         ("CALLs sent / answered", f"{summary['sent']} / {summary['answered']}"),
-        ("msgs/s CP->CPO / CPO->CP", f"{summary['msgs_per_s_cp_to_cpo']:.1f} / {summary['msgs_per_s_cpo_to_cp']:.1f}"),
+        (
+            "msgs/s CP->CPO / CPO->CP",
+            f"{summary['msgs_per_s_cp_to_cpo']:.1f} / {summary['msgs_per_s_cpo_to_cp']:.1f}",
+        ),
         ("errors", ", ".join(f"{k}: {v}" for k, v in summary["errors"].items()) or "none"),
-        ("generator loop lag max / stalls >100 ms / full, young GC max",
-         "{loop_lag_max_ms:.0f} ms / {loop_stalls_over_100ms} / {gc_full_max_ms:.0f}, {gc_young_max_ms:.0f} ms".format(
-             **summary["generator"])),
+        (
+            "generator loop lag max / stalls >100 ms / full, young GC max",
+            "{loop_lag_max_ms:.0f} ms / {loop_stalls_over_100ms} / {gc_full_max_ms:.0f}, {gc_young_max_ms:.0f} ms".format(
+                **summary["generator"]
+            ),
+        ),
     ]
     if "gateway" in summary:
         g = summary["gateway"]
         rows += [
             ("gateway RSS MiB max / last", f"{g['rss_mib_max']:.1f} / {g['rss_mib_last']:.1f}"),
             ("gateway threads max / last", f"{g['threads_max']} / {g['threads_last']}"),
-            ("gateway CPU % of one core (mean)", f"{g['cpu_percent_mean']:.1f}"
-             + (f" (after all booted: {g['cpu_percent_after_boot']:.1f})" if "cpu_percent_after_boot" in g else "")),
+            (
+                "gateway CPU % of one core (mean)",
+                f"{g['cpu_percent_mean']:.1f}"
+                + (
+                    f" (after all booted: {g['cpu_percent_after_boot']:.1f})"
+                    if "cpu_percent_after_boot" in g
+                    else ""
+                ),
+            ),
         ]
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
 
 
-async def run_all(args: argparse.Namespace, ids: list[str]) -> tuple[Stats, float, list[dict[str, float]]]:
+async def run_all(
+    args: argparse.Namespace, ids: list[str]
+) -> tuple[Stats, float, list[dict[str, float]]]:
     sampler = ProcSampler(args.gateway_pid) if args.gateway_pid else None
     stats = Stats()
     started = time.monotonic()
     async with trio.open_nursery() as nursery:
         if sampler is not None:
+
             async def sample() -> None:
                 while True:
                     sampler.sample()
                     await trio.sleep(1.0)
+
             nursery.start_soon(sample)
         if args.processes <= 1:
             stats = await worker(args, ids, 0, 1, progress=not args.quiet)
@@ -393,7 +533,14 @@ async def _run_workers(args: argparse.Namespace, ids: list[str]) -> list[dict[st
     results: list[dict[str, Any]] = []
 
     async def one(index: int) -> None:
-        command = [sys.executable, __file__, *sys.argv[1:], "--worker", f"{index}/{args.processes}", "--quiet"]
+        command = [
+            sys.executable,
+            __file__,
+            *sys.argv[1:],
+            "--worker",
+            f"{index}/{args.processes}",
+            "--quiet",
+        ]
         done = await trio.run_process(command, capture_stdout=True, check=False)
         if done.returncode not in (0, 1):
             raise RuntimeError(f"worker {index} failed with status {done.returncode}")
@@ -406,18 +553,33 @@ async def _run_workers(args: argparse.Namespace, ids: list[str]) -> list[dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="scripts/loadtest.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="scripts/loadtest.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--url", required=True, help="gateway URL, ws:// or wss://")
     p.add_argument("--cps", type=int, required=True, help="number of simulated charge points")
     p.add_argument("--prefix", default="LT", help="charge point ids are <prefix><n>")
-    p.add_argument("--register", action="store_true", help="create the Things first through --api-url (fakeiot)")
+    p.add_argument(
+        "--register",
+        action="store_true",
+        help="create the Things first through --api-url (fakeiot)",
+    )
     p.add_argument("--api-url", default="http://127.0.0.1:8090", help="fakeiot API for --register")
     p.add_argument("--processes", type=int, default=1, help="worker processes (use more cores)")
-    p.add_argument("--rate", type=float, default=200.0, help="connects per second for the whole run")
-    p.add_argument("--interval", type=float, default=30.0, help="seconds between a CP's messages after boot")
-    p.add_argument("--duration", type=float, default=60.0, help="seconds from start until the CPs disconnect")
-    p.add_argument("--mix", default="heartbeat", help="message mix, e.g. heartbeat=2,status=1,meter=1")
+    p.add_argument(
+        "--rate", type=float, default=200.0, help="connects per second for the whole run"
+    )
+    p.add_argument(
+        "--interval", type=float, default=30.0, help="seconds between a CP's messages after boot"
+    )
+    p.add_argument(
+        "--duration", type=float, default=60.0, help="seconds from start until the CPs disconnect"
+    )
+    p.add_argument(
+        "--mix", default="heartbeat", help="message mix, e.g. heartbeat=2,status=1,meter=1"
+    )
     p.add_argument("--ocpp", choices=["2.0.1", "1.6"], default="2.0.1")
     p.add_argument("--ca-file", help="CA bundle for wss://")
     p.add_argument("--connect-timeout", type=float, default=30.0)
@@ -427,7 +589,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.cps < 1 or args.rate <= 0 or args.interval <= 0 or args.duration <= 0 or args.processes < 1:
+    if (
+        args.cps < 1
+        or args.rate <= 0
+        or args.interval <= 0
+        or args.duration <= 0
+        or args.processes < 1
+    ):
         p.error("--cps, --rate, --interval, --duration and --processes must be positive")
     try:
         parse_mix(args.mix)

@@ -58,9 +58,7 @@ from gateway.credentials import (  # noqa: E402
 from gateway.errors import InvalidIdentity  # noqa: E402
 from gateway.identity import validate_identity  # noqa: E402
 
-HEARTBEAT_SQL = (
-    "SELECT topic(1) AS chargePointId, timestamp() AS lastTimestamp FROM '+/in' WHERE get(*, 2) = 'Heartbeat'"
-)
+HEARTBEAT_SQL = "SELECT topic(1) AS chargePointId, timestamp() AS lastTimestamp FROM '+/in' WHERE get(*, 2) = 'Heartbeat'"
 
 
 def gateway_policy() -> dict[str, Any]:
@@ -73,13 +71,32 @@ def gateway_policy() -> dict[str, Any]:
             {
                 "Effect": "Allow",
                 "Action": "iot:Publish",
-                "Resource": [f"{arn}topic/${{iot:ClientId}}/in", f"{arn}topic/$aws/things/*/shadow/update"],
+                "Resource": [
+                    f"{arn}topic/${{iot:ClientId}}/in",
+                    f"{arn}topic/$aws/things/*/shadow/update",
+                ],
             },
-            {"Effect": "Allow", "Action": "iot:Subscribe", "Resource": f"{arn}topicfilter/${{iot:ClientId}}/out"},
-            {"Effect": "Allow", "Action": "iot:Receive", "Resource": f"{arn}topic/${{iot:ClientId}}/out"},
+            {
+                "Effect": "Allow",
+                "Action": "iot:Subscribe",
+                "Resource": f"{arn}topicfilter/${{iot:ClientId}}/out",
+            },
+            {
+                "Effect": "Allow",
+                "Action": "iot:Receive",
+                "Resource": f"{arn}topic/${{iot:ClientId}}/out",
+            },
             # Registry events (gateway/revocation.py): a deleted Thing or a changed password closes the live CP.
-            {"Effect": "Allow", "Action": "iot:Subscribe", "Resource": f"{arn}topicfilter/$aws/events/thing/*"},
-            {"Effect": "Allow", "Action": "iot:Receive", "Resource": f"{arn}topic/$aws/events/thing/*"},
+            {
+                "Effect": "Allow",
+                "Action": "iot:Subscribe",
+                "Resource": f"{arn}topicfilter/$aws/events/thing/*",
+            },
+            {
+                "Effect": "Allow",
+                "Action": "iot:Receive",
+                "Resource": f"{arn}topic/$aws/events/thing/*",
+            },
         ],
     }
 
@@ -87,7 +104,11 @@ def gateway_policy() -> dict[str, Any]:
 def _ids(args: argparse.Namespace) -> list[tuple[str, str]]:
     ids = list(args.cp)
     if args.cp_file:
-        ids += [line.strip() for line in Path(args.cp_file).read_text().splitlines() if line.strip() and not line.startswith("#")]
+        ids += [
+            line.strip()
+            for line in Path(args.cp_file).read_text().splitlines()
+            if line.strip() and not line.startswith("#")
+        ]
     pairs = []
     for cp_id in ids:
         try:
@@ -115,15 +136,25 @@ def up(iot: Any, args: argparse.Namespace, things: list[tuple[str, str]]) -> Non
         iot.update_event_configurations(eventConfigurations={"THING": {"Enabled": True}})
         print("registry events (THING): enabled")
     except ClientError as exc:  # fakeiot always publishes them; some mocks lack the call
-        print(f"registry events (THING): not enabled here ({_code(exc) or exc}); revocation falls back to re-checks")
+        print(
+            f"registry events (THING): not enabled here ({_code(exc) or exc}); revocation falls back to re-checks"
+        )
 
-    id_file, cert_file, key_file = out / "certificate-id", out / "certificate.pem", out / "private.key"
+    id_file, cert_file, key_file = (
+        out / "certificate-id",
+        out / "certificate.pem",
+        out / "private.key",
+    )
     cert_arn = None
     if id_file.is_file() and cert_file.is_file() and key_file.is_file():
         try:
-            description = iot.describe_certificate(certificateId=id_file.read_text().strip())["certificateDescription"]
+            description = iot.describe_certificate(certificateId=id_file.read_text().strip())[
+                "certificateDescription"
+            ]
             cert_arn = description["certificateArn"]
-            print(f"certificate {description['certificateId'][:12]}...: exists ({description['status']})")
+            print(
+                f"certificate {description['certificateId'][:12]}...: exists ({description['status']})"
+            )
         except ClientError as exc:
             if _code(exc) != "ResourceNotFoundException":
                 raise
@@ -135,7 +166,9 @@ def up(iot: Any, args: argparse.Namespace, things: list[tuple[str, str]]) -> Non
         with os.fdopen(fd, "w") as f:
             f.write(created["keyPair"]["PrivateKey"])
         id_file.write_text(created["certificateId"] + "\n")
-        print(f"certificate {created['certificateId'][:12]}...: created, written to {cert_file} and {key_file}")
+        print(
+            f"certificate {created['certificateId'][:12]}...: created, written to {cert_file} and {key_file}"
+        )
     iot.attach_policy(policyName=args.policy_name, target=cert_arn)
     print(f"policy {args.policy_name}: attached to the certificate")
 
@@ -150,7 +183,10 @@ def up(iot: Any, args: argparse.Namespace, things: list[tuple[str, str]]) -> Non
         attributes: dict[str, str] = {}
         if args.passwords:
             password = generate_password()
-            attributes = {PASSWORD_HASH_ATTRIBUTE: hash_password(password), SECURITY_PROFILE_ATTRIBUTE: "1"}
+            attributes = {
+                PASSWORD_HASH_ATTRIBUTE: hash_password(password),
+                SECURITY_PROFILE_ATTRIBUTE: "1",
+            }
             passwords.append(f"{cp_id},{password}")
         iot.create_thing(thingName=name, attributePayload={"attributes": attributes})
     print(f"things: {len(things)} registered")
@@ -159,14 +195,23 @@ def up(iot: Any, args: argparse.Namespace, things: list[tuple[str, str]]) -> Non
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(fd, "a") as f:
             f.write("\n".join(passwords) + "\n")
-        print(f"passwords: {len(passwords)} new, appended to {path} (keep it secret; only hashes are in AWS)")
+        print(
+            f"passwords: {len(passwords)} new, appended to {path} (keep it secret; only hashes are in AWS)"
+        )
 
     if args.heartbeat_rule:
         payload = {
             "sql": HEARTBEAT_SQL,
             "awsIotSqlVersion": "2016-03-23",
             "ruleDisabled": False,
-            "actions": [{"dynamoDBv2": {"roleArn": args.rule_role_arn, "putItem": {"tableName": args.heartbeat_rule}}}],
+            "actions": [
+                {
+                    "dynamoDBv2": {
+                        "roleArn": args.rule_role_arn,
+                        "putItem": {"tableName": args.heartbeat_rule},
+                    }
+                }
+            ],
         }
         try:
             iot.create_topic_rule(ruleName=args.rule_name, topicRulePayload=payload)
@@ -201,7 +246,9 @@ def down(iot: Any, args: argparse.Namespace, things: list[tuple[str, str]]) -> N
     if id_file.is_file():
         cert_id = id_file.read_text().strip()
         try:
-            arn = iot.describe_certificate(certificateId=cert_id)["certificateDescription"]["certificateArn"]
+            arn = iot.describe_certificate(certificateId=cert_id)["certificateDescription"][
+                "certificateArn"
+            ]
         except ClientError as exc:
             if _code(exc) != "ResourceNotFoundException":
                 raise
@@ -234,23 +281,53 @@ def down(iot: Any, args: argparse.Namespace, things: list[tuple[str, str]]) -> N
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="scripts/provision.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="scripts/provision.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("action", choices=["up", "down"])
-    p.add_argument("--out", default="gateway-identity", help="directory for the certificate, key and gateway.env")
-    p.add_argument("--cp", action="append", default=[], metavar="CP_ID", help="charge point id to register (repeatable)")
+    p.add_argument(
+        "--out",
+        default="gateway-identity",
+        help="directory for the certificate, key and gateway.env",
+    )
+    p.add_argument(
+        "--cp",
+        action="append",
+        default=[],
+        metavar="CP_ID",
+        help="charge point id to register (repeatable)",
+    )
     p.add_argument("--cp-file", help="file with one charge point id per line")
-    p.add_argument("--passwords", metavar="FILE", help="give each new Thing a random password (security profile 1); "
-                   "append cp_id,password lines to FILE (mode 0600)")
+    p.add_argument(
+        "--passwords",
+        metavar="FILE",
+        help="give each new Thing a random password (security profile 1); "
+        "append cp_id,password lines to FILE (mode 0600)",
+    )
     p.add_argument("--policy-name", default="ocpp-gateway")
-    p.add_argument("--heartbeat-rule", metavar="TABLE", help="also create the heartbeat rule writing into this DynamoDB table")
+    p.add_argument(
+        "--heartbeat-rule",
+        metavar="TABLE",
+        help="also create the heartbeat rule writing into this DynamoDB table",
+    )
     p.add_argument("--rule-name", default="chargePointHeartbeat")
-    p.add_argument("--rule-role-arn", help="IAM role the rule uses to write the table (with --heartbeat-rule)")
-    p.add_argument("--region", default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
-    p.add_argument("--endpoint-url", help="IoT API endpoint (fakeiot: http://127.0.0.1:8090; moto); unset: AWS")
+    p.add_argument(
+        "--rule-role-arn", help="IAM role the rule uses to write the table (with --heartbeat-rule)"
+    )
+    p.add_argument(
+        "--region",
+        default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+    )
+    p.add_argument(
+        "--endpoint-url", help="IoT API endpoint (fakeiot: http://127.0.0.1:8090; moto); unset: AWS"
+    )
     args = p.parse_args(argv)
     if args.heartbeat_rule and not args.rule_role_arn and args.action == "up":
-        p.error("--heartbeat-rule needs --rule-role-arn (the role AWS IoT assumes to write the table)")
+        p.error(
+            "--heartbeat-rule needs --rule-role-arn (the role AWS IoT assumes to write the table)"
+        )
     things = _ids(args)
     session = boto3.session.Session(region_name=args.region)
     extra: dict[str, Any] = {}
@@ -261,7 +338,10 @@ def main(argv: list[str] | None = None) -> int:
         (up if args.action == "up" else down)(iot, args, things)
     except ClientError as exc:
         error = exc.response.get("Error", {})
-        print(f"error: {exc.operation_name}: {error.get('Code')}: {error.get('Message')}", file=sys.stderr)
+        print(
+            f"error: {exc.operation_name}: {error.get('Code')}: {error.get('Message')}",
+            file=sys.stderr,
+        )
         return 1
     except BotoCoreError as exc:
         print(f"error: {exc}", file=sys.stderr)

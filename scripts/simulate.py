@@ -29,18 +29,34 @@ log = logging.getLogger("simulate")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--url", required=True, help="central system URL, e.g. ws://127.0.0.1:8080")
-    p.add_argument("--cp-id", required=True, help="charge point identity (appended to the URL path)")
+    p.add_argument(
+        "--cp-id", required=True, help="charge point identity (appended to the URL path)"
+    )
     p.add_argument("--cp-serial", default="SN-0001", help="serial number in BootNotification")
     p.add_argument("--cp-model", default="CHARGE-MODEL-1", help="model in BootNotification")
     p.add_argument("--cp-version", default="1.0.0", help="firmware version in BootNotification")
     p.add_argument("--cp-vendor", default="ACME", help="vendor in BootNotification")
-    p.add_argument("--ocpp", choices=["1.6", "2.0.1"], default="2.0.1", help="OCPP version to speak")
-    p.add_argument("--password", default=None,
-                   help="HTTP Basic auth password (OCPP security profile 1); also SIMULATE_PASSWORD")
-    p.add_argument("--ca-file", default=None, help="CA certificate to trust for wss:// (default: the system's)")
-    p.add_argument("--heartbeats", type=int, default=None, help="stop after this many heartbeats (default: run forever)")
+    p.add_argument(
+        "--ocpp", choices=["1.6", "2.0.1"], default="2.0.1", help="OCPP version to speak"
+    )
+    p.add_argument(
+        "--password",
+        default=None,
+        help="HTTP Basic auth password (OCPP security profile 1); also SIMULATE_PASSWORD",
+    )
+    p.add_argument(
+        "--ca-file", default=None, help="CA certificate to trust for wss:// (default: the system's)"
+    )
+    p.add_argument(
+        "--heartbeats",
+        type=int,
+        default=None,
+        help="stop after this many heartbeats (default: run forever)",
+    )
     return p.parse_args(argv)
 
 
@@ -53,10 +69,19 @@ async def run(args: argparse.Namespace) -> int:
         password = args.password or os.environ.get("SIMULATE_PASSWORD")
         context = ssl.create_default_context(cafile=args.ca_file) if args.ca_file else None
         async with connect(
-            args.url, args.cp_id, subprotocols=[subprotocol], password=password, ssl_context=context, on_frame=on_frame
+            args.url,
+            args.cp_id,
+            subprotocols=[subprotocol],
+            password=password,
+            ssl_context=context,
+            on_frame=on_frame,
         ) as cp:
             action, payload = boot_notification(
-                args.ocpp, vendor=args.cp_vendor, model=args.cp_model, serial=args.cp_serial, firmware=args.cp_version
+                args.ocpp,
+                vendor=args.cp_vendor,
+                model=args.cp_model,
+                serial=args.cp_serial,
+                firmware=args.cp_version,
             )
             result = await cp.call(action, payload)
             log.info("%s: connected to central system", args.cp_id)
@@ -72,7 +97,12 @@ async def run(args: argparse.Namespace) -> int:
                 sent += 1
             return 0
     except ConnectionClosed as exc:
-        log.error("%s: connection closed by central system: code %s, reason %r", args.cp_id, exc.reason.code, exc.reason.reason)
+        log.error(
+            "%s: connection closed by central system: code %s, reason %r",
+            args.cp_id,
+            exc.reason.code,
+            exc.reason.reason,
+        )
         return 1
     except ConnectionRejected as exc:
         log.error("%s: connection rejected by central system: HTTP %s", args.cp_id, exc.status_code)

@@ -29,7 +29,9 @@ logging.getLogger("transitions").setLevel(logging.WARNING)
 
 @pytest.fixture
 async def fakeiot(tmp_path: Path) -> AsyncIterator[FakeIot]:
-    async with running_fakeiot(FakeIotConfig(mqtt_port=0, api_port=0, data_dir=tmp_path / "fakeiot")) as iot:
+    async with running_fakeiot(
+        FakeIotConfig(mqtt_port=0, api_port=0, data_dir=tmp_path / "fakeiot")
+    ) as iot:
         yield iot
 
 
@@ -77,7 +79,9 @@ async def gateway(fakeiot: FakeIot, nursery: trio.Nursery) -> RunningGateway:
 
 def backend_settings(iot: FakeIot) -> MqttSettings:
     """MQTT settings with fakeiot's backend role (may use any topic), like the message processor."""
-    return MqttSettings(port=iot.mqtt_port, username=BACKEND_USERNAME, password=iot.backend_password)
+    return MqttSettings(
+        port=iot.mqtt_port, username=BACKEND_USERNAME, password=iot.backend_password
+    )
 
 
 @pytest.fixture
@@ -89,7 +93,9 @@ async def mqtt_driver(fakeiot: FakeIot) -> AsyncIterator[MqttDriver]:
 
 def device_settings(iot: FakeIot) -> MqttSettings:
     """MQTT settings with the gateway's credential: device clients, each confined to its own CP's topics."""
-    return MqttSettings(port=iot.mqtt_port, username=GATEWAY_USERNAME, password=iot.gateway_password)
+    return MqttSettings(
+        port=iot.mqtt_port, username=GATEWAY_USERNAME, password=iot.gateway_password
+    )
 
 
 @pytest.fixture
@@ -117,7 +123,9 @@ class Spy:
             self._changed.set()
             self._changed = trio.Event()
 
-    async def wait_for(self, predicate: Callable[[str, bytes], bool], *, timeout: float = 5.0) -> tuple[str, bytes]:
+    async def wait_for(
+        self, predicate: Callable[[str, bytes], bool], *, timeout: float = 5.0
+    ) -> tuple[str, bytes]:
         with trio.fail_after(timeout):
             while True:
                 for message in self.messages:

@@ -23,9 +23,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     environ = None if env is None else {**os.environ, **env}
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=environ)
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environ,
+    )
 
 
 class Program:
@@ -71,7 +80,9 @@ class Program:
             self._reader.join(timeout=5)
             while not self._queue.empty():
                 self.lines.append(self._queue.get() or "")
-        raise AssertionError(f"no line containing {fragment!r}; output so far:\n{''.join(self.lines)}")
+        raise AssertionError(
+            f"no line containing {fragment!r}; output so far:\n{''.join(self.lines)}"
+        )
 
     def stop(self, timeout: float = 15) -> int:
         if self.proc.poll() is None:
@@ -89,7 +100,9 @@ class Program:
 def program(*args: str, python: bool = True) -> Iterator[Program]:
     command = [sys.executable, *args] if python else list(args)
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
     running = Program(proc)
     try:
         yield running

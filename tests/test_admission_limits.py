@@ -22,8 +22,14 @@ from .conftest import gateway_config
 PASSWORD = "correct-horse-battery-9"
 
 
-async def upgrade(port: int, path: str, *, password: str | None = None, user: str | None = None,
-                  source: str = "127.0.0.1") -> tuple[int, float]:
+async def upgrade(
+    port: int,
+    path: str,
+    *,
+    password: str | None = None,
+    user: str | None = None,
+    source: str = "127.0.0.1",
+) -> tuple[int, float]:
     """(HTTP status of the upgrade, seconds it took), from ``source``."""
     headers = ""
     if password is not None:
@@ -51,7 +57,9 @@ async def upgrade(port: int, path: str, *, password: str | None = None, user: st
 def register_with_password(aws: Any, cp_id: str) -> None:
     aws[0].create_thing(
         thingName=thing_name_for(cp_id),
-        attributePayload={"attributes": {"ocppPasswordHash": hash_password(PASSWORD), "ocppSecurityProfile": "1"}},
+        attributePayload={
+            "attributes": {"ocppPasswordHash": hash_password(PASSWORD), "ocppSecurityProfile": "1"}
+        },
     )
 
 
@@ -63,7 +71,7 @@ def test_failure_backoff_doubles_and_forgets() -> None:
     assert backoff.blocked_for("k", 0.1) == 1.0  # third failure onwards: 1, 2, 4, 8, 8 ... seconds
     backoff.failed("k", 1.1)
     assert backoff.blocked_for("k", 1.1) == 2.0
-    for n in range(10):
+    for _ in range(10):
         backoff.failed("k", 2.0)
     assert backoff.blocked_for("k", 2.0) == 8.0  # capped
     assert backoff.blocked_for("other", 2.0) == 0
@@ -82,7 +90,9 @@ async def test_password_guessing_backs_off_per_source_and_id(
     gateway: RunningGateway = await nursery.start(run_gateway, gateway_config(fakeiot))
     statuses = [(await upgrade(gateway.port, "/CP1", password=f"guess-{n}"))[0] for n in range(12)]
     assert statuses == [401] * 12
-    assert gateway.bridge.password_hashes == 5  # after 5 failures, guesses are refused without hashing
+    assert (
+        gateway.bridge.password_hashes == 5
+    )  # after 5 failures, guesses are refused without hashing
     # Blocked: even the right password from the guessing source gets the same 401 (it learns nothing) ...
     assert (await upgrade(gateway.port, "/CP1", password=PASSWORD))[0] == 401
     # ... while another CP from another address is served at once, and so is CP1 itself from its own
@@ -91,7 +101,9 @@ async def test_password_guessing_backs_off_per_source_and_id(
     assert (await upgrade(gateway.port, "/CP1", password=PASSWORD, source="127.0.0.3"))[0] == 101
 
 
-async def test_concurrent_guesses_cannot_queue_up_hashes(fakeiot: FakeIot, nursery: trio.Nursery, aws: Any) -> None:
+async def test_concurrent_guesses_cannot_queue_up_hashes(
+    fakeiot: FakeIot, nursery: trio.Nursery, aws: Any
+) -> None:
     register_with_password(aws, "CP1")
     gateway: RunningGateway = await nursery.start(run_gateway, gateway_config(fakeiot))
     statuses: list[int] = []
@@ -103,16 +115,22 @@ async def test_concurrent_guesses_cannot_queue_up_hashes(fakeiot: FakeIot, nurse
         for n in range(40):
             guesses.start_soon(guess, n)
     assert statuses == [401] * 40
-    assert gateway.bridge.password_hashes <= 7, gateway.bridge.password_hashes  # 2 at a time, blocked after 5
+    assert gateway.bridge.password_hashes <= 7, (
+        gateway.bridge.password_hashes
+    )  # 2 at a time, blocked after 5
 
 
 async def test_unknown_ids_get_the_same_401_when_every_cp_must_authenticate(
     fakeiot: FakeIot, nursery: trio.Nursery, aws: Any
 ) -> None:
     register_with_password(aws, "CP1")
-    gateway: RunningGateway = await nursery.start(run_gateway, gateway_config(fakeiot, min_security_profile=1))
+    gateway: RunningGateway = await nursery.start(
+        run_gateway, gateway_config(fakeiot, min_security_profile=1)
+    )
     wrong, wrong_time = await upgrade(gateway.port, "/CP1", password="not-it-at-all")
-    unknown, unknown_time = await upgrade(gateway.port, "/NOBODY", password="not-it-at-all", source="127.0.0.3")
+    unknown, unknown_time = await upgrade(
+        gateway.port, "/NOBODY", password="not-it-at-all", source="127.0.0.3"
+    )
     assert wrong == unknown == 401  # not 101 + close 1008 "not registered"
     assert gateway.bridge.password_hashes == 2  # the unknown id cost the same hashing work
     assert unknown_time > wrong_time / 4, (unknown_time, wrong_time)

@@ -35,7 +35,13 @@ def test_hash_and_verify() -> None:
     assert verify_password(PASSWORD, encoded)
     assert not verify_password(PASSWORD + "x", encoded)
     assert hash_password(PASSWORD, iterations=1000) != encoded  # salted
-    for broken in ("", "md5:1:00:00", "pbkdf2-sha256:x:00:00", "pbkdf2-sha256:0:00:00", "pbkdf2-sha256:1000:zz:00"):
+    for broken in (
+        "",
+        "md5:1:00:00",
+        "pbkdf2-sha256:x:00:00",
+        "pbkdf2-sha256:0:00:00",
+        "pbkdf2-sha256:1000:zz:00",
+    ):
         assert not verify_password(PASSWORD, broken)
 
 
@@ -59,20 +65,30 @@ def test_parse_basic_auth() -> None:
 def register_with_password(aws: Any) -> None:
     aws[0].create_thing(
         thingName="CP1",
-        attributePayload={"attributes": {"ocppPasswordHash": hash_password(PASSWORD), "ocppSecurityProfile": "1"}},
+        attributePayload={
+            "attributes": {"ocppPasswordHash": hash_password(PASSWORD), "ocppSecurityProfile": "1"}
+        },
     )
 
 
 @pytest.mark.parametrize(
-    ("user", "password"), [(None, None), ("CP1", "wrong-password-123"), ("CP9", PASSWORD)], ids=["none", "wrong", "other-user"]
+    ("user", "password"),
+    [(None, None), ("CP1", "wrong-password-123"), ("CP9", PASSWORD)],
+    ids=["none", "wrong", "other-user"],
 )
 async def test_bad_credentials_get_401_and_no_mqtt_connection(
-    gateway: RunningGateway, fakeiot: FakeIot, register_with_password: None, user: str | None, password: str | None,
+    gateway: RunningGateway,
+    fakeiot: FakeIot,
+    register_with_password: None,
+    user: str | None,
+    password: str | None,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     headers = [basic_auth_header(user, password)] if user and password else None
     with pytest.raises(ConnectionRejected) as rejected:
-        async with open_client_websocket(f"{gateway.url}/CP1", subprotocols=["ocpp2.0.1"], extra_headers=headers):
+        async with open_client_websocket(
+            f"{gateway.url}/CP1", subprotocols=["ocpp2.0.1"], extra_headers=headers
+        ):
             pass
     assert rejected.value.status_code == 401
     assert any(name.lower() == b"www-authenticate" for name, _ in rejected.value.headers or [])
@@ -92,7 +108,9 @@ async def test_right_password_connects_and_reconnects_cheaply(
     assert PASSWORD not in caplog.text
 
 
-async def test_cp_without_password_attribute_needs_no_auth(gateway: RunningGateway, register: Any) -> None:
+async def test_cp_without_password_attribute_needs_no_auth(
+    gateway: RunningGateway, register: Any
+) -> None:
     register("CP2")
     async with connect(gateway.url, "CP2") as cp:
         assert "currentTime" in await cp.call(*heartbeat())
@@ -101,17 +119,43 @@ async def test_cp_without_password_attribute_needs_no_auth(gateway: RunningGatew
 def test_cli_generated_password_works_with_the_simulator(tmp_path: Path) -> None:
     api = free_port()
     api_url = f"http://127.0.0.1:{api}"
-    with program("-m", "gateway", "--port", "0", "--mqtt-port", "0", "--fakeiot-api-port", str(api), "--data-dir", str(tmp_path),
-                 "--heartbeat-interval", "1") as gw:
+    with program(
+        "-m",
+        "gateway",
+        "--port",
+        "0",
+        "--mqtt-port",
+        "0",
+        "--fakeiot-api-port",
+        str(api),
+        "--data-dir",
+        str(tmp_path),
+        "--heartbeat-interval",
+        "1",
+    ) as gw:
         url = re.search(r"(ws://\S+)/<charge-point-id>", gw.wait_for_line("listening on")).group(1)  # type: ignore[union-attr]
-        created = run("-m", "fakeiot", "thing", "create", "CP1", "--generate-password", "--api-url", api_url)
+        created = run(
+            "-m", "fakeiot", "thing", "create", "CP1", "--generate-password", "--api-url", api_url
+        )
         password = re.search(r"^password: (\S+)$", created.stdout, re.M).group(1)  # type: ignore[union-attr]
         described = run("-m", "fakeiot", "thing", "describe", "CP1", "--api-url", api_url).stdout
         assert "ocppPasswordHash" in described and password not in described
-        ok = run("scripts/simulate.py", "--url", url, "--cp-id", "CP1", "--password", password, "--heartbeats", "1")
+        ok = run(
+            "scripts/simulate.py",
+            "--url",
+            url,
+            "--cp-id",
+            "CP1",
+            "--password",
+            password,
+            "--heartbeats",
+            "1",
+        )
         assert ok.returncode == 0, ok.stderr
         denied = run("scripts/simulate.py", "--url", url, "--cp-id", "CP1", "--heartbeats", "1")
         assert denied.returncode == 1 and "rejected by central system: HTTP 401" in denied.stderr
-        short = run("-m", "fakeiot", "thing", "create", "CP2", "--password", "short", "--api-url", api_url)
+        short = run(
+            "-m", "fakeiot", "thing", "create", "CP2", "--password", "short", "--api-url", api_url
+        )
         assert short.returncode == 2 and "16-40 characters" in short.stderr
     assert password not in "".join(gw.lines)

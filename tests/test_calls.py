@@ -20,7 +20,14 @@ def test_frame_kind_reads_type_and_id_without_parsing() -> None:
     assert frame_kind('[2,"a1","Heartbeat",{}]') == (2, "a1")
     assert frame_kind(' [ 3 , "a1" , {}]') == (3, "a1")
     assert frame_kind('[4,"x","InternalError","",{}]') == (4, "x")
-    for text in ('[5,"a",{}]', '[2,1,"Heartbeat",{}]', '{"a":1}', "", '[2,"' + "x" * 37 + '"]', '[2,"a\\"b"]'):
+    for text in (
+        '[5,"a",{}]',
+        '[2,1,"Heartbeat",{}]',
+        '{"a":1}',
+        "",
+        '[2,"' + "x" * 37 + '"]',
+        '[2,"a\\"b"]',
+    ):
         assert frame_kind(text) is None
 
 
@@ -43,7 +50,13 @@ def test_zero_disables_and_the_error_is_valid_ocpp_j() -> None:
     calls = CallTimeouts(timeout=0)
     calls.sent_by_cp("cp", '[2,"1","Heartbeat",{}]', now=0)
     assert calls.expired(1e9) == []
-    assert json.loads(timeout_call_error("1", 30)) == [4, "1", "InternalError", "CSMS did not answer within 30 s", {}]
+    assert json.loads(timeout_call_error("1", 30)) == [
+        4,
+        "1",
+        "InternalError",
+        "CSMS did not answer within 30 s",
+        {},
+    ]
 
 
 async def test_an_unanswered_call_gets_a_callerror_and_a_late_answer_is_dropped(
@@ -51,7 +64,9 @@ async def test_an_unanswered_call_gets_a_callerror_and_a_late_answer_is_dropped(
 ) -> None:
     register("CP1")
     # No processor: nobody answers CP1's CALLs.
-    gateway: RunningGateway = await nursery.start(run_gateway, gateway_config(fakeiot, processor=False, call_timeout=0.5))
+    gateway: RunningGateway = await nursery.start(
+        run_gateway, gateway_config(fakeiot, processor=False, call_timeout=0.5)
+    )
     async with connect(gateway.url, "CP1") as cp, mqtt_driver.link("test:csms") as csms:
         with trio.fail_after(5):
             try:
@@ -59,9 +74,16 @@ async def test_an_unanswered_call_gets_a_callerror_and_a_late_answer_is_dropped(
                 raise AssertionError("expected a CALLERROR")
             except CallErrorReceived as exc:
                 error = exc
-        assert error.code == "InternalError" and error.description == "CSMS did not answer within 0.5 s"
+        assert (
+            error.code == "InternalError"
+            and error.description == "CSMS did not answer within 0.5 s"
+        )
         assert gateway.bridge.calls_timed_out == 1
-        await csms.publish("CP1/out", json.dumps([3, error.message_id, {"currentTime": "x"}]).encode())  # too late
+        await csms.publish(
+            "CP1/out", json.dumps([3, error.message_id, {"currentTime": "x"}]).encode()
+        )  # too late
         await csms.publish("CP1/out", b'[2,"csms-1","Reset",{"type":"Immediate"}]')
         with trio.fail_after(5):
-            assert json.loads(await cp.receive_text())[1] == "csms-1"  # the late answer never reached the CP
+            assert (
+                json.loads(await cp.receive_text())[1] == "csms-1"
+            )  # the late answer never reached the CP

@@ -15,7 +15,16 @@ from .processes import free_port, program, run
 def test_standalone_fakeiot_gateway_and_simulator(tmp_path: Path) -> None:
     mqtt, api = free_port(), free_port()
     api_url = f"http://127.0.0.1:{api}"
-    with program("-m", "fakeiot", "--mqtt-port", str(mqtt), "--api-port", str(api), "--data-dir", str(tmp_path)) as iot:
+    with program(
+        "-m",
+        "fakeiot",
+        "--mqtt-port",
+        str(mqtt),
+        "--api-port",
+        str(api),
+        "--data-dir",
+        str(tmp_path),
+    ) as iot:
         iot.wait_for_line("fakeiot: MQTT")
         created = run("-m", "fakeiot", "thing", "create", "CP1", "--api-url", api_url)
         assert created.returncode == 0, created.stderr
@@ -25,39 +34,94 @@ def test_standalone_fakeiot_gateway_and_simulator(tmp_path: Path) -> None:
         assert missing.returncode == 1 and "No shadow exists with name: 'CP1'" in missing.stderr
 
         with program(
-            "-m", "gateway", "--port", "0", "--mqtt-host", "127.0.0.1", "--mqtt-port", str(mqtt),
-            "--iot-api-url", api_url, "--processor", "--heartbeat-interval", "1",
-            "--processor-mqtt-username", "fakeiot-backend", "--processor-mqtt-password-file", str(tmp_path / "backend-password"),
-            "--mqtt-username", "fakeiot-gateway", "--mqtt-password-file", str(tmp_path / "gateway-password"),
+            "-m",
+            "gateway",
+            "--port",
+            "0",
+            "--mqtt-host",
+            "127.0.0.1",
+            "--mqtt-port",
+            str(mqtt),
+            "--iot-api-url",
+            api_url,
+            "--processor",
+            "--heartbeat-interval",
+            "1",
+            "--processor-mqtt-username",
+            "fakeiot-backend",
+            "--processor-mqtt-password-file",
+            str(tmp_path / "backend-password"),
+            "--mqtt-username",
+            "fakeiot-gateway",
+            "--mqtt-password-file",
+            str(tmp_path / "gateway-password"),
         ) as gw:
-            url = re.search(r"listening on (ws://\S+)/<charge-point-id>", gw.wait_for_line("listening on")).group(1)  # type: ignore[union-attr]
-            ok = run("scripts/simulate.py", "--url", url, "--cp-id", "CP1", "--heartbeats", "2", "--ocpp", "1.6")
+            url = re.search(
+                r"listening on (ws://\S+)/<charge-point-id>", gw.wait_for_line("listening on")
+            ).group(1)  # type: ignore[union-attr]
+            ok = run(
+                "scripts/simulate.py",
+                "--url",
+                url,
+                "--cp-id",
+                "CP1",
+                "--heartbeats",
+                "2",
+                "--ocpp",
+                "1.6",
+            )
             assert ok.returncode == 0, ok.stderr
             assert "CP1: connected to central system" in ok.stderr
             assert "CP1: heartbeat interval set to 1" in ok.stderr
-            assert len(re.findall(r"CP1: received \[3,", ok.stderr)) == 3  # boot + 2 heartbeats, every frame logged
-            refused = run("scripts/simulate.py", "--url", url, "--cp-id", "CP2", "--heartbeats", "1")
+            assert (
+                len(re.findall(r"CP1: received \[3,", ok.stderr)) == 3
+            )  # boot + 2 heartbeats, every frame logged
+            refused = run(
+                "scripts/simulate.py", "--url", url, "--cp-id", "CP2", "--heartbeats", "1"
+            )
             assert refused.returncode == 1
-            assert "code 1008, reason 'Charge Point CP2 not registered as an IoT Thing'" in refused.stderr
+            assert (
+                "code 1008, reason 'Charge Point CP2 not registered as an IoT Thing'"
+                in refused.stderr
+            )
         assert gw.proc.returncode == 0
 
         shadow = run("-m", "fakeiot", "shadow", "get", "CP1", "--api-url", api_url)
-        assert json.loads(shadow.stdout)["state"]["reported"]["chargingStation"]["vendorName"] == "ACME"
+        assert (
+            json.loads(shadow.stdout)["state"]["reported"]["chargingStation"]["vendorName"]
+            == "ACME"
+        )
         assert run("-m", "fakeiot", "thing", "delete", "CP1", "--api-url", api_url).returncode == 0
         assert run("-m", "fakeiot", "thing", "list", "--api-url", api_url).stdout.split() == []
         again = run("-m", "fakeiot", "thing", "delete", "CP1", "--api-url", api_url)
-        assert again.returncode == 1 and "Thing CP1 cannot be found" in again.stderr and "deleted" not in again.stdout
+        assert (
+            again.returncode == 1
+            and "Thing CP1 cannot be found" in again.stderr
+            and "deleted" not in again.stdout
+        )
 
 
 def test_gateway_with_embedded_fakeiot_starts_and_stops_cleanly(tmp_path: Path) -> None:
     api = free_port()
     with program(
-        "-m", "gateway", "--port", "0", "--mqtt-port", "0", "--fakeiot-api-port", str(api), "--data-dir", str(tmp_path),
-        "--log-level", "DEBUG",
+        "-m",
+        "gateway",
+        "--port",
+        "0",
+        "--mqtt-port",
+        "0",
+        "--fakeiot-api-port",
+        str(api),
+        "--data-dir",
+        str(tmp_path),
+        "--log-level",
+        "DEBUG",
     ) as gw:
         gw.wait_for_line("OCPP gateway listening on ws://127.0.0.1:")
         gw.wait_for_line(f"API http://127.0.0.1:{api}")
-        created = run("-m", "fakeiot", "thing", "create", "CP.7", "--api-url", f"http://127.0.0.1:{api}")
+        created = run(
+            "-m", "fakeiot", "thing", "create", "CP.7", "--api-url", f"http://127.0.0.1:{api}"
+        )
         assert "created Thing CP:2E7" in created.stdout
         assert gw.stop() == 0
     assert (tmp_path / "fakeiot.sqlite3").exists()
@@ -65,21 +129,32 @@ def test_gateway_with_embedded_fakeiot_starts_and_stops_cleanly(tmp_path: Path) 
 
 def test_cli_errors_are_clear() -> None:
     bad_port = run("-m", "gateway", "--port", "eighty")
-    assert bad_port.returncode == 2 and "argument --port: invalid int value: 'eighty'" in bad_port.stderr
-    assert len(bad_port.stderr.splitlines()) == 2  # one usage line and the error, not the whole option list
+    assert (
+        bad_port.returncode == 2
+        and "argument --port: invalid int value: 'eighty'" in bad_port.stderr
+    )
+    assert (
+        len(bad_port.stderr.splitlines()) == 2
+    )  # one usage line and the error, not the whole option list
     bad_sub = run("-m", "gateway", "--subprotocols", "ocpp1.5")
     assert bad_sub.returncode == 2 and "unknown ['ocpp1.5']" in bad_sub.stderr
-    unreachable = run("-m", "fakeiot", "thing", "list", "--api-url", f"http://127.0.0.1:{free_port()}")
+    unreachable = run(
+        "-m", "fakeiot", "thing", "list", "--api-url", f"http://127.0.0.1:{free_port()}"
+    )
     assert unreachable.returncode == 1 and "cannot reach fakeiot" in unreachable.stderr
     no_scheme = run("-m", "fakeiot", "thing", "list", "--api-url", "127.0.0.1:8090")
-    assert no_scheme.returncode == 2 and "--api-url must be a URL such as http://" in no_scheme.stderr
+    assert (
+        no_scheme.returncode == 2 and "--api-url must be a URL such as http://" in no_scheme.stderr
+    )
     assert "Traceback" not in no_scheme.stderr
-    for flag, value, message in (("--close-timeout", "0", "--close-timeout must be > 0"),
-                                 ("--call-timeout", "-1", "--call-timeout must be >= 0"),
-                                 ("--base-path", "ocpp", "--base-path must look like /ocpp"),
-                                 ("--cp-reconnect-burst", "0", "--cp-reconnect-burst >= 1"),
-                                 ("--max-backlog-bytes", "10", "--max-backlog-bytes must be at least --max-frame-size"),
-                                 ("--registry-rate", "0", "--registry-rate must be > 0")):
+    for flag, value, message in (
+        ("--close-timeout", "0", "--close-timeout must be > 0"),
+        ("--call-timeout", "-1", "--call-timeout must be >= 0"),
+        ("--base-path", "ocpp", "--base-path must look like /ocpp"),
+        ("--cp-reconnect-burst", "0", "--cp-reconnect-burst >= 1"),
+        ("--max-backlog-bytes", "10", "--max-backlog-bytes must be at least --max-frame-size"),
+        ("--registry-rate", "0", "--registry-rate must be > 0"),
+    ):
         bad = run("-m", "gateway", flag, value)
         assert bad.returncode == 2 and message in bad.stderr, (flag, bad.stderr[-300:])
     bad_id = run("-m", "fakeiot", "thing", "create", "CP:1")
@@ -89,33 +164,63 @@ def test_cli_errors_are_clear() -> None:
     bad_young = run("-m", "gateway", "--gc-young-interval", "-0.1")
     assert bad_young.returncode == 2 and "--gc-young-interval must be >= 0" in bad_young.stderr
     help_text = run("-m", "gateway", "--help").stdout
-    for option in ("--host", "--port", "--mqtt-host", "--iot-api-url", "--subprotocols", "--gc-full-interval", "--gc-young-interval", "GATEWAY_"):
+    for option in (
+        "--host",
+        "--port",
+        "--mqtt-host",
+        "--iot-api-url",
+        "--subprotocols",
+        "--gc-full-interval",
+        "--gc-young-interval",
+        "GATEWAY_",
+    ):
         assert option in help_text
 
 
 def test_gateway_reports_a_busy_port(tmp_path: Path) -> None:
     api = free_port()
-    with program("-m", "fakeiot", "--mqtt-port", "0", "--api-port", str(api), "--data-dir", str(tmp_path)) as iot:
+    with program(
+        "-m", "fakeiot", "--mqtt-port", "0", "--api-port", str(api), "--data-dir", str(tmp_path)
+    ) as iot:
         iot.wait_for_line("fakeiot: MQTT")
-        clash = run("-m", "gateway", "--port", "0", "--mqtt-port", "0", "--fakeiot-api-port", str(api), "--data-dir", str(tmp_path / "x"))
+        clash = run(
+            "-m",
+            "gateway",
+            "--port",
+            "0",
+            "--mqtt-port",
+            "0",
+            "--fakeiot-api-port",
+            str(api),
+            "--data-dir",
+            str(tmp_path / "x"),
+        )
         assert clash.returncode == 2
         assert f"fakeiot HTTP API cannot listen on 127.0.0.1:{api}" in clash.stderr
 
 
 async def test_container_healthcheck(gateway: Any) -> None:
     """The Dockerfile's HEALTHCHECK command: healthy against a serving gateway, unhealthy on a dead port."""
-    healthy = await trio.to_thread.run_sync(lambda: run("-m", "gateway.healthcheck", env={"GATEWAY_PORT": str(gateway.port)}))
+    healthy = await trio.to_thread.run_sync(
+        lambda: run("-m", "gateway.healthcheck", env={"GATEWAY_PORT": str(gateway.port)})
+    )
     assert healthy.returncode == 0 and healthy.stdout.strip() == "healthy"
-    dead = await trio.to_thread.run_sync(lambda: run("-m", "gateway.healthcheck", env={"GATEWAY_PORT": str(free_port())}))
+    dead = await trio.to_thread.run_sync(
+        lambda: run("-m", "gateway.healthcheck", env={"GATEWAY_PORT": str(free_port())})
+    )
     assert dead.returncode == 1 and "unhealthy" in dead.stdout
 
 
 def test_dockerfile_runs_as_non_root_with_a_healthcheck() -> None:
     """No Docker daemon in CI: check the Dockerfile's promises statically (see README: what was not tested)."""
     dockerfile = (Path(__file__).parent.parent / "Dockerfile").read_text()
-    instructions = [line.split(None, 1) for line in dockerfile.splitlines() if line and not line.startswith("#")]
+    instructions = [
+        line.split(None, 1) for line in dockerfile.splitlines() if line and not line.startswith("#")
+    ]
     users = [rest for (op, *rest) in instructions if op == "USER"]
     assert users and users[-1] != ["root"]
-    assert any(op == "HEALTHCHECK" and "gateway.healthcheck" in rest[0] for op, *rest in instructions)
+    assert any(
+        op == "HEALTHCHECK" and "gateway.healthcheck" in rest[0] for op, *rest in instructions
+    )
     copied = {rest[0].split()[0] for op, *rest in instructions if op == "COPY"}
     assert {"gateway", "fakeiot"} <= copied

@@ -58,7 +58,11 @@ def _packet(first_byte: int, body: bytes) -> bytes:
 
 
 def _connect_packet(
-    client_id: str, *, username: str | None = None, password: str | None = None, will_topic: str | None = None,
+    client_id: str,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    will_topic: str | None = None,
     clean: bool = True,
 ) -> bytes:
     flags, payload = 0x02 if clean else 0, _utf8(client_id)
@@ -109,7 +113,9 @@ async def _seed_retained(iot: FakeIot, topic: str, payload: bytes) -> None:
     loop, broker = iot._loop, iot.broker
     assert loop is not None and broker is not None
     await trio.to_thread.run_sync(
-        lambda: asyncio.run_coroutine_threadsafe(broker.retain_message(None, topic, payload, 1), loop).result(5)
+        lambda: asyncio.run_coroutine_threadsafe(
+            broker.retain_message(None, topic, payload, 1), loop
+        ).result(5)
     )
 
 
@@ -122,8 +128,21 @@ async def test_an_anonymous_or_wrong_credential_connect_cannot_take_a_charge_poi
     async with device_driver.link("CP1") as cp1, mqtt_driver.link("test:backend") as backend:
         await cp1.subscribe("CP1/out")
         await _refused(_anonymous(fakeiot), "CP1")
-        await _refused(MqttSettings(port=fakeiot.mqtt_port, username=GATEWAY_USERNAME, password="wrong", connect_timeout=5), "CP1")
-        await _refused(MqttSettings(port=fakeiot.mqtt_port, username="someone", password="x", connect_timeout=5), "CP1")
+        await _refused(
+            MqttSettings(
+                port=fakeiot.mqtt_port,
+                username=GATEWAY_USERNAME,
+                password="wrong",
+                connect_timeout=5,
+            ),
+            "CP1",
+        )
+        await _refused(
+            MqttSettings(
+                port=fakeiot.mqtt_port, username="someone", password="x", connect_timeout=5
+            ),
+            "CP1",
+        )
         # The gateway's connection of CP1 was never disturbed: it still gets CP1's messages.
         await backend.publish("CP1/out", b"still yours")
         with trio.fail_after(5):
@@ -137,15 +156,20 @@ async def test_a_wrong_backend_password_or_a_device_cannot_kick_the_processor(
 ) -> None:
     async with mqtt_driver.link("cpo:processor", clean_session=False) as processor:
         await processor.subscribe("+/in")
-        wrong = MqttSettings(port=fakeiot.mqtt_port, username=BACKEND_USERNAME, password="not-the-password", connect_timeout=5)
+        wrong = MqttSettings(
+            port=fakeiot.mqtt_port,
+            username=BACKEND_USERNAME,
+            password="not-the-password",
+            connect_timeout=5,
+        )
         await _refused(wrong, "cpo:processor")
         await _refused(wrong, "cpo:processor", clean_session=False)
         await _refused(device_settings(fakeiot), "cpo:processor")  # reserved for the backend role
         await _refused(_anonymous(fakeiot), "cpo:processor")
         async with device_driver.link("CP1") as cp1:
-            await cp1.publish("CP1/in", b"[2,\"1\",\"Heartbeat\",{}]")
+            await cp1.publish("CP1/in", b'[2,"1","Heartbeat",{}]')
         with trio.fail_after(5):
-            assert await processor.receive() == ("CP1/in", b"[2,\"1\",\"Heartbeat\",{}]")
+            assert await processor.receive() == ("CP1/in", b'[2,"1","Heartbeat",{}]')
         assert processor.connected
     assert fakeiot.broker is not None and fakeiot.broker.takeovers == 0
 
@@ -166,8 +190,12 @@ async def test_the_processors_persistent_session_resumes_only_for_the_backend(
 
 async def test_a_persistent_session_is_not_resumed_by_another_principal(tmp_path: Path) -> None:
     config = FakeIotConfig(mqtt_port=0, api_port=0, data_dir=tmp_path, allow_anonymous_devices=True)
-    async with running_fakeiot(config) as iot, open_mqtt_driver(backend_settings(iot)) as backend_driver, \
-            open_mqtt_driver(device_settings(iot)) as gateway, open_mqtt_driver(_anonymous(iot)) as anonymous:
+    async with (
+        running_fakeiot(config) as iot,
+        open_mqtt_driver(backend_settings(iot)) as backend_driver,
+        open_mqtt_driver(device_settings(iot)) as gateway,
+        open_mqtt_driver(_anonymous(iot)) as anonymous,
+    ):
         async with gateway.link("CP1", clean_session=False) as cp1:
             await cp1.subscribe("CP1/out")
         async with backend_driver.link("test:backend") as backend:
@@ -176,7 +204,10 @@ async def test_a_persistent_session_is_not_resumed_by_another_principal(tmp_path
             with trio.fail_after(5):  # broadcast done: queued for the gateway's offline session too
                 assert await backend.receive() == ("CP1/out", b"queued for the gateway's CP1")
             # Another principal (anonymous, allowed here) may use CP1, but gets a session of its own.
-            assert await _connack_flags(iot.mqtt_port, "CP1", clean=False) == (False, 0)  # no session present
+            assert await _connack_flags(iot.mqtt_port, "CP1", clean=False) == (
+                False,
+                0,
+            )  # no session present
             async with anonymous.link("CP1", clean_session=False) as intruder:
                 await intruder.subscribe("CP1/out")
                 await backend.publish("CP1/out", b"marker")
@@ -185,8 +216,13 @@ async def test_a_persistent_session_is_not_resumed_by_another_principal(tmp_path
         # The gateway's principal gets a session of its own again (a new one), then resumes it (session present).
         async with gateway.link("CP1", clean_session=False) as cp1:
             await cp1.subscribe("CP1/out")
-        assert await _connack_flags(iot.mqtt_port, "CP1", clean=False, username=GATEWAY_USERNAME,
-                                    password=iot.gateway_password) == (True, 0)
+        assert await _connack_flags(
+            iot.mqtt_port,
+            "CP1",
+            clean=False,
+            username=GATEWAY_USERNAME,
+            password=iot.gateway_password,
+        ) == (True, 0)
 
 
 async def test_retained_messages_obey_the_receive_check(
@@ -208,30 +244,49 @@ async def test_retained_messages_obey_the_receive_check(
 
 
 @pytest.mark.parametrize(
-    "client_id", ["CP:2E1", "cpo:processor", "test:spy", "CP/1", "CP#", pytest.param("", id="empty"), pytest.param("x" * 49, id="49-chars")]
+    "client_id",
+    [
+        "CP:2E1",
+        "cpo:processor",
+        "test:spy",
+        "CP/1",
+        "CP#",
+        pytest.param("", id="empty"),
+        pytest.param("x" * 49, id="49-chars"),
+    ],
 )
-async def test_device_client_ids_must_be_charge_point_identities(fakeiot: FakeIot, client_id: str) -> None:
+async def test_device_client_ids_must_be_charge_point_identities(
+    fakeiot: FakeIot, client_id: str
+) -> None:
     """``CP:2E1`` is the Thing name of CP ``CP.1``, not a CP id: as a client id it would reach that
     Thing's shadow.  Ids with ':' (``cpo:processor``, ``test:...``) belong to the backend role."""
-    code = await _connack(fakeiot.mqtt_port, client_id, username=GATEWAY_USERNAME, password=fakeiot.gateway_password)
+    code = await _connack(
+        fakeiot.mqtt_port, client_id, username=GATEWAY_USERNAME, password=fakeiot.gateway_password
+    )
     assert code == 2  # identifier rejected
 
 
-async def test_the_thing_of_a_cp_id_is_reached_only_through_that_id(fakeiot: FakeIot, device_driver: MqttDriver) -> None:
+async def test_the_thing_of_a_cp_id_is_reached_only_through_that_id(
+    fakeiot: FakeIot, device_driver: MqttDriver
+) -> None:
     async with device_driver.link("CP.1") as cp:
         await cp.subscribe("$aws/things/CP:2E1/shadow/update/accepted")
         await cp.publish("$aws/things/CP:2E1/shadow/update", b'{"state": {"reported": {"x": 1}}}')
         with trio.fail_after(5):
             assert (await cp.receive())[0] == "$aws/things/CP:2E1/shadow/update/accepted"
     async with device_driver.link("CP1") as other:
-        await other.publish("$aws/things/CP:2E1/shadow/update", b'{"state": {"reported": {"x": 2}}}')
+        await other.publish(
+            "$aws/things/CP:2E1/shadow/update", b'{"state": {"reported": {"x": 2}}}'
+        )
         with trio.fail_after(5):
             await other.wait_closed()  # refused publish: closed, as on AWS IoT
 
 
 async def test_a_will_message_must_be_one_the_client_may_publish(fakeiot: FakeIot) -> None:
     gateway = {"username": GATEWAY_USERNAME, "password": fakeiot.gateway_password}
-    assert await _connack(fakeiot.mqtt_port, "CP1", will_topic="CP2/in", **gateway) == 5  # not authorised
+    assert (
+        await _connack(fakeiot.mqtt_port, "CP1", will_topic="CP2/in", **gateway) == 5
+    )  # not authorised
     assert await _connack(fakeiot.mqtt_port, "CP1", will_topic="cpo:processor/x", **gateway) == 5
     assert await _connack(fakeiot.mqtt_port, "CP1", will_topic="CP1/in", **gateway) == 0
 
@@ -243,14 +298,33 @@ async def test_anonymous_devices_are_a_loopback_only_development_switch(tmp_path
             await cp1.publish("CP1/in", b"x")
         await _refused(_anonymous(iot), "cpo:processor")  # still the backend's
         assert await _connack(iot.mqtt_port, "CP:2E1") == 2
-    exposed = FakeIotConfig(host="0.0.0.0", mqtt_port=0, api_port=0, data_dir=tmp_path, allow_anonymous_devices=True,
-                            api_access_key_id=ACCESS_KEY, api_secret_access_key=SECRET_KEY)
+    exposed = FakeIotConfig(
+        host="0.0.0.0",
+        mqtt_port=0,
+        api_port=0,
+        data_dir=tmp_path,
+        allow_anonymous_devices=True,
+        api_access_key_id=ACCESS_KEY,
+        api_secret_access_key=SECRET_KEY,
+    )
     with pytest.raises(FakeIotError, match="--allow-anonymous-devices .*loopback"):
         async with running_fakeiot(exposed):
             pass
     cli = await trio.to_thread.run_sync(
-        lambda: run("-m", "fakeiot", "--host", "0.0.0.0", "--mqtt-port", "0", "--api-port", "0", "--data-dir",
-                    str(tmp_path), "--allow-anonymous-devices", timeout=30)
+        lambda: run(
+            "-m",
+            "fakeiot",
+            "--host",
+            "0.0.0.0",
+            "--mqtt-port",
+            "0",
+            "--api-port",
+            "0",
+            "--data-dir",
+            str(tmp_path),
+            "--allow-anonymous-devices",
+            timeout=30,
+        )
     )
     assert cli.returncode == 2 and "loopback" in cli.stderr
 
@@ -258,7 +332,9 @@ async def test_anonymous_devices_are_a_loopback_only_development_switch(tmp_path
 async def test_the_embedded_gateway_connects_its_charge_points_with_the_gateway_credential(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
-    config = GatewayConfig(port=0, mqtt_port=0, fakeiot_api_port=0, data_dir=tmp_path, registry_negative_ttl=0.0)
+    config = GatewayConfig(
+        port=0, mqtt_port=0, fakeiot_api_port=0, data_dir=tmp_path, registry_negative_ttl=0.0
+    )
     gateway = await nursery.start(run_gateway, config)
     assert gateway.fakeiot is not None
     password_file = tmp_path / "gateway-password"
@@ -291,7 +367,14 @@ async def _http(port: int, request: bytes, *, timeout: float = 5) -> tuple[int, 
                 data += chunk
             head, _, body = data.partition(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
-            length = next((int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:")), 0)
+            length = next(
+                (
+                    int(line.split(":", 1)[1])
+                    for line in lines
+                    if line.lower().startswith("content-length:")
+                ),
+                0,
+            )
             while len(body) < length:
                 chunk = await stream.receive_some()
                 assert chunk
@@ -318,7 +401,9 @@ def _request(method: str, path: str, headers: dict[str, str], body: bytes = b"")
     ],
     ids=["negative", "non-numeric", "signed", "huge", "over-1-MiB", "conflicting", "chunked"],
 )
-async def test_api_refuses_bad_request_framing(fakeiot: FakeIot, headers: dict[str, str], status: int, message: str) -> None:
+async def test_api_refuses_bad_request_framing(
+    fakeiot: FakeIot, headers: dict[str, str], status: int, message: str
+) -> None:
     got, body = await _http(fakeiot.api_port, _request("POST", "/things/CP9", headers, b"{}"))
     assert (got, message in json.loads(body)["message"]) == (status, True), body
     describe = await _http(fakeiot.api_port, _request("GET", "/things/CP9", {}))
@@ -327,7 +412,10 @@ async def test_api_refuses_bad_request_framing(fakeiot: FakeIot, headers: dict[s
 
 async def test_api_reads_bodies_up_to_one_mib(fakeiot: FakeIot) -> None:
     doc = json.dumps({"blob": "x" * (600 * 1024)}).encode()
-    got, body = await _http(fakeiot.api_port, _request("POST", "/no/such/operation", {"Content-Length": str(len(doc))}, doc))
+    got, body = await _http(
+        fakeiot.api_port,
+        _request("POST", "/no/such/operation", {"Content-Length": str(len(doc))}, doc),
+    )
     assert got == 404 and b"No such operation" in body  # read whole, then routed
 
 
@@ -344,8 +432,12 @@ async def test_api_bounds_the_time_a_request_may_take(tmp_path: Path) -> None:
                     pass  # the server closes the connection
 
 
-def _sigv4_headers(method: str, url: str, body: bytes, key: str = ACCESS_KEY, secret: str = SECRET_KEY) -> dict[str, str]:
-    request = AWSRequest(method=method, url=url, data=body, headers={"Content-Type": "application/json"})
+def _sigv4_headers(
+    method: str, url: str, body: bytes, key: str = ACCESS_KEY, secret: str = SECRET_KEY
+) -> dict[str, str]:
+    request = AWSRequest(
+        method=method, url=url, data=body, headers={"Content-Type": "application/json"}
+    )
     SigV4Auth(Credentials(key, secret), "iot", "us-east-1").add_auth(request)
     host = url.split("/")[2]  # signed as host:port, as boto3 sends it
     return {"Host": host} | dict(request.headers.items()) | {"Content-Length": str(len(body))}
@@ -353,39 +445,76 @@ def _sigv4_headers(method: str, url: str, body: bytes, key: str = ACCESS_KEY, se
 
 def _iot_client(api_url: str, secret: str = SECRET_KEY) -> Any:
     return boto3.client(
-        "iot", endpoint_url=api_url, region_name="us-east-1", aws_access_key_id=ACCESS_KEY, aws_secret_access_key=secret,
+        "iot",
+        endpoint_url=api_url,
+        region_name="us-east-1",
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=secret,
         config=Config(retries={"max_attempts": 1}),
     )
 
 
-async def test_with_access_keys_every_api_call_must_be_signed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    config = FakeIotConfig(mqtt_port=0, api_port=0, data_dir=tmp_path, api_access_key_id=ACCESS_KEY, api_secret_access_key=SECRET_KEY)
+async def test_with_access_keys_every_api_call_must_be_signed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = FakeIotConfig(
+        mqtt_port=0,
+        api_port=0,
+        data_dir=tmp_path,
+        api_access_key_id=ACCESS_KEY,
+        api_secret_access_key=SECRET_KEY,
+    )
     async with running_fakeiot(config) as iot:
         port, url = iot.api_port, f"http://127.0.0.1:{iot.api_port}"
         good = _iot_client(iot.api_url)
-        good.create_thing(thingName="CP1", attributePayload={"attributes": {"ocppPasswordHash": "pbkdf2-sha256:1:aa:bb"}})
-        strip = json.dumps({"attributePayload": {"attributes": {"ocppPasswordHash": ""}, "merge": True}}).encode()
+        good.create_thing(
+            thingName="CP1",
+            attributePayload={"attributes": {"ocppPasswordHash": "pbkdf2-sha256:1:aa:bb"}},
+        )
+        strip = json.dumps(
+            {"attributePayload": {"attributes": {"ocppPasswordHash": ""}, "merge": True}}
+        ).encode()
         # Unsigned: refused (reads too: the attributes hold password hashes).
-        for method, path, body in (("PATCH", "/things/CP1", strip), ("GET", "/things/CP1", b""), ("GET", "/things", b"")):
-            status, reply = await _http(port, _request(method, path, {"Content-Length": str(len(body))}, body))
+        for method, path, body in (
+            ("PATCH", "/things/CP1", strip),
+            ("GET", "/things/CP1", b""),
+            ("GET", "/things", b""),
+        ):
+            status, reply = await _http(
+                port, _request(method, path, {"Content-Length": str(len(body))}, body)
+            )
             assert status == 403 and b"Missing Authentication Token" in reply, reply
         # Wrong secret, unknown key: refused.
         with pytest.raises(ClientError) as wrong:
-            _iot_client(iot.api_url, secret="guessed").update_thing(thingName="CP1", attributePayload=json.loads(strip)["attributePayload"])
+            _iot_client(iot.api_url, secret="guessed").update_thing(
+                thingName="CP1", attributePayload=json.loads(strip)["attributePayload"]
+            )
         assert wrong.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
         unknown = _sigv4_headers("PATCH", f"{url}/things/CP1", strip, key="AKIDSOMEONEELSE")
         assert (await _http(port, _request("PATCH", "/things/CP1", unknown, strip)))[0] == 403
         # A signature over one body does not cover another.
         signed = _sigv4_headers("PATCH", f"{url}/things/CP1", b'{"attributePayload": {}}')
-        assert (await _http(port, _request("PATCH", "/things/CP1", signed | {"Content-Length": str(len(strip))}, strip)))[0] == 403
+        assert (
+            await _http(
+                port,
+                _request(
+                    "PATCH", "/things/CP1", signed | {"Content-Length": str(len(strip))}, strip
+                ),
+            )
+        )[0] == 403
         # An old signature is not replayed.
-        monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: datetime.datetime(2020, 1, 1))
+        monkeypatch.setattr(
+            botocore.auth, "get_current_datetime", lambda: datetime.datetime(2020, 1, 1)
+        )
         stale = _sigv4_headers("PATCH", f"{url}/things/CP1", strip)
         monkeypatch.undo()
         status, reply = await _http(port, _request("PATCH", "/things/CP1", stale, strip))
         assert status == 403 and b"expired" in reply.lower()
         # The hash is still there; signed calls and the health check work.
-        assert good.describe_thing(thingName="CP1")["attributes"]["ocppPasswordHash"] == "pbkdf2-sha256:1:aa:bb"
+        assert (
+            good.describe_thing(thingName="CP1")["attributes"]["ocppPasswordHash"]
+            == "pbkdf2-sha256:1:aa:bb"
+        )
         fresh = _sigv4_headers("GET", f"{url}/things/CP1", b"")
         assert (await _http(port, _request("GET", "/things/CP1", fresh)))[0] == 200
         assert (await _http(port, _request("GET", "/health", {})))[0] == 200
@@ -394,9 +523,13 @@ async def test_with_access_keys_every_api_call_must_be_signed(tmp_path: Path, mo
 
 async def test_a_non_loopback_api_needs_access_keys(tmp_path: Path) -> None:
     with pytest.raises(FakeIotError, match="--api-access-key-id and --api-secret-access-key"):
-        async with running_fakeiot(FakeIotConfig(host="0.0.0.0", mqtt_port=0, api_port=0, data_dir=tmp_path)):
+        async with running_fakeiot(
+            FakeIotConfig(host="0.0.0.0", mqtt_port=0, api_port=0, data_dir=tmp_path)
+        ):
             pass
-    only_id = FakeIotConfig(host="0.0.0.0", mqtt_port=0, api_port=0, data_dir=tmp_path, api_access_key_id=ACCESS_KEY)
+    only_id = FakeIotConfig(
+        host="0.0.0.0", mqtt_port=0, api_port=0, data_dir=tmp_path, api_access_key_id=ACCESS_KEY
+    )
     with pytest.raises(FakeIotError, match="(?i)secret"):
         async with running_fakeiot(only_id):
             pass
@@ -407,4 +540,7 @@ async def test_thing_names_are_matched_whole(aws: tuple[Any, Any], name: str) ->
     # "^...$" accepted "CP1\n" ($ matches before a trailing newline); names are now matched whole.
     with pytest.raises(ClientError) as info:
         await trio.to_thread.run_sync(lambda: aws[0].create_thing(thingName=name))
-    assert info.value.response["Error"]["Code"] in ("InvalidRequestException", "ResourceNotFoundException")
+    assert info.value.response["Error"]["Code"] in (
+        "InvalidRequestException",
+        "ResourceNotFoundException",
+    )

@@ -54,7 +54,9 @@ def _packet(first_byte: int, body: bytes) -> bytes:
 
 
 def publish_packet(topic: str, payload: bytes, *, qos: int = 0, packet_id: int = 1) -> bytes:
-    return _packet(0x30 | qos << 1, _utf8(topic) + (packet_id.to_bytes(2, "big") if qos else b"") + payload)
+    return _packet(
+        0x30 | qos << 1, _utf8(topic) + (packet_id.to_bytes(2, "big") if qos else b"") + payload
+    )
 
 
 def connect_packet(client_id: str, username: str, password: str, *, clean: bool = True) -> bytes:
@@ -88,8 +90,8 @@ class RawClient:
                     if not byte & 0x80:
                         if len(self._buffer) >= index + length:
                             first = self._buffer[0]
-                            body = bytes(self._buffer[index:index + length])
-                            del self._buffer[:index + length]
+                            body = bytes(self._buffer[index : index + length])
+                            del self._buffer[: index + length]
                             return first >> 4, first & 0x0F, body
                         break
             try:
@@ -110,12 +112,14 @@ class RawClient:
         flags, body = await self.expect(PUBLISH)
         qos = flags >> 1 & 3
         topic_length = int.from_bytes(body[:2], "big")
-        topic, rest = body[2:2 + topic_length].decode(), body[2 + topic_length:]
+        topic, rest = body[2 : 2 + topic_length].decode(), body[2 + topic_length :]
         packet_id = int.from_bytes(rest[:2], "big") if qos else None
         return topic, rest[2:] if qos else rest, qos, packet_id
 
     async def subscribe(self, topic: str, qos: int) -> None:
-        await self.stream.send_all(_packet(0x82, (1).to_bytes(2, "big") + _utf8(topic) + bytes([qos])))
+        await self.stream.send_all(
+            _packet(0x82, (1).to_bytes(2, "big") + _utf8(topic) + bytes([qos]))
+        )
         _flags, body = await self.expect(SUBACK)
         assert body[2] == qos, f"SUBSCRIBE to {topic} refused: {body!r}"
 
@@ -132,7 +136,11 @@ class RawClient:
 async def raw_client(
     iot: FakeIot, client_id: str, *, backend: bool = False, clean: bool = True
 ) -> AsyncIterator[RawClient]:
-    username, password = (BACKEND_USERNAME, iot.backend_password) if backend else (GATEWAY_USERNAME, iot.gateway_password)
+    username, password = (
+        (BACKEND_USERNAME, iot.backend_password)
+        if backend
+        else (GATEWAY_USERNAME, iot.gateway_password)
+    )
     async with await trio.open_tcp_stream("127.0.0.1", iot.mqtt_port) as stream:
         client = RawClient(stream)
         await stream.send_all(connect_packet(client_id, username, password, clean=clean))
@@ -149,7 +157,9 @@ async def delivery_stats(iot: FakeIot, client_id: str) -> DeliveryStats:
     async def read() -> DeliveryStats | None:
         return broker.delivery_stats(client_id)
 
-    stats = await trio.to_thread.run_sync(lambda: asyncio.run_coroutine_threadsafe(read(), loop).result(5))
+    stats = await trio.to_thread.run_sync(
+        lambda: asyncio.run_coroutine_threadsafe(read(), loop).result(5)
+    )
     assert stats is not None, f"{client_id} is not connected"
     return stats
 
@@ -161,7 +171,9 @@ async def counter(iot: FakeIot, name: str) -> int:
     async def read() -> int:
         return int(getattr(broker, name))
 
-    return await trio.to_thread.run_sync(lambda: asyncio.run_coroutine_threadsafe(read(), loop).result(5))
+    return await trio.to_thread.run_sync(
+        lambda: asyncio.run_coroutine_threadsafe(read(), loop).result(5)
+    )
 
 
 @asynccontextmanager
@@ -218,10 +230,17 @@ async def test_a_subscriber_that_does_not_acknowledge_gets_the_window_and_the_re
             assert received == list(range(window + queue_bound))
             await stalled.ping()  # every PUBACK above has been read by now
             stats = await delivery_stats(fakeiot, "CP1")
-            assert (stats.in_flight, stats.queued, stats.queued_bytes, stats.dropped) == (0, 0, 0, dropped)
+            assert (stats.in_flight, stats.queued, stats.queued_bytes, stats.dropped) == (
+                0,
+                0,
+                0,
+                dropped,
+            )
 
 
-async def test_an_unacknowledged_message_keeps_its_slot_past_amqtts_five_second_timeout(tmp_path: Path) -> None:
+async def test_an_unacknowledged_message_keeps_its_slot_past_amqtts_five_second_timeout(
+    tmp_path: Path,
+) -> None:
     # amqtt stops waiting for a PUBACK after 5 s and forgets the message, which would free its slot and
     # send the next one; AWS IoT keeps it in flight (and Mosquitto until the connection ends).
     async with (
@@ -230,11 +249,15 @@ async def test_an_unacknowledged_message_keeps_its_slot_past_amqtts_five_second_
         raw_client(iot, "test:publisher", backend=True) as publisher,
     ):
         await stalled.subscribe("CP1/out", 1)
-        await publisher.stream.send_all(publish_packet("CP1/out", b"first") + publish_packet("CP1/out", b"second"))
+        await publisher.stream.send_all(
+            publish_packet("CP1/out", b"first") + publish_packet("CP1/out", b"second")
+        )
         with trio.fail_after(5):
             _topic, payload, _qos, packet_id = await stalled.next_publish()
         assert payload == b"first" and packet_id is not None
-        with trio.move_on_after(6.5):  # the one wait on time itself: past amqtt's 5 s PUBACK timeout
+        with trio.move_on_after(
+            6.5
+        ):  # the one wait on time itself: past amqtt's 5 s PUBACK timeout
             early = await stalled.packet()
             pytest.fail(f"a second message was sent while the first was unacknowledged: {early!r}")
         with trio.fail_after(5):
@@ -282,11 +305,15 @@ async def test_the_queue_of_an_offline_persistent_session_is_bounded_too(tmp_pat
                 raw_client(iot, "test:publisher", backend=True) as publisher,
             ):
                 await watcher.subscribe("$aws/events/presence/disconnected/test:persistent", 0)
-                async with raw_client(iot, "test:persistent", backend=True, clean=False) as persistent:
+                async with raw_client(
+                    iot, "test:persistent", backend=True, clean=False
+                ) as persistent:
                     await persistent.subscribe("jobs/#", 1)
                     await persistent.stream.send_all(b"\xe0\x00")  # DISCONNECT
                     assert await persistent.packet() is None
-                await watcher.next_publish()  # the broker has seen it go: from now on, messages are queued for it
+                await (
+                    watcher.next_publish()
+                )  # the broker has seen it go: from now on, messages are queued for it
                 await publisher.stream.send_all(
                     b"".join(publish_packet("jobs/1", str(i).encode()) for i in range(250))
                     + publish_packet("$aws/events/presence/disconnected/test:persistent", b"marker")
@@ -294,7 +321,9 @@ async def test_the_queue_of_an_offline_persistent_session_is_bounded_too(tmp_pat
                 _topic, marker, _qos, _packet_id = await watcher.next_publish()
                 assert marker == b"marker"
 
-                async with raw_client(iot, "test:persistent", backend=True, clean=False) as persistent:
+                async with raw_client(
+                    iot, "test:persistent", backend=True, clean=False
+                ) as persistent:
                     received: list[int] = []
                     while len(received) < 200:
                         _topic, payload, qos, packet_id = await persistent.next_publish()
@@ -302,14 +331,18 @@ async def test_the_queue_of_an_offline_persistent_session_is_bounded_too(tmp_pat
                         received.append(int(payload))
                         await persistent.puback(packet_id)
                     assert received == list(range(200))
-                    await persistent.ping()  # and nothing after them: the rest was dropped, and counted
+                    await (
+                        persistent.ping()
+                    )  # and nothing after them: the rest was dropped, and counted
                 assert await counter(iot, "dropped_messages") == 50
 
 
 # -- the payload limit -----------------------------------------------------------------------------
 
 
-async def test_a_payload_over_128_kib_closes_the_connection_and_is_never_delivered(fakeiot: FakeIot) -> None:
+async def test_a_payload_over_128_kib_closes_the_connection_and_is_never_delivered(
+    fakeiot: FakeIot,
+) -> None:
     assert MAX_PAYLOAD == 131072
     with trio.fail_after(20):
         async with (
@@ -320,7 +353,9 @@ async def test_a_payload_over_128_kib_closes_the_connection_and_is_never_deliver
             await spy.subscribe("+/in", 1)
             await presence.subscribe("$aws/events/presence/disconnected/CP1", 0)
             async with raw_client(fakeiot, "CP1") as device:
-                await device.stream.send_all(publish_packet("CP1/in", b"a" * MAX_PAYLOAD, qos=1, packet_id=1))
+                await device.stream.send_all(
+                    publish_packet("CP1/in", b"a" * MAX_PAYLOAD, qos=1, packet_id=1)
+                )
                 await device.expect(PUBACK)
                 topic, payload, _qos, packet_id = await spy.next_publish()
                 assert (topic, len(payload)) == ("CP1/in", MAX_PAYLOAD)
@@ -338,7 +373,9 @@ async def test_a_payload_over_128_kib_closes_the_connection_and_is_never_deliver
 
             await bystander.stream.send_all(publish_packet("CP3/in", b"marker"))
             topic, payload, _qos, _packet_id = await spy.next_publish()
-            assert (topic, payload) == ("CP3/in", b"marker"), "the oversized PUBLISH (or the one after it) was delivered"
+            assert (topic, payload) == ("CP3/in", b"marker"), (
+                "the oversized PUBLISH (or the one after it) was delivered"
+            )
 
 
 @pytest.mark.parametrize("first_byte", [0x30, 0x10], ids=["PUBLISH", "CONNECT"])
@@ -351,11 +388,18 @@ async def test_a_packet_announcing_more_than_the_limit_is_refused_before_its_bod
         async with await trio.open_tcp_stream("127.0.0.1", fakeiot.mqtt_port) as stream:
             client = RawClient(stream)
             if first_byte == 0x30:
-                await stream.send_all(connect_packet("CP1", GATEWAY_USERNAME, fakeiot.gateway_password))
+                await stream.send_all(
+                    connect_packet("CP1", GATEWAY_USERNAME, fakeiot.gateway_password)
+                )
                 await client.expect(CONNACK)
                 body = _utf8("CP1/in")
             else:  # a CONNECT whose client id would be the rest of it
-                body = _utf8("MQTT") + bytes([4, 0x02]) + (60).to_bytes(2, "big") + (65535).to_bytes(2, "big")
+                body = (
+                    _utf8("MQTT")
+                    + bytes([4, 0x02])
+                    + (60).to_bytes(2, "big")
+                    + (65535).to_bytes(2, "big")
+                )
             await stream.send_all(bytes([first_byte]) + _varint(huge) + body + b"z" * 4096)
             assert await client.packet() is None, "the connection stayed open"
     assert await counter(fakeiot, "oversized") == 1
@@ -366,6 +410,8 @@ async def test_a_packet_that_fits_is_not_refused_by_the_packet_bound(fakeiot: Fa
     with trio.fail_after(10):
         async with raw_client(fakeiot, "test:publisher", backend=True) as publisher:
             topic = "t/" + "x" * 60000
-            await publisher.stream.send_all(publish_packet(topic, b"p" * MAX_PAYLOAD, qos=1, packet_id=7))
+            await publisher.stream.send_all(
+                publish_packet(topic, b"p" * MAX_PAYLOAD, qos=1, packet_id=7)
+            )
             _flags, body = await publisher.expect(PUBACK)
             assert body == (7).to_bytes(2, "big")

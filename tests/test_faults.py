@@ -33,7 +33,9 @@ async def _raw_handshake(port: int, cp_id: str) -> tuple[trio.SocketStream, WSCo
     """A charge point that completes the handshake and then answers nothing at all."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     ws = WSConnection(ConnectionType.CLIENT)
-    await stream.send_all(ws.send(Request(host=f"127.0.0.1:{port}", target=f"/{cp_id}", subprotocols=["ocpp2.0.1"])))
+    await stream.send_all(
+        ws.send(Request(host=f"127.0.0.1:{port}", target=f"/{cp_id}", subprotocols=["ocpp2.0.1"]))
+    )
     with trio.fail_after(5):
         while True:
             ws.receive_data(await stream.receive_some())
@@ -74,16 +76,26 @@ async def test_a_cp_that_stops_answering_pings_is_closed_and_its_mqtt_released(
             await trio.sleep(0.02)
 
 
-async def test_pings_answered_keep_the_connection(fakeiot: FakeIot, nursery: trio.Nursery, register: Any) -> None:
+async def test_pings_answered_keep_the_connection(
+    fakeiot: FakeIot, nursery: trio.Nursery, register: Any
+) -> None:
     register("CP1")
-    gateway = await nursery.start(run_gateway, gateway_config(fakeiot, ping_interval=0.2, pong_timeout=0.5))
+    gateway = await nursery.start(
+        run_gateway, gateway_config(fakeiot, ping_interval=0.2, pong_timeout=0.5)
+    )
     async with connect(gateway.url, "CP1") as cp:  # trio-websocket answers pings by itself
         await trio.sleep(1.0)
-        assert (await cp.call(*boot_notification("2.0.1", vendor="V", model="M", serial="S", firmware="F")))["status"] == "Accepted"
+        assert (
+            await cp.call(
+                *boot_notification("2.0.1", vendor="V", model="M", serial="S", firmware="F")
+            )
+        )["status"] == "Accepted"
 
 
 async def test_slowloris_handshake_is_cut_off(fakeiot: FakeIot, nursery: trio.Nursery) -> None:
-    gateway = await nursery.start(run_gateway, gateway_config(fakeiot, handshake_timeout=0.5, processor=False))
+    gateway = await nursery.start(
+        run_gateway, gateway_config(fakeiot, handshake_timeout=0.5, processor=False)
+    )
     stream = await trio.open_tcp_stream("127.0.0.1", gateway.port)
     await stream.send_all(b"GET /CP1 HTTP/1.1\r\nHost: x\r\n")  # ... and never finishes the request
     with trio.fail_after(5):
@@ -91,12 +103,17 @@ async def test_slowloris_handshake_is_cut_off(fakeiot: FakeIot, nursery: trio.Nu
     await stream.aclose()
 
 
-async def test_capacity_limit_refuses_with_try_again_later(fakeiot: FakeIot, nursery: trio.Nursery, register: Any) -> None:
+async def test_capacity_limit_refuses_with_try_again_later(
+    fakeiot: FakeIot, nursery: trio.Nursery, register: Any
+) -> None:
     register("CP1", "CP2")
     gateway = await nursery.start(run_gateway, gateway_config(fakeiot, max_connections=1))
     async with connect(gateway.url, "CP1") as cp1:
         async with connect(gateway.url, "CP2") as cp2:
-            assert await closed_with(cp2.ws) == (1013, "Gateway at capacity (1 connections); try again later")
+            assert await closed_with(cp2.ws) == (
+                1013,
+                "Gateway at capacity (1 connections); try again later",
+            )
         assert (await cp1.call("Heartbeat", {}))["currentTime"]
     async with connect(gateway.url, "CP2") as cp2:  # room again once CP1 has gone
         assert (await cp2.call("Heartbeat", {}))["currentTime"]
@@ -104,10 +121,26 @@ async def test_capacity_limit_refuses_with_try_again_later(fakeiot: FakeIot, nur
 
 def test_sigterm_closes_cps_with_going_away_and_exits(tmp_path: Path) -> None:
     api = free_port()
-    with program("-m", "gateway", "--port", "0", "--mqtt-port", "0", "--fakeiot-api-port", str(api), "--data-dir", str(tmp_path)) as gw:
+    with program(
+        "-m",
+        "gateway",
+        "--port",
+        "0",
+        "--mqtt-port",
+        "0",
+        "--fakeiot-api-port",
+        str(api),
+        "--data-dir",
+        str(tmp_path),
+    ) as gw:
         line = gw.wait_for_line("listening on")
         url = re.search(r"(ws://\S+)/<charge-point-id>", line).group(1)  # type: ignore[union-attr]
-        assert run("-m", "fakeiot", "thing", "create", "CP1", "--api-url", f"http://127.0.0.1:{api}").returncode == 0
+        assert (
+            run(
+                "-m", "fakeiot", "thing", "create", "CP1", "--api-url", f"http://127.0.0.1:{api}"
+            ).returncode
+            == 0
+        )
 
         async def cp_sees_going_away() -> tuple[int, str]:
             async with connect(url, "CP1") as cp:
@@ -118,16 +151,36 @@ def test_sigterm_closes_cps_with_going_away_and_exits(tmp_path: Path) -> None:
         assert trio.run(cp_sees_going_away) == (1001, "Gateway shutting down")
         assert gw.proc.wait(timeout=10) == 0
         # On the way out it says how well its event loop kept up (gateway/looplag.py).
-        assert re.search(r"gateway stopped: event loop lag max \d+ ms, mean [\d.]+ ms, \d+ stalls.*young GCs max \d+ ms", gw.wait_for_line("gateway stopped"))
+        assert re.search(
+            r"gateway stopped: event loop lag max \d+ ms, mean [\d.]+ ms, \d+ stalls.*young GCs max \d+ ms",
+            gw.wait_for_line("gateway stopped"),
+        )
 
 
 def test_sigterm_drain_is_bounded_by_the_drain_timeout(tmp_path: Path) -> None:
     """A CP that never answers the close frame cannot hold the gateway past --drain-timeout."""
     api = free_port()
-    with program("-m", "gateway", "--port", "0", "--mqtt-port", "0", "--fakeiot-api-port", str(api),
-                 "--data-dir", str(tmp_path), "--drain-timeout", "1") as gw:
+    with program(
+        "-m",
+        "gateway",
+        "--port",
+        "0",
+        "--mqtt-port",
+        "0",
+        "--fakeiot-api-port",
+        str(api),
+        "--data-dir",
+        str(tmp_path),
+        "--drain-timeout",
+        "1",
+    ) as gw:
         port = int(re.search(r"ws://127.0.0.1:(\d+)/", gw.wait_for_line("listening on")).group(1))  # type: ignore[union-attr]
-        assert run("-m", "fakeiot", "thing", "create", "CP1", "--api-url", f"http://127.0.0.1:{api}").returncode == 0
+        assert (
+            run(
+                "-m", "fakeiot", "thing", "create", "CP1", "--api-url", f"http://127.0.0.1:{api}"
+            ).returncode
+            == 0
+        )
 
         async def mute_cp() -> float:
             stream, _ = await _raw_handshake(port, "CP1")
@@ -143,16 +196,27 @@ def test_sigterm_drain_is_bounded_by_the_drain_timeout(tmp_path: Path) -> None:
         assert took < 8  # bounded (drain 1 s + MQTT disconnect), not the 10 s default
 
 
-async def test_binary_and_oversized_frames_close_only_that_cp(fakeiot: FakeIot, nursery: trio.Nursery, register: Any) -> None:
+async def test_binary_and_oversized_frames_close_only_that_cp(
+    fakeiot: FakeIot, nursery: trio.Nursery, register: Any
+) -> None:
     gateway = await nursery.start(run_gateway, gateway_config(fakeiot, max_frame_size=4096))
     register("CP1", "BIN", "BIG")
     async with connect(gateway.url, "CP1") as bystander:
-        assert (await bystander.call(*boot_notification("2.0.1", vendor="V", model="M", serial="CP1", firmware="1")))["status"] == "Accepted"
+        assert (
+            await bystander.call(
+                *boot_notification("2.0.1", vendor="V", model="M", serial="CP1", firmware="1")
+            )
+        )["status"] == "Accepted"
         async with connect(gateway.url, "BIN") as cp:
             await cp.ws.send_message(b"\x01\x02binary")
-            assert await closed_with(cp.ws) == (1003, "Binary frames are not allowed: OCPP-J uses text frames")
+            assert await closed_with(cp.ws) == (
+                1003,
+                "Binary frames are not allowed: OCPP-J uses text frames",
+            )
         async with connect(gateway.url, "BIG") as cp:
-            await cp.send_text(json.dumps([2, "big", "DataTransfer", {"vendorId": "x", "data": "x" * 5000}]))
+            await cp.send_text(
+                json.dumps([2, "big", "DataTransfer", {"vendorId": "x", "data": "x" * 5000}])
+            )
             code, _ = await closed_with(cp.ws)
             assert code == 1009
         assert "currentTime" in await bystander.call("Heartbeat", {})
@@ -170,29 +234,38 @@ async def test_invalid_utf8_in_a_text_frame_fails_only_that_connection(
         payload = b'[2,"1","Heartbeat",{"x":"\xff\xfe"}]'
         mask = b"\x01\x02\x03\x04"
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        await stream.send_all(bytes([0x81, 0x80 | len(payload)]) + mask + masked)  # FIN + text, masked
+        await stream.send_all(
+            bytes([0x81, 0x80 | len(payload)]) + mask + masked
+        )  # FIN + text, masked
         close_code = None
         with trio.fail_after(5):
             while data := await stream.receive_some():
                 ws.receive_data(data)
-                close_code = next((e.code for e in ws.events() if isinstance(e, CloseConnection)), close_code)
+                close_code = next(
+                    (e.code for e in ws.events() if isinstance(e, CloseConnection)), close_code
+                )
         assert close_code in (None, 1007)  # closed; a close frame, if any, says 1007
         await stream.aclose()
         assert (await bystander.call("Heartbeat", {}))["currentTime"]  # other CPs unaffected
     assert spy.on("CP1/in") == []
 
 
-async def test_a_connect_storm_is_paced_not_refused(fakeiot: FakeIot, nursery: trio.Nursery, register: Any) -> None:
+async def test_a_connect_storm_is_paced_not_refused(
+    fakeiot: FakeIot, nursery: trio.Nursery, register: Any
+) -> None:
     ids = [f"STORM{i}" for i in range(30)]
     register(*ids)
     gateway = await nursery.start(
-        run_gateway, gateway_config(fakeiot, mqtt_connect_rate=20.0, mqtt_connect_burst=5, processor=True)
+        run_gateway,
+        gateway_config(fakeiot, mqtt_connect_rate=20.0, mqtt_connect_burst=5, processor=True),
     )
     accepted: list[str] = []
 
     async def one(cp_id: str) -> None:
         async with connect(gateway.url, cp_id) as cp:
-            result = await cp.call(*boot_notification("2.0.1", vendor="V", model="M", serial=cp_id, firmware="1"))
+            result = await cp.call(
+                *boot_notification("2.0.1", vendor="V", model="M", serial=cp_id, firmware="1")
+            )
             if result["status"] == "Accepted":
                 accepted.append(cp_id)
 
@@ -201,14 +274,24 @@ async def test_a_connect_storm_is_paced_not_refused(fakeiot: FakeIot, nursery: t
             for cp_id in ids:
                 storm.start_soon(one, cp_id)
     assert sorted(accepted) == sorted(ids)
-    assert gateway.driver.admission_waits >= len(ids) - 5 - 1  # beyond the burst, each waited its turn
+    assert (
+        gateway.driver.admission_waits >= len(ids) - 5 - 1
+    )  # beyond the burst, each waited its turn
 
 
-async def test_connect_admission_gives_up_after_max_wait(fakeiot: FakeIot, nursery: trio.Nursery, register: Any) -> None:
+async def test_connect_admission_gives_up_after_max_wait(
+    fakeiot: FakeIot, nursery: trio.Nursery, register: Any
+) -> None:
     register("CP1", "CP2")
     gateway = await nursery.start(
         run_gateway,
-        gateway_config(fakeiot, mqtt_connect_rate=0.01, mqtt_connect_burst=1, mqtt_connect_max_wait=0.5, processor=False),
+        gateway_config(
+            fakeiot,
+            mqtt_connect_rate=0.01,
+            mqtt_connect_burst=1,
+            mqtt_connect_max_wait=0.5,
+            processor=False,
+        ),
     )
     async with connect(gateway.url, "CP1"):
         async with connect(gateway.url, "CP2") as second:
@@ -222,12 +305,21 @@ def test_token_bucket() -> None:
     bucket = TokenBucket(rate=2.0, burst=3)
     assert [bucket.take(0.0) for _ in range(4)] == [True, True, True, False]
     assert bucket.take(0.5) and not bucket.take(0.5)  # one token back after 0.5 s at 2/s
-    assert [bucket.take(10.0) for _ in range(4)] == [True, True, True, False]  # never more than the burst
+    assert [bucket.take(10.0) for _ in range(4)] == [
+        True,
+        True,
+        True,
+        False,
+    ]  # never more than the burst
 
 
-async def test_a_flooding_cp_is_closed_and_others_carry_on(fakeiot: FakeIot, nursery: trio.Nursery, register: Any) -> None:
+async def test_a_flooding_cp_is_closed_and_others_carry_on(
+    fakeiot: FakeIot, nursery: trio.Nursery, register: Any
+) -> None:
     register("CP1", "FLOOD")
-    gateway = await nursery.start(run_gateway, gateway_config(fakeiot, max_message_rate=5, max_message_burst=10))
+    gateway = await nursery.start(
+        run_gateway, gateway_config(fakeiot, max_message_rate=5, max_message_burst=10)
+    )
     async with connect(gateway.url, "CP1") as calm, connect(gateway.url, "FLOOD") as flood:
         assert (await calm.call("Heartbeat", {}))["currentTime"]
         for n in range(11):
@@ -243,30 +335,54 @@ async def _boot_with_retries(url: str, cp_id: str, deadline: float) -> int:
         attempts += 1
         try:
             async with connect(url, cp_id, connect_timeout=3) as cp:
-                result = await cp.call(*boot_notification("2.0.1", vendor="V", model="M", serial=cp_id, firmware="1"), timeout=5)
+                result = await cp.call(
+                    *boot_notification("2.0.1", vendor="V", model="M", serial=cp_id, firmware="1"),
+                    timeout=5,
+                )
                 assert result["status"] == "Accepted"
                 assert (await cp.call("Heartbeat", {}, timeout=5))["currentTime"]
                 return attempts
-        except (ConnectionClosed, HandshakeError, OSError, trio.BrokenResourceError, trio.TooSlowError):
+        except (
+            ConnectionClosed,
+            HandshakeError,
+            OSError,
+            trio.BrokenResourceError,
+            trio.TooSlowError,
+        ):
             if trio.current_time() > deadline:
                 raise
             await trio.sleep(0.2)
 
 
-async def test_broker_restart_cps_are_closed_then_reconnect(tmp_path: Path, nursery: trio.Nursery) -> None:
+async def test_broker_restart_cps_are_closed_then_reconnect(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
     """Broker killed (SIGKILL) and restarted: each CP is told (close 1000) and reconnects; the processor
     reconnects with backoff; nothing waits silently."""
     mqtt, api = free_port(), free_port()
-    iot_args = ("-m", "fakeiot", "--mqtt-port", str(mqtt), "--api-port", str(api), "--data-dir", str(tmp_path))
+    iot_args = (
+        "-m",
+        "fakeiot",
+        "--mqtt-port",
+        str(mqtt),
+        "--api-port",
+        str(api),
+        "--data-dir",
+        str(tmp_path),
+    )
     api_url = f"http://127.0.0.1:{api}"
     with program(*iot_args) as iot:
         iot.wait_for_line("fakeiot: MQTT")
         assert run("-m", "fakeiot", "thing", "create", "CP1", "--api-url", api_url).returncode == 0
         password = (tmp_path / "backend-password").read_text().strip()
         config = replace(
-            GatewayConfig(port=0, mqtt_host="127.0.0.1", mqtt_port=mqtt, iot_api_url=api_url, processor=True),
-            processor_mqtt_username="fakeiot-backend", processor_mqtt_password=password,
-            mqtt_username="fakeiot-gateway", mqtt_password=(tmp_path / "gateway-password").read_text().strip(),
+            GatewayConfig(
+                port=0, mqtt_host="127.0.0.1", mqtt_port=mqtt, iot_api_url=api_url, processor=True
+            ),
+            processor_mqtt_username="fakeiot-backend",
+            processor_mqtt_password=password,
+            mqtt_username="fakeiot-gateway",
+            mqtt_password=(tmp_path / "gateway-password").read_text().strip(),
         )
         gateway: RunningGateway = await nursery.start(run_gateway, config)
         async with connect(gateway.url, "CP1") as cp:
@@ -282,10 +398,14 @@ async def test_broker_restart_cps_are_closed_then_reconnect(tmp_path: Path, nurs
             nursery.cancel_scope.cancel()  # the gateway stops before its broker
 
 
-HAPROXY = shutil.which("haproxy") or ("/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None)
+HAPROXY = shutil.which("haproxy") or (
+    "/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None
+)
 
 
-@pytest.mark.skipif(HAPROXY is None and not os.environ.get("REQUIRE_HAPROXY"), reason="haproxy not installed")
+@pytest.mark.skipif(
+    HAPROXY is None and not os.environ.get("REQUIRE_HAPROXY"), reason="haproxy not installed"
+)
 async def test_gateway_sigkill_behind_a_load_balancer(tmp_path: Path) -> None:
     """Two gateway processes behind HAProxy on one broker; one is SIGKILLed: every CP it held
     reconnects through the balancer to the survivor, boots and heartbeats again."""
@@ -295,26 +415,71 @@ async def test_gateway_sigkill_behind_a_load_balancer(tmp_path: Path) -> None:
     config = tmp_path / "haproxy.cfg"
     config.write_text(HAPROXY_CONFIG.format(lb=lb, a=port_a, b=port_b))
     ids = [f"LB{i}" for i in range(10)]
-    with program("-m", "fakeiot", "--mqtt-port", str(mqtt), "--api-port", str(api), "--data-dir", str(tmp_path / "iot")) as iot:
+    with program(
+        "-m",
+        "fakeiot",
+        "--mqtt-port",
+        str(mqtt),
+        "--api-port",
+        str(api),
+        "--data-dir",
+        str(tmp_path / "iot"),
+    ) as iot:
         iot.wait_for_line("fakeiot: MQTT")
         for cp_id in [*ids, "DUP"]:
-            assert run("-m", "fakeiot", "thing", "create", cp_id, "--api-url", api_url).returncode == 0
-        gateway_args = ("--mqtt-host", "127.0.0.1", "--mqtt-port", str(mqtt), "--iot-api-url", api_url,
-                        "--mqtt-username", "fakeiot-gateway", "--mqtt-password-file", str(tmp_path / "iot" / "gateway-password"))
-        with program("-m", "gateway.processor", "--mqtt-port", str(mqtt), "--iot-api-url", api_url,
-                     "--mqtt-username", "fakeiot-backend", "--mqtt-password-file", str(tmp_path / "iot" / "backend-password")) as proc, \
-                program(HAPROXY, "-f", str(config), "-db", python=False) as haproxy:
+            assert (
+                run("-m", "fakeiot", "thing", "create", cp_id, "--api-url", api_url).returncode == 0
+            )
+        gateway_args = (
+            "--mqtt-host",
+            "127.0.0.1",
+            "--mqtt-port",
+            str(mqtt),
+            "--iot-api-url",
+            api_url,
+            "--mqtt-username",
+            "fakeiot-gateway",
+            "--mqtt-password-file",
+            str(tmp_path / "iot" / "gateway-password"),
+        )
+        with (
+            program(
+                "-m",
+                "gateway.processor",
+                "--mqtt-port",
+                str(mqtt),
+                "--iot-api-url",
+                api_url,
+                "--mqtt-username",
+                "fakeiot-backend",
+                "--mqtt-password-file",
+                str(tmp_path / "iot" / "backend-password"),
+            ) as proc,
+            program(HAPROXY, "-f", str(config), "-db", python=False) as haproxy,
+        ):
             # HAProxy logs a server's state only when it changes: start the gateways once both are DOWN
             # (nothing listens yet), so that their coming UP is always logged.
-            await trio.to_thread.run_sync(lambda: (haproxy.wait_for_line("gateways/a is DOWN"), haproxy.wait_for_line("gateways/b is DOWN")))
-            with program("-m", "gateway", "--port", str(port_a), *gateway_args) as gw_a, \
-                    program("-m", "gateway", "--port", str(port_b), *gateway_args) as gw_b:
+            await trio.to_thread.run_sync(
+                lambda: (
+                    haproxy.wait_for_line("gateways/a is DOWN"),
+                    haproxy.wait_for_line("gateways/b is DOWN"),
+                )
+            )
+            with (
+                program("-m", "gateway", "--port", str(port_a), *gateway_args) as gw_a,
+                program("-m", "gateway", "--port", str(port_b), *gateway_args) as gw_b,
+            ):
                 proc.wait_for_line("processor: answering")
                 gw_a.wait_for_line("listening on")
                 gw_b.wait_for_line("listening on")
                 url = f"ws://127.0.0.1:{lb}"
                 await _wait_for_port(lb)
-                await trio.to_thread.run_sync(lambda: (haproxy.wait_for_line("gateways/a is UP"), haproxy.wait_for_line("gateways/b is UP")))
+                await trio.to_thread.run_sync(
+                    lambda: (
+                        haproxy.wait_for_line("gateways/a is UP"),
+                        haproxy.wait_for_line("gateways/b is UP"),
+                    )
+                )
                 boots = dict.fromkeys(ids, 0)
                 last_beat = dict.fromkeys(ids, 0.0)
 
@@ -323,14 +488,24 @@ async def test_gateway_sigkill_behind_a_load_balancer(tmp_path: Path) -> None:
                     while True:
                         try:
                             async with connect(url, cp_id, connect_timeout=3) as cp:
-                                boot = boot_notification("2.0.1", vendor="V", model="M", serial=cp_id, firmware="1")
+                                boot = boot_notification(
+                                    "2.0.1", vendor="V", model="M", serial=cp_id, firmware="1"
+                                )
                                 assert (await cp.call(*boot, timeout=5))["status"] == "Accepted"
                                 boots[cp_id] += 1
                                 while True:
-                                    assert (await cp.call("Heartbeat", {}, timeout=10))["currentTime"]
+                                    assert (await cp.call("Heartbeat", {}, timeout=10))[
+                                        "currentTime"
+                                    ]
                                     last_beat[cp_id] = trio.current_time()
                                     await trio.sleep(0.2)
-                        except (ConnectionClosed, HandshakeError, OSError, trio.BrokenResourceError, trio.TooSlowError):
+                        except (
+                            ConnectionClosed,
+                            HandshakeError,
+                            OSError,
+                            trio.BrokenResourceError,
+                            trio.TooSlowError,
+                        ):
                             await trio.sleep(0.2)
 
                 async with trio.open_nursery() as cps:
@@ -339,7 +514,9 @@ async def test_gateway_sigkill_behind_a_load_balancer(tmp_path: Path) -> None:
                     with trio.fail_after(30):
                         while not all(last_beat.values()):
                             await trio.sleep(0.05)
-                    with trio.fail_after(10):  # both gateways' log lines are read by threads: wait for all of them
+                    with trio.fail_after(
+                        10
+                    ):  # both gateways' log lines are read by threads: wait for all of them
                         while True:
                             _drain(gw_a)
                             _drain(gw_b)
@@ -347,7 +524,9 @@ async def test_gateway_sigkill_behind_a_load_balancer(tmp_path: Path) -> None:
                             if len(on_a) + len(on_b) >= len(ids):
                                 break
                             await trio.sleep(0.05)
-                    assert sorted(on_a + on_b) == sorted(ids), f"each CP connected once: A {on_a}, B {on_b}"
+                    assert sorted(on_a + on_b) == sorted(ids), (
+                        f"each CP connected once: A {on_a}, B {on_b}"
+                    )
                     assert on_a and on_b, "round robin: both gateways hold CPs"
                     boots_before = dict(boots)
                     gw_a.proc.kill()  # SIGKILL: no drain, no clean MQTT disconnect
@@ -355,16 +534,26 @@ async def test_gateway_sigkill_behind_a_load_balancer(tmp_path: Path) -> None:
                     killed_at = trio.current_time()
                     with trio.fail_after(60):
                         # Every CP A held booted again (through the balancer, so on B), and all heartbeat again.
-                        while any(boots[cp] == boots_before[cp] for cp in on_a) or min(last_beat.values()) < killed_at + 0.5:
+                        while (
+                            any(boots[cp] == boots_before[cp] for cp in on_a)
+                            or min(last_beat.values()) < killed_at + 0.5
+                        ):
                             await trio.sleep(0.05)
-                    disturbed = {cp: (boots_before[cp], boots[cp]) for cp in on_b if boots[cp] != boots_before[cp]}
+                    disturbed = {
+                        cp: (boots_before[cp], boots[cp])
+                        for cp in on_b
+                        if boots[cp] != boots_before[cp]
+                    }
                     assert not disturbed, f"CPs on B booted again (before, after): {disturbed}"
                     cps.cancel_scope.cancel()
                 # Duplicate-id kick across the two gateways (B directly, then through the balancer to B).
                 async with connect(f"ws://127.0.0.1:{port_b}", "DUP") as first:
                     async with connect(url, "DUP") as second:
                         assert (await second.call("Heartbeat", {}))["currentTime"]
-                        assert await closed_with(first.ws) == (1000, "Replaced by a newer connection of this charge point")
+                        assert await closed_with(first.ws) == (
+                            1000,
+                            "Replaced by a newer connection of this charge point",
+                        )
                 assert haproxy.proc.poll() is None
 
 
@@ -381,7 +570,9 @@ async def _wait_for_port(port: int) -> None:
 
 def _connected_ids(lines: list[str]) -> list[str]:
     """The CP ids of a gateway's "<cp-id>: connected from ..." log lines, in order."""
-    return [found.group(1) for line in lines if (found := re.search(r" (\S+): connected from ", line))]
+    return [
+        found.group(1) for line in lines if (found := re.search(r" (\S+): connected from ", line))
+    ]
 
 
 def _drain(program_: Any) -> None:

@@ -35,7 +35,9 @@ async def closed_with(ws: Any) -> tuple[int, str]:
     return info.value.reason.code, info.value.reason.reason
 
 
-async def test_boot_and_heartbeat_ocpp201(gateway: RunningGateway, register: Any, aws: Any, spy: Spy) -> None:
+async def test_boot_and_heartbeat_ocpp201(
+    gateway: RunningGateway, register: Any, aws: Any, spy: Spy
+) -> None:
     register("CP1")
     async with connect(gateway.url, "CP1") as cp:
         assert cp.subprotocol == "ocpp2.0.1"
@@ -44,7 +46,15 @@ async def test_boot_and_heartbeat_ocpp201(gateway: RunningGateway, register: Any
         assert datetime.fromisoformat(result["currentTime"]).utcoffset() is not None
         beat = await cp.call(*heartbeat())
         assert datetime.fromisoformat(beat["currentTime"]).utcoffset() is not None
-        await cp.call("StatusNotification", {"timestamp": result["currentTime"], "connectorStatus": "Available", "evseId": 1, "connectorId": 1})
+        await cp.call(
+            "StatusNotification",
+            {
+                "timestamp": result["currentTime"],
+                "connectorStatus": "Available",
+                "evseId": 1,
+                "connectorId": 1,
+            },
+        )
     # Frames travel verbatim both ways.
     await spy.wait_for(lambda t, p: t == "CP1/out" and b"currentTime" in p and b"interval" not in p)
     sent_in = [json.loads(p) for p in spy.on("CP1/in")]
@@ -52,11 +62,18 @@ async def test_boot_and_heartbeat_ocpp201(gateway: RunningGateway, register: Any
     assert sent_in[0][3]["chargingStation"]["serialNumber"] == "SN-1"
     assert [json.loads(p)[1] for p in spy.on("CP1/out")] == [f[1] for f in sent_in]
     reported = shadow_of(aws, "CP1")["state"]["reported"]
-    assert reported["chargingStation"] == {"vendorName": "ACME", "model": "M1", "serialNumber": "SN-1", "firmwareVersion": "1.2.3"}
+    assert reported["chargingStation"] == {
+        "vendorName": "ACME",
+        "model": "M1",
+        "serialNumber": "SN-1",
+        "firmwareVersion": "1.2.3",
+    }
     assert reported["reason"] == "PowerUp" and reported["ocppProtocol"] == "ocpp2.0.1"
 
 
-async def test_frames_are_forwarded_byte_for_byte(gateway: RunningGateway, register: Any, spy: Spy) -> None:
+async def test_frames_are_forwarded_byte_for_byte(
+    gateway: RunningGateway, register: Any, spy: Spy
+) -> None:
     register("CP1")
     odd = '[2,  "m-1" ,"Heartbeat",{ }]'  # odd spacing must survive untouched
     async with connect(gateway.url, "CP1") as cp:
@@ -73,18 +90,54 @@ async def test_ocpp16_messages(gateway: RunningGateway, register: Any, aws: Any)
         assert cp.subprotocol == "ocpp1.6"
         result = await cp.call(*boot("1.6"))
         assert result["status"] == "Accepted"
-        assert datetime.fromisoformat((await cp.call("Heartbeat", {}))["currentTime"]).utcoffset() is not None
-        assert await cp.call("StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Available"}) == {}
+        assert (
+            datetime.fromisoformat((await cp.call("Heartbeat", {}))["currentTime"]).utcoffset()
+            is not None
+        )
+        assert (
+            await cp.call(
+                "StatusNotification",
+                {"connectorId": 1, "errorCode": "NoError", "status": "Available"},
+            )
+            == {}
+        )
         assert (await cp.call("Authorize", {"idTag": "TAG1"}))["idTagInfo"]["status"] == "Accepted"
-        started = await cp.call("StartTransaction", {"connectorId": 1, "idTag": "TAG1", "meterStart": 0, "timestamp": result["currentTime"]})
-        assert isinstance(started["transactionId"], int) and started["idTagInfo"]["status"] == "Accepted"
-        meter = {"connectorId": 1, "transactionId": started["transactionId"],
-                 "meterValue": [{"timestamp": result["currentTime"], "sampledValue": [{"value": "10"}]}]}
+        started = await cp.call(
+            "StartTransaction",
+            {
+                "connectorId": 1,
+                "idTag": "TAG1",
+                "meterStart": 0,
+                "timestamp": result["currentTime"],
+            },
+        )
+        assert (
+            isinstance(started["transactionId"], int)
+            and started["idTagInfo"]["status"] == "Accepted"
+        )
+        meter = {
+            "connectorId": 1,
+            "transactionId": started["transactionId"],
+            "meterValue": [{"timestamp": result["currentTime"], "sampledValue": [{"value": "10"}]}],
+        }
         assert await cp.call("MeterValues", meter) == {}
-        stopped = await cp.call("StopTransaction", {"transactionId": started["transactionId"], "meterStop": 10, "timestamp": result["currentTime"], "idTag": "TAG1"})
+        stopped = await cp.call(
+            "StopTransaction",
+            {
+                "transactionId": started["transactionId"],
+                "meterStop": 10,
+                "timestamp": result["currentTime"],
+                "idTag": "TAG1",
+            },
+        )
         assert stopped["idTagInfo"]["status"] == "Accepted"
     reported = shadow_of(aws, "CP16")["state"]["reported"]
-    assert reported["chargingStation"] == {"vendorName": "ACME", "model": "M1", "serialNumber": "SN-1", "firmwareVersion": "1.2.3"}
+    assert reported["chargingStation"] == {
+        "vendorName": "ACME",
+        "model": "M1",
+        "serialNumber": "SN-1",
+        "firmwareVersion": "1.2.3",
+    }
     assert reported["ocppProtocol"] == "ocpp1.6"
 
 
@@ -100,12 +153,19 @@ async def test_ocpp16_messages(gateway: RunningGateway, register: Any, aws: Any)
         ("ocpp2.0.1", '[2, "' + "x" * 37 + '", "Heartbeat", {}]', [4, "-1", "FormatViolation"]),
         ("ocpp1.6", '[2, "' + "y" * 5000 + '", "Heartbeat", {}]', [4, "-1", "FormationViolation"]),
         ("ocpp2.0.1", '[9, "id9", "Heartbeat", {}]', [4, "id9", "MessageTypeNotSupported"]),
-        ("ocpp2.0.1", '[2, "id2", "DataTransfer", {"vendorId": "x"}]', [4, "id2", "NotImplemented"]),
+        (
+            "ocpp2.0.1",
+            '[2, "id2", "DataTransfer", {"vendorId": "x"}]',
+            [4, "id2", "NotImplemented"],
+        ),
         ("ocpp1.6", '[2, "id3", "DataTransfer", {"vendorId": "x"}]', [4, "id3", "NotImplemented"]),
         ("ocpp2.0.1", '[2, "id4", "Heartbeat", {"unexpected": 1}]', [4, "id4", "FormatViolation"]),
         ("ocpp1.6", '[2, "id5", "Authorize", {}]', [4, "id5", "ProtocolError"]),
-        ("ocpp1.6", '[2, "id6", "StatusNotification", {"connectorId": "one", "errorCode": "NoError", "status": "Available"}]',
-         [4, "id6", "TypeConstraintViolation"]),
+        (
+            "ocpp1.6",
+            '[2, "id6", "StatusNotification", {"connectorId": "one", "errorCode": "NoError", "status": "Available"}]',
+            [4, "id6", "TypeConstraintViolation"],
+        ),
     ],
 )
 async def test_bad_frames_get_the_specified_call_error(
@@ -131,7 +191,9 @@ async def test_unicode_message_ids_are_echoed(gateway: RunningGateway, register:
     assert answer[:2] == [3, "идентификатор-✓"] and "currentTime" in answer[2]
 
 
-async def test_callresult_and_callerror_from_a_cp_are_not_answered(gateway: RunningGateway, register: Any, spy: Spy) -> None:
+async def test_callresult_and_callerror_from_a_cp_are_not_answered(
+    gateway: RunningGateway, register: Any, spy: Spy
+) -> None:
     register("CP1")
     async with connect(gateway.url, "CP1") as cp:
         await cp.send_text('[3, "unknown-id", {}]')
@@ -141,7 +203,9 @@ async def test_callresult_and_callerror_from_a_cp_are_not_answered(gateway: Runn
     assert len(spy.on("CP1/out")) == 1  # only the Heartbeat was answered
 
 
-async def test_unregistered_cp_is_refused_without_an_mqtt_connection(gateway: RunningGateway, fakeiot: FakeIot, spy: Spy) -> None:
+async def test_unregistered_cp_is_refused_without_an_mqtt_connection(
+    gateway: RunningGateway, fakeiot: FakeIot, spy: Spy
+) -> None:
     async with open_websocket_url(f"{gateway.url}/CP2", subprotocols=["ocpp2.0.1"]) as ws:
         assert await closed_with(ws) == (1008, "Charge Point CP2 not registered as an IoT Thing")
     assert fakeiot.broker is not None and "CP2" not in fakeiot.broker.connected_client_ids()
@@ -166,9 +230,9 @@ async def test_invalid_identities_are_refused_before_mqtt_or_registry(
         code, text = await closed_with(ws)
     assert code == 1008 and text.startswith(reason)
     assert gateway.bridge.registry.lookups == 0
-    assert fakeiot.broker is not None and [c for c in fakeiot.broker.connected_client_ids() if not c.startswith("gateway:events:")] == [
-        "cpo:processor"
-    ]
+    assert fakeiot.broker is not None and [
+        c for c in fakeiot.broker.connected_client_ids() if not c.startswith("gateway:events:")
+    ] == ["cpo:processor"]
 
 
 @pytest.mark.parametrize("offer", [[], ["ocpp1.5", "mqtt"]])
@@ -182,32 +246,43 @@ async def test_no_matching_subprotocol_handshake_without_one_then_close(
     assert code == 1002 and "this server speaks ocpp2.0.1, ocpp2.0, ocpp1.6" in reason
 
 
-async def test_leading_comma_in_subprotocol_header_is_tolerated(gateway: RunningGateway, register: Any) -> None:
+async def test_leading_comma_in_subprotocol_header_is_tolerated(
+    gateway: RunningGateway, register: Any
+) -> None:
     register("CP1")
     # trio-websocket joins the list with ", ", giving the header ", ocpp2.0.1" as sloppy chargers send.
     async with open_websocket_url(f"{gateway.url}/CP1", subprotocols=["", "ocpp2.0.1"]) as ws:
         assert ws.subprotocol == "ocpp2.0.1"
 
 
-async def test_identity_with_dots_maps_to_its_thing(gateway: RunningGateway, register: Any, aws: Any) -> None:
+async def test_identity_with_dots_maps_to_its_thing(
+    gateway: RunningGateway, register: Any, aws: Any
+) -> None:
     register("site.CP@1")
     async with connect(gateway.url, "site.CP@1") as cp:
         assert (await cp.call(*boot()))["status"] == "Accepted"
     assert shadow_of(aws, "site:2ECP:401")["state"]["reported"]["chargingStation"]["model"] == "M1"
 
 
-async def test_duplicate_connection_on_the_same_gateway(gateway: RunningGateway, register: Any) -> None:
+async def test_duplicate_connection_on_the_same_gateway(
+    gateway: RunningGateway, register: Any
+) -> None:
     register("CP1")
     async with connect(gateway.url, "CP1") as old:
         await old.call(*boot())
         async with connect(gateway.url, "CP1") as new:
-            assert await closed_with(old.ws) == (1000, "Replaced by a newer connection of this charge point")
+            assert await closed_with(old.ws) == (
+                1000,
+                "Replaced by a newer connection of this charge point",
+            )
             assert (await new.call(*boot()))["status"] == "Accepted"
             await trio.sleep(1.5)  # the old one must not come back and take the client id again
             assert "currentTime" in await new.call(*heartbeat())
 
 
-async def test_duplicate_connection_across_two_gateways(fakeiot: FakeIot, nursery: trio.Nursery, register: Any) -> None:
+async def test_duplicate_connection_across_two_gateways(
+    fakeiot: FakeIot, nursery: trio.Nursery, register: Any
+) -> None:
     first = await nursery.start(run_gateway, gateway_config(fakeiot))
     second = await nursery.start(run_gateway, gateway_config(fakeiot, processor=False))
     register("CP1")
@@ -219,11 +294,18 @@ async def test_duplicate_connection_across_two_gateways(fakeiot: FakeIot, nurser
             assert (await new.call(*boot()))["status"] == "Accepted"
             await trio.sleep(1.5)
             assert "currentTime" in await new.call(*heartbeat())
-            assert fakeiot.broker is not None and fakeiot.broker.connected_client_ids().count("CP1") == 1
-            assert first.driver.link_count == 0  # (the processor has its own driver): no reconnect attempt for CP1
+            assert (
+                fakeiot.broker is not None
+                and fakeiot.broker.connected_client_ids().count("CP1") == 1
+            )
+            assert (
+                first.driver.link_count == 0
+            )  # (the processor has its own driver): no reconnect attempt for CP1
 
 
-async def test_cp_disconnect_closes_its_mqtt_connection(gateway: RunningGateway, fakeiot: FakeIot, register: Any) -> None:
+async def test_cp_disconnect_closes_its_mqtt_connection(
+    gateway: RunningGateway, fakeiot: FakeIot, register: Any
+) -> None:
     register("CP1")
     async with connect(gateway.url, "CP1") as cp:
         await cp.call(*boot())
@@ -233,14 +315,24 @@ async def test_cp_disconnect_closes_its_mqtt_connection(gateway: RunningGateway,
             await trio.sleep(0.05)
 
 
-async def test_broker_loss_closes_the_websocket(fakeiot: FakeIot, nursery: trio.Nursery, register: Any, tmp_path: Any) -> None:
+async def test_broker_loss_closes_the_websocket(
+    fakeiot: FakeIot, nursery: trio.Nursery, register: Any, tmp_path: Any
+) -> None:
     from fakeiot import FakeIotConfig, running_fakeiot
 
     register("CP1")
     # A separate broker that this test can stop; registry and shadows stay on the fixture.
-    async with running_fakeiot(FakeIotConfig(mqtt_port=0, api_port=0, data_dir=tmp_path / "second")) as broker:
+    async with running_fakeiot(
+        FakeIotConfig(mqtt_port=0, api_port=0, data_dir=tmp_path / "second")
+    ) as broker:
         gateway = await nursery.start(
-            run_gateway, gateway_config(fakeiot, mqtt_port=broker.mqtt_port, mqtt_password=broker.gateway_password, processor=False)
+            run_gateway,
+            gateway_config(
+                fakeiot,
+                mqtt_port=broker.mqtt_port,
+                mqtt_password=broker.gateway_password,
+                processor=False,
+            ),
         )
         cp_cm = connect(gateway.url, "CP1")
         cp = await cp_cm.__aenter__()
@@ -251,7 +343,9 @@ async def test_broker_loss_closes_the_websocket(fakeiot: FakeIot, nursery: trio.
         await cp_cm.__aexit__(None, None, None)
 
 
-async def test_out_messages_reach_only_their_own_cp(gateway: RunningGateway, register: Any, mqtt_driver: Any) -> None:
+async def test_out_messages_reach_only_their_own_cp(
+    gateway: RunningGateway, register: Any, mqtt_driver: Any
+) -> None:
     register("CP1", "CP2")
     async with connect(gateway.url, "CP1") as cp1, connect(gateway.url, "CP2") as cp2:
         await cp1.call(*boot())
@@ -266,7 +360,9 @@ async def test_out_messages_reach_only_their_own_cp(gateway: RunningGateway, reg
             assert json.loads(await cp1.receive_text())[:2] == [3, "hb-1"]
 
 
-async def test_registry_lookups_are_cached_and_shared(gateway: RunningGateway, register: Any) -> None:
+async def test_registry_lookups_are_cached_and_shared(
+    gateway: RunningGateway, register: Any
+) -> None:
     register("CP1")
 
     async def visit() -> None:
@@ -280,17 +376,23 @@ async def test_registry_lookups_are_cached_and_shared(gateway: RunningGateway, r
     assert gateway.bridge.registry.lookups == 1
 
 
-async def test_unreachable_broker_closes_the_cp_with_try_again_later(fakeiot: FakeIot, nursery: trio.Nursery, register: Any) -> None:
+async def test_unreachable_broker_closes_the_cp_with_try_again_later(
+    fakeiot: FakeIot, nursery: trio.Nursery, register: Any
+) -> None:
     from .processes import free_port
 
     register("CP1")
-    gateway = await nursery.start(run_gateway, gateway_config(fakeiot, mqtt_port=free_port(), processor=False))
+    gateway = await nursery.start(
+        run_gateway, gateway_config(fakeiot, mqtt_port=free_port(), processor=False)
+    )
     async with open_websocket_url(f"{gateway.url}/CP1", subprotocols=["ocpp2.0.1"]) as ws:
         code, reason = await closed_with(ws)
     assert code == 1013 and reason.startswith("cannot reach MQTT broker")
 
 
-async def test_gateway_shutdown_closes_cps_with_going_away(fakeiot: FakeIot, nursery: trio.Nursery, register: Any) -> None:
+async def test_gateway_shutdown_closes_cps_with_going_away(
+    fakeiot: FakeIot, nursery: trio.Nursery, register: Any
+) -> None:
     register("CP1")
     stop = trio.CancelScope()
 
@@ -305,7 +407,9 @@ async def test_gateway_shutdown_closes_cps_with_going_away(fakeiot: FakeIot, nur
         assert await closed_with(cp.ws) == (1001, "Gateway shutting down")
 
 
-async def test_cancelling_the_gateway_does_not_wait_for_close_replies(fakeiot: FakeIot, nursery: trio.Nursery, register: Any) -> None:
+async def test_cancelling_the_gateway_does_not_wait_for_close_replies(
+    fakeiot: FakeIot, nursery: trio.Nursery, register: Any
+) -> None:
     """Cancelled (embedded, as here), the gateway still sends each CP its close frame, but the reader
     that would see the reply is cancelled too: nothing may wait for it (it waited close_timeout)."""
     register("CP1")
@@ -336,7 +440,9 @@ async def test_registry_cache_stays_bounded(aws: Any) -> None:
     assert len(registry._cache) <= 10
 
 
-async def test_a_client_vanishing_mid_handshake_does_not_hurt_the_server(gateway: RunningGateway, register: Any) -> None:
+async def test_a_client_vanishing_mid_handshake_does_not_hurt_the_server(
+    gateway: RunningGateway, register: Any
+) -> None:
     register("CP1")
     for _ in range(2):  # the default --cp-reconnect-burst is 3: two vanished, the third connects
         stream = await trio.open_tcp_stream("127.0.0.1", gateway.port)

@@ -130,11 +130,16 @@ async def bystander_works(cp: ChargePoint) -> None:
 @pytest.fixture
 async def hostile_gateway(fakeiot: FakeIot, nursery: trio.Nursery, register: Any) -> RunningGateway:
     register("CP1", "BYSTANDER")
-    return await nursery.start(run_gateway, gateway_config(fakeiot, close_timeout=0.5, cp_reconnect_rate=0, handshake_timeout=1.0))
+    return await nursery.start(
+        run_gateway,
+        gateway_config(fakeiot, close_timeout=0.5, cp_reconnect_rate=0, handshake_timeout=1.0),
+    )
 
 
 @pytest.mark.parametrize("frame", sorted(FRAMES))
-async def test_any_frame_at_any_point_leaves_the_gateway_serving(hostile_gateway: RunningGateway, frame: str) -> None:
+async def test_any_frame_at_any_point_leaves_the_gateway_serving(
+    hostile_gateway: RunningGateway, frame: str
+) -> None:
     """Before the upgrade, after a refusal's close frame, after the gateway's own close of a registered
     CP, and in the middle of a session: every kind of frame, and the server and a bystander live on."""
     gateway = hostile_gateway
@@ -174,14 +179,19 @@ async def test_any_frame_at_any_point_leaves_the_gateway_serving(hostile_gateway
 
 
 @pytest.mark.parametrize("frame", ["ping", "garbage", "bad close", "text"])
-async def test_frames_during_drain_do_not_break_it(fakeiot: FakeIot, nursery: trio.Nursery, register: Any, frame: str) -> None:
+async def test_frames_during_drain_do_not_break_it(
+    fakeiot: FakeIot, nursery: trio.Nursery, register: Any, frame: str
+) -> None:
     register("CP1", "CP2")
     stop = trio.CancelScope()
     stopped = trio.Event()
 
     async def gateway_until_stopped(task_status: trio.TaskStatus[RunningGateway]) -> None:
         with stop:
-            await run_gateway(gateway_config(fakeiot, close_timeout=0.5, drain_timeout=1.0), task_status=task_status)
+            await run_gateway(
+                gateway_config(fakeiot, close_timeout=0.5, drain_timeout=1.0),
+                task_status=task_status,
+            )
         stopped.set()
 
     gateway: RunningGateway = await nursery.start(gateway_until_stopped)
@@ -230,7 +240,11 @@ async def test_refused_clients_that_never_close_are_cut_off_and_do_not_take_capa
     gateway: RunningGateway = await nursery.start(
         run_gateway, gateway_config(fakeiot, max_connections=1, close_timeout=0.5)
     )
-    async with raw_client(gateway.port) as a, raw_client(gateway.port) as b, raw_client(gateway.port) as c:
+    async with (
+        raw_client(gateway.port) as a,
+        raw_client(gateway.port) as b,
+        raw_client(gateway.port) as c,
+    ):
         for raw in (a, b, c):
             await raw.send(upgrade_request(gateway.port, "/nobody"))
             assert b" 101 " in await raw.read_response_head()
@@ -255,7 +269,9 @@ async def test_one_id_reconnecting_in_a_loop_is_throttled_and_others_are_served(
             except Exception:
                 codes.append((await closed_with(cp.ws))[0])
     assert codes[:3] == [0, 0, 0] and 1013 in codes[3:], codes
-    assert sum("CP1: connecting more often than 1/s" in r.getMessage() for r in caplog.records) == 1  # logged once
+    assert (
+        sum("CP1: connecting more often than 1/s" in r.getMessage() for r in caplog.records) == 1
+    )  # logged once
     async with connect(gateway.url, "CP2") as cp2:
         await bystander_works(cp2)
 
@@ -267,7 +283,9 @@ async def test_a_connection_that_leaves_while_waiting_to_be_admitted_gives_its_s
     register(*ids)
     gateway: RunningGateway = await nursery.start(
         run_gateway,
-        gateway_config(fakeiot, mqtt_connect_rate=1.0, mqtt_connect_burst=1, mqtt_connect_max_wait=3.0),
+        gateway_config(
+            fakeiot, mqtt_connect_rate=1.0, mqtt_connect_burst=1, mqtt_connect_max_wait=3.0
+        ),
     )
     async with connect(gateway.url, "CP0") as first:
         await bystander_works(first)  # took the burst
@@ -284,11 +302,16 @@ async def test_a_connection_that_leaves_while_waiting_to_be_admitted_gives_its_s
 
 
 async def test_a_cp_that_never_reads_is_closed_before_its_backlog_grows(
-    fakeiot: FakeIot, nursery: trio.Nursery, register: Any, mqtt_driver: MqttDriver, caplog: pytest.LogCaptureFixture
+    fakeiot: FakeIot,
+    nursery: trio.Nursery,
+    register: Any,
+    mqtt_driver: MqttDriver,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     register("CP1", "BYSTANDER")
     gateway: RunningGateway = await nursery.start(
-        run_gateway, gateway_config(fakeiot, processor=False, max_backlog_bytes=256 * 1024, close_timeout=0.5)
+        run_gateway,
+        gateway_config(fakeiot, processor=False, max_backlog_bytes=256 * 1024, close_timeout=0.5),
     )
     caplog.set_level(logging.WARNING, logger="gateway.session")
     async with raw_client(gateway.port) as raw, connect(gateway.url, "BYSTANDER") as bystander:
@@ -314,13 +337,19 @@ async def test_a_cp_that_never_reads_is_closed_before_its_backlog_grows(
 
 
 async def test_two_chargers_with_one_id_on_two_gateways_settle_into_a_bounded_visible_state(
-    fakeiot: FakeIot, nursery: trio.Nursery, register: Any, caplog: pytest.LogCaptureFixture, mqtt_driver: MqttDriver
+    fakeiot: FakeIot,
+    nursery: trio.Nursery,
+    register: Any,
+    caplog: pytest.LogCaptureFixture,
+    mqtt_driver: MqttDriver,
 ) -> None:
     """Each charger reconnects the moment it is closed (the other one took the id over): without a
     bound they flap as fast as the machine allows; with it, at most 1/s per id per gateway (after a
     burst of 3), and a warning names the likely cause."""
     register("CP1")
-    gateways = [await nursery.start(run_gateway, gateway_config(fakeiot, processor=False)) for _ in range(2)]
+    gateways = [
+        await nursery.start(run_gateway, gateway_config(fakeiot, processor=False)) for _ in range(2)
+    ]
     attempts = [0, 0]
     broker_connects = 0
 
@@ -347,14 +376,20 @@ async def test_two_chargers_with_one_id_on_two_gateways_settle_into_a_bounded_vi
             chargers.start_soon(charger, 0)
             chargers.start_soon(charger, 1)
             with trio.fail_after(20):
-                while broker_connects < 3:  # both connected and one took the id over: the flapping began
+                while (
+                    broker_connects < 3
+                ):  # both connected and one took the id over: the flapping began
                     await trio.sleep(0.05)
             start = broker_connects
             await trio.sleep(6)
             in_window = broker_connects - start
             chargers.cancel_scope.cancel()
     throttled = sum(g.bridge.throttled for g in gateways)
-    print(f"attempts {attempts}, MQTT CONNECTs for CP1 in 6 s: {in_window}, refused by the throttle: {throttled}")
+    print(
+        f"attempts {attempts}, MQTT CONNECTs for CP1 in 6 s: {in_window}, refused by the throttle: {throttled}"
+    )
     assert in_window <= 2 * (3 + 6), (in_window, attempts)  # per gateway: burst 3, then 1/s
     if throttled:
-        assert any("two chargers configured with the same id" in r.getMessage() for r in caplog.records)
+        assert any(
+            "two chargers configured with the same id" in r.getMessage() for r in caplog.records
+        )

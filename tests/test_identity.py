@@ -19,9 +19,13 @@ def test_identity_is_the_one_path_segment_percent_decoded(path: str, cp_id: str)
     assert identity_from_path(path).cp_id == cp_id
 
 
-@pytest.mark.parametrize("path", ["/ocpp/CP1", "/CP1/", "/a/b/CP1", "/CP1/../CP2", "//CP1", "/a//CP1", "CP1", ""])
+@pytest.mark.parametrize(
+    "path", ["/ocpp/CP1", "/CP1/", "/a/b/CP1", "/CP1/../CP2", "//CP1", "/a//CP1", "CP1", ""]
+)
 def test_anything_but_slash_id_is_refused(path: str) -> None:
-    with pytest.raises(InvalidIdentity, match="Invalid path: connect to ws\\(s\\)://host/<charge-point-id>"):
+    with pytest.raises(
+        InvalidIdentity, match="Invalid path: connect to ws\\(s\\)://host/<charge-point-id>"
+    ):
         identity_from_path(path)
 
 
@@ -64,7 +68,13 @@ def test_48_characters_are_allowed() -> None:
 
 @pytest.mark.parametrize(
     ("cp_id", "thing"),
-    [("CP1", "CP1"), ("cp_1-x", "cp_1-x"), ("CP.1", "CP:2E1"), ("a@b", "a:40b"), ("*=|", ":2A:3D:7C")],
+    [
+        ("CP1", "CP1"),
+        ("cp_1-x", "cp_1-x"),
+        ("CP.1", "CP:2E1"),
+        ("a@b", "a:40b"),
+        ("*=|", ":2A:3D:7C"),
+    ],
 )
 def test_thing_names_escape_what_aws_does_not_allow(cp_id: str, thing: str) -> None:
     assert thing_name_for(cp_id) == thing

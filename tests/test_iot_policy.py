@@ -23,8 +23,17 @@ def test_policy_rules() -> None:
     assert not may_publish(device, "CP1", "CP2/in") and not may_publish(device, "CP1", "CP1/out")
     assert may_publish(device, "CP.1", "$aws/things/CP:2E1/shadow/update")  # its Thing name
     assert not may_publish(device, "CP1", "$aws/things/CP2/shadow/update")
-    assert may_subscribe(device, "CP1", "CP1/out") and may_subscribe(device, "CP1", "$aws/things/CP1/shadow/#")
-    for other in ("CP2/out", "+/out", "#", "CP1/#", "$aws/things/+/shadow/update", "$aws/events/presence/#"):
+    assert may_subscribe(device, "CP1", "CP1/out") and may_subscribe(
+        device, "CP1", "$aws/things/CP1/shadow/#"
+    )
+    for other in (
+        "CP2/out",
+        "+/out",
+        "#",
+        "CP1/#",
+        "$aws/things/+/shadow/update",
+        "$aws/events/presence/#",
+    ):
         assert not may_subscribe(device, "CP1", other), other
     assert may_receive(device, "CP1", "CP1/out") and not may_receive(device, "CP1", "CP2/out")
     assert may_publish(backend, "x", "CP9/out") and may_subscribe(backend, "x", "#")
@@ -68,7 +77,9 @@ async def test_the_backend_role_needs_the_right_password(fakeiot: FakeIot) -> No
                 pass
 
 
-async def test_gateway_cp_connections_run_under_the_device_policy(gateway: Any, register: Any, spy: Spy) -> None:
+async def test_gateway_cp_connections_run_under_the_device_policy(
+    gateway: Any, register: Any, spy: Spy
+) -> None:
     """The whole loop works with the ACL on: the gateway's links are device clients, the processor backend."""
     from gateway.chargepoint import connect, heartbeat
 

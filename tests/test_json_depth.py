@@ -41,10 +41,13 @@ def nest(depth: int, inner: str = "") -> str:
         ('{"a": [1, {"b": []}]}', 4),
         ('["[[[[", "]]]]]]]", {"{{": "}}}}"}]', 2),  # brackets inside strings do not count
         (r'["a\"[[[[[", "b"]', 1),  # an escaped quote does not end the string
-        (r'["a\\", [[["b"]]]]', 4),  # an escaped backslash does: the quote after it closes the string
+        (
+            r'["a\\", [[["b"]]]]',
+            4,
+        ),  # an escaped backslash does: the quote after it closes the string
         (r'["a\\\"[[[", "]"]', 1),  # three backslashes: a backslash, then an escaped quote
         ('["\\u005b[[[", 1]', 1),  # \u escapes are string content
-        ('[\n [\n  {}\n ]\n]', 3),
+        ("[\n [\n  {}\n ]\n]", 3),
         ('["ü", ["\U0001f600", [{"€": []}]]]', 5),
     ],
 )
@@ -128,10 +131,15 @@ def test_json_depth_matches_real_documents_and_bounds_any_text() -> None:
     def value(level: int) -> Any:
         roll = rnd.random()
         if level > 12 or roll < 0.3:
-            return rnd.choice([1, 2.5, None, True, "".join(rnd.choices(alphabet, k=rnd.randint(0, 6)))])
+            return rnd.choice(
+                [1, 2.5, None, True, "".join(rnd.choices(alphabet, k=rnd.randint(0, 6)))]
+            )
         if roll < 0.65:
             return [value(level + 1) for _ in range(rnd.randint(0, 3))]
-        return {"".join(rnd.choices(alphabet, k=rnd.randint(0, 4))): value(level + 1) for _ in range(rnd.randint(0, 3))}
+        return {
+            "".join(rnd.choices(alphabet, k=rnd.randint(0, 4))): value(level + 1)
+            for _ in range(rnd.randint(0, 3))
+        }
 
     for _ in range(500):
         document = value(0)
@@ -151,8 +159,8 @@ def test_json_depth_matches_real_documents_and_bounds_any_text() -> None:
     ("text", "why"),
     [
         ('{"a": NaN}', "NaN is not JSON"),
-        ('[Infinity]', "Infinity is not JSON"),
-        ('[-Infinity]', "-Infinity is not JSON"),
+        ("[Infinity]", "Infinity is not JSON"),
+        ("[-Infinity]", "-Infinity is not JSON"),
         ("[1e999]", "Number out of range"),
         ("[-1e400]", "Number out of range"),
         ("[" + "9" * 5000 + "]", "not valid JSON"),  # past CPython's int digit limit
@@ -165,13 +173,15 @@ def test_strict_loads_refuses_what_is_not_json(text: str, why: str) -> None:
 
 
 def test_strict_loads_keeps_ordinary_numbers() -> None:
-    assert strict_loads('[1, -2.5, 1e308, 0.1]') == [1, -2.5, 1e308, 0.1]
+    assert strict_loads("[1, -2.5, 1e308, 0.1]") == [1, -2.5, 1e308, 0.1]
 
 
 # -- frames --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("version", "code"), [("1.6", "FormationViolation"), ("2.0.1", "FormatViolation")])
+@pytest.mark.parametrize(
+    ("version", "code"), [("1.6", "FormationViolation"), ("2.0.1", "FormatViolation")]
+)
 def test_a_deep_call_is_a_format_violation_with_its_id(version: str, code: str) -> None:
     text = '[2, "boot-1", "BootNotification", {"chargingStation": {"model": ' + nest(5000) + "}}]"
     with pytest.raises(FrameError) as info:
@@ -208,22 +218,32 @@ def test_nan_and_infinity_are_format_violations(text: str, message_id: str) -> N
 # -- CALLERRORs stay small ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("filler", ["a", "\"", "ü", "\U0001f600", "\x00"])
+@pytest.mark.parametrize("filler", ["a", '"', "ü", "\U0001f600", "\x00"])
 def test_call_errors_are_bounded_whatever_they_carry(filler: str) -> None:
     huge = filler * 200_000
     text = call_error("x" * 36, "FormatViolation", huge, {"cause": huge})
     frame = json.loads(text)
     assert len(text.encode()) < 3072
     assert len(frame[3]) <= 255 and frame[3].endswith("...")
-    assert len(json.dumps(frame[4], separators=(",", ":"))) <= 1024 and frame[4]["cause"].endswith("...")
+    assert len(json.dumps(frame[4], separators=(",", ":"))) <= 1024 and frame[4]["cause"].endswith(
+        "..."
+    )
     # Not a cause string: the details' JSON text is clipped into one.
     frame = json.loads(call_error("id", "InternalError", "x", {"a": [huge] * 3, "b": object()}))
     assert set(frame[4]) == {"cause"} and len(frame[4]["cause"]) < 1024
 
 
 def test_small_call_errors_are_untouched() -> None:
-    assert json.loads(call_error("id", "ProtocolError", "Payload is missing", {"cause": "'idTag' is a required property"})) == [
-        4, "id", "ProtocolError", "Payload is missing", {"cause": "'idTag' is a required property"}
+    assert json.loads(
+        call_error(
+            "id", "ProtocolError", "Payload is missing", {"cause": "'idTag' is a required property"}
+        )
+    ) == [
+        4,
+        "id",
+        "ProtocolError",
+        "Payload is missing",
+        {"cause": "'idTag' is a required property"},
     ]
 
 
@@ -247,7 +267,9 @@ def test_processor_drops_unreadable_shadow_updates(payload: bytes) -> None:
     processor = Processor(None, None, ProcessorSettings())  # type: ignore[arg-type]
     processor._learn_version("$aws/things/CP1/shadow/update", payload)
     assert processor._versions == {}
-    processor._learn_version("$aws/things/CP1/shadow/update", b'{"state":{"reported":{"ocppProtocol":"ocpp1.6"}}}')
+    processor._learn_version(
+        "$aws/things/CP1/shadow/update", b'{"state":{"reported":{"ocppProtocol":"ocpp1.6"}}}'
+    )
     assert processor._versions == {"CP1": "1.6"}
 
 
@@ -262,8 +284,15 @@ def test_fakeiot_refuses_deep_requests_before_parsing_them() -> None:
 
 
 def test_fakeiot_counts_arrays_as_levels_of_nesting() -> None:
-    six_levels = {"a": [{"b": [{"c": [1]}]}]}  # reported itself, then a list, object, list, object, list
-    assert shadow.update(None, 0, {"state": {"reported": six_levels}}, now=1).stored["state"]["reported"] == six_levels
+    six_levels = {
+        "a": [{"b": [{"c": [1]}]}]
+    }  # reported itself, then a list, object, list, object, list
+    assert (
+        shadow.update(None, 0, {"state": {"reported": six_levels}}, now=1).stored["state"][
+            "reported"
+        ]
+        == six_levels
+    )
     seven_levels = {"a": [{"b": [{"c": [[1]]}]}]}
     with pytest.raises(ShadowError, match="too many levels of nesting"):
         shadow.update(None, 0, {"state": {"reported": seven_levels}}, now=1)

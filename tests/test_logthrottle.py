@@ -32,8 +32,14 @@ def test_a_flood_of_one_kind_is_cut_to_the_burst_and_counted() -> None:
     _emit(logger, 1000.5, "a different line %s", "x")  # other kinds are not affected
     _emit(logger, 1011.0, "refused %s: %d %s", "/ghost-x", 1008, "not registered")
     lines = out.getvalue().splitlines()
-    assert lines[:3] == ["refused /ghost-0: 1008 not registered", "refused /ghost-1: 1008 not registered",
-                         "refused /ghost-2: 1008 not registered"]
+    assert lines[:3] == [
+        "refused /ghost-0: 1008 not registered",
+        "refused /ghost-1: 1008 not registered",
+        "refused /ghost-2: 1008 not registered",
+    ]
     assert lines[3] == "a different line x"
-    assert lines[4] == "refused /ghost-x: 1008 not registered [397 similar line(s) suppressed in the last 10 s]"
+    assert (
+        lines[4]
+        == "refused /ghost-x: 1008 not registered [397 similar line(s) suppressed in the last 10 s]"
+    )
     assert len(lines) == 5

@@ -85,7 +85,9 @@ async def test_young_collections_run_with_cpython_full_collections() -> None:
     policy = GcPolicy(full_interval=0, young_interval=0.01)
     async with trio.open_nursery() as nursery:
         await nursery.start(policy.run)
-        assert gc.get_threshold() == before and gc.get_freeze_count() == 0  # full collections: CPython's
+        assert (
+            gc.get_threshold() == before and gc.get_freeze_count() == 0
+        )  # full collections: CPython's
         with trio.fail_after(5):
             while policy.young_collections < 2:
                 await trio.sleep(0.01)

@@ -24,12 +24,16 @@ from .conftest import gateway_config, shadow_of
 from .processes import free_port
 from .test_gateway_loop import closed_with
 
-MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+MOSQUITTO = shutil.which("mosquitto") or (
+    "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
+)
 
 pytestmark = pytest.mark.mosquitto
 if MOSQUITTO is None:
     if os.environ.get("REQUIRE_MOSQUITTO") == "1":
-        raise RuntimeError("REQUIRE_MOSQUITTO=1 but mosquitto is not installed (apt-get install mosquitto)")
+        raise RuntimeError(
+            "REQUIRE_MOSQUITTO=1 but mosquitto is not installed (apt-get install mosquitto)"
+        )
     pytestmark = [pytest.mark.mosquitto, pytest.mark.skip(reason="mosquitto is not installed")]
 
 
@@ -43,7 +47,9 @@ async def mosquitto(tmp_path: Path) -> AsyncIterator[int]:
         "max_queued_messages 0\nmax_inflight_messages 0\nset_tcp_nodelay true\nlog_dest stderr\n"
     )
     assert MOSQUITTO is not None
-    proc = await trio.lowlevel.open_process([MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = await trio.lowlevel.open_process(
+        [MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         with trio.fail_after(10):
             while True:
@@ -69,10 +75,30 @@ async def test_loop_over_mosquitto_both_versions_and_takeover(
 ) -> None:
     register("CP1", "CP16")
     first = await nursery.start(run_gateway, gateway_config(fakeiot, mqtt_port=mosquitto))
-    second = await nursery.start(run_gateway, gateway_config(fakeiot, mqtt_port=mosquitto, processor=False))
+    second = await nursery.start(
+        run_gateway, gateway_config(fakeiot, mqtt_port=mosquitto, processor=False)
+    )
     # The same view as `mosquitto_sub -t '+/in' -t '+/out' -v`, from the real tool.
     sub = await trio.lowlevel.open_process(
-        ["stdbuf", "-oL", "mosquitto_sub", "-d", "-h", "127.0.0.1", "-p", str(mosquitto), "-t", "+/in", "-t", "+/out", "-v", "-C", "4", "-W", "20"],
+        [
+            "stdbuf",
+            "-oL",
+            "mosquitto_sub",
+            "-d",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(mosquitto),
+            "-t",
+            "+/in",
+            "-t",
+            "+/out",
+            "-v",
+            "-C",
+            "4",
+            "-W",
+            "20",
+        ],
         stdout=subprocess.PIPE,
     )
     try:
@@ -92,10 +118,16 @@ async def _walkthrough(sub: Any, first: Any, second: Any, aws: Any) -> None:
         while b"Subscribed" not in output:  # -d reports the SUBACK: from here on nothing is missed
             output += await sub.stdout.receive_some()
     async with connect(first.url, "CP1") as cp:
-        assert (await cp.call(*boot_notification("2.0.1", vendor="V", model="M", serial="S", firmware="F")))["status"] == "Accepted"
+        assert (
+            await cp.call(
+                *boot_notification("2.0.1", vendor="V", model="M", serial="S", firmware="F")
+            )
+        )["status"] == "Accepted"
         assert "currentTime" in await cp.call(*heartbeat())
     async with connect(first.url, "CP16", subprotocols=["ocpp1.6"]) as cp16:
-        boot = await cp16.call(*boot_notification("1.6", vendor="V", model="M16", serial="S", firmware="F"))
+        boot = await cp16.call(
+            *boot_notification("1.6", vendor="V", model="M16", serial="S", firmware="F")
+        )
         assert boot["status"] == "Accepted"
         assert (await cp16.call("Authorize", {"idTag": "T"}))["idTagInfo"]["status"] == "Accepted"
         # Mosquitto's take-over: a newer connection through the other gateway wins.

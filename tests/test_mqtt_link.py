@@ -67,7 +67,9 @@ async def test_receive_raises_once_the_broker_is_gone(tmp_path: object) -> None:
 
     from fakeiot import FakeIotConfig, running_fakeiot
 
-    async with running_fakeiot(FakeIotConfig(mqtt_port=0, api_port=0, data_dir=Path(str(tmp_path)))) as iot:
+    async with running_fakeiot(
+        FakeIotConfig(mqtt_port=0, api_port=0, data_dir=Path(str(tmp_path)))
+    ) as iot:
         driver_cm = open_mqtt_driver(device_settings(iot))
         driver = await driver_cm.__aenter__()
         link_cm = driver.link("CP1")
@@ -126,7 +128,9 @@ async def test_publishes_larger_than_the_socket_buffer_are_written_once_it_drain
             async with driver.link("CP-big") as link:
                 for i in range(count):
                     await link.publish("CP-big/in", bytes([65 + i % 26]) * payload_size, qos=0)
-                assert link._client.want_write(), "the test needs more data than the socket buffers hold"
+                assert link._client.want_write(), (
+                    "the test needs more data than the socket buffers hold"
+                )
                 assert link._writer_running
                 resume.set()
                 with trio.fail_after(20):
@@ -166,9 +170,13 @@ async def test_a_failed_tls_handshake_leaves_no_socket_open() -> None:
         while True:
             conn, _ = await listener.accept()
             with conn:
-                await conn.send(b"HTTP/1.0 400 Bad Request\r\n\r\n")  # no ServerHello: the handshake fails
+                await conn.send(
+                    b"HTTP/1.0 400 Bad Request\r\n\r\n"
+                )  # no ServerHello: the handshake fails
 
-    settings = MqttSettings(port=port, ssl_context=ssl.create_default_context(), connect_timeout=5, connect_rate=0)
+    settings = MqttSettings(
+        port=port, ssl_context=ssl.create_default_context(), connect_timeout=5, connect_rate=0
+    )
     with listener, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         async with trio.open_nursery() as nursery:
@@ -180,7 +188,11 @@ async def test_a_failed_tls_handshake_leaves_no_socket_open() -> None:
                             pass
             nursery.cancel_scope.cancel()
         gc.collect()
-    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning) and "SSLSocket" in str(w.message)] == []
+    assert [
+        str(w.message)
+        for w in caught
+        if issubclass(w.category, ResourceWarning) and "SSLSocket" in str(w.message)
+    ] == []
 
 
 async def test_a_broker_that_never_answers_subscribe_ends_the_link_not_the_caller() -> None:

@@ -8,9 +8,15 @@ from ocpp.messages import Call, CallError, CallResult
 from gateway.ocppj import FrameError, error_code_for, parse_frame
 
 
-@pytest.mark.parametrize(("version", "code"), [("1.6", "FormationViolation"), ("2.0.1", "FormatViolation")])
-@pytest.mark.parametrize("text", ["not json", "{\"a\": 1}", "[]", "\"x\"", "[2]", "[2, 5, \"Heartbeat\", {}]"])
-def test_unreadable_frames_get_minus_one_and_the_versions_code(version: str, code: str, text: str) -> None:
+@pytest.mark.parametrize(
+    ("version", "code"), [("1.6", "FormationViolation"), ("2.0.1", "FormatViolation")]
+)
+@pytest.mark.parametrize(
+    "text", ["not json", '{"a": 1}', "[]", '"x"', "[2]", '[2, 5, "Heartbeat", {}]']
+)
+def test_unreadable_frames_get_minus_one_and_the_versions_code(
+    version: str, code: str, text: str
+) -> None:
     with pytest.raises(FrameError) as info:
         parse_frame(text, version)
     assert info.value.message_id == "-1"
@@ -29,7 +35,14 @@ def test_unknown_message_type() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ['[2, "id1", "Heartbeat"]', '[2, "id1", 5, {}]', '[2, "id1", "Heartbeat", []]', '[3, "id1"]', '[4, "id1", 1, 2, {}]']
+    "text",
+    [
+        '[2, "id1", "Heartbeat"]',
+        '[2, "id1", 5, {}]',
+        '[2, "id1", "Heartbeat", []]',
+        '[3, "id1"]',
+        '[4, "id1", 1, 2, {}]',
+    ],
 )
 def test_bad_shapes_keep_a_readable_id(text: str) -> None:
     with pytest.raises(FrameError) as info:

@@ -52,7 +52,9 @@ async def mosquitto_20(tmp_path: Path) -> AsyncIterator[int]:
         "max_queued_messages 0\nmax_inflight_messages 20\nset_tcp_nodelay true\n"
     )
     assert MOSQUITTO is not None
-    proc = await trio.lowlevel.open_process([MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = await trio.lowlevel.open_process(
+        [MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         with trio.fail_after(10):
             while True:
@@ -86,7 +88,9 @@ class ProcessorInstance:
 
 
 async def start_processor(nursery: trio.Nursery, port: int, iot_data: Any) -> ProcessorInstance:
-    async def serve(task_status: trio.TaskStatus[ProcessorInstance] = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(
+        task_status: trio.TaskStatus[ProcessorInstance] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         with trio.CancelScope() as scope:
             async with open_mqtt_driver(MqttSettings(port=port)) as driver:
                 processor = Processor(driver, iot_data, ProcessorSettings(client_id=CLIENT_ID))
@@ -100,7 +104,11 @@ async def start_processor(nursery: trio.Nursery, port: int, iot_data: Any) -> Pr
 
 @needs_mosquitto
 async def test_a_call_taken_by_a_killed_processor_is_answered_by_the_next_one(
-    mosquitto_20: int, fakeiot: FakeIot, nursery: trio.Nursery, register: Callable[..., None], aws: Any,
+    mosquitto_20: int,
+    fakeiot: FakeIot,
+    nursery: trio.Nursery,
+    register: Callable[..., None],
+    aws: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The CALL the processor was handling when it died is answered, once, by its successor."""
@@ -111,14 +119,20 @@ async def test_a_call_taken_by_a_killed_processor_is_answered_by_the_next_one(
     async def stall_first(self: Processor, cp_id: str, reported: dict[str, Any]) -> None:
         if not stalled.is_set():
             stalled.set()
-            await trio.sleep_forever()  # the processor dies here, after the handler ran, before it answered
+            await (
+                trio.sleep_forever()
+            )  # the processor dies here, after the handler ran, before it answered
         await original(self, cp_id, reported)
 
     monkeypatch.setattr(Processor, "_update_shadow", stall_first)
-    gateway = await nursery.start(run_gateway, gateway_config(fakeiot, mqtt_port=mosquitto_20, processor=False))
+    gateway = await nursery.start(
+        run_gateway, gateway_config(fakeiot, mqtt_port=mosquitto_20, processor=False)
+    )
     first = await start_processor(nursery, mosquitto_20, aws[1])
     async with connect(gateway.url, "CPK") as cp:
-        action, payload = boot_notification("2.0.1", vendor="V", model="M", serial="S", firmware="F")
+        action, payload = boot_notification(
+            "2.0.1", vendor="V", model="M", serial="S", firmware="F"
+        )
         await cp.send_text(json.dumps([2, "boot-k", action, payload]))
         with trio.fail_after(10):
             await stalled.wait()
@@ -144,7 +158,9 @@ async def test_answered_and_dropped_messages_are_acknowledged(
         await cp.subscribe("CPA/out", 1)
         for n in range(100):
             await cp.publish("CPA/in", f'[2,"hb-{n}","Heartbeat",{{}}]'.encode())
-            await cp.publish("CPA/in", f'[3,"result-{n}",{{}}]'.encode())  # dropped: nothing to answer
+            await cp.publish(
+                "CPA/in", f'[3,"result-{n}",{{}}]'.encode()
+            )  # dropped: nothing to answer
         with trio.fail_after(20):
             ids = sorted([json.loads((await cp.receive())[1])[1] for _ in range(100)])
         assert ids == sorted(f"hb-{n}" for n in range(100))
@@ -176,7 +192,9 @@ async def test_a_duplicate_call_gets_the_same_answer_and_is_handled_once(
     async with mqtt_driver.link("test:backend") as link:
         await link.subscribe("CP1/out", 1)
         # The processor learns the OCPP version as from the gateway; the same client's messages arrive in order.
-        await link.publish("$aws/things/CP1/shadow/update", b'{"state":{"reported":{"ocppProtocol":"ocpp1.6"}}}')
+        await link.publish(
+            "$aws/things/CP1/shadow/update", b'{"state":{"reported":{"ocppProtocol":"ocpp1.6"}}}'
+        )
         await link.publish("CP1/in", start)
         with trio.fail_after(10):
             first = (await link.receive())[1]
@@ -217,7 +235,9 @@ async def test_a_duplicate_arriving_while_the_first_is_answered_waits_for_its_an
         await link.publish("CP2/in", boot)
         await link.publish("CP2/in", boot)
         with trio.fail_after(10):
-            while runs == 0 or gateway.processor.duplicates == 0:  # the second copy is waiting for the first
+            while (
+                runs == 0 or gateway.processor.duplicates == 0
+            ):  # the second copy is waiting for the first
                 await trio.sleep(0.01)
         release.set()
         with trio.fail_after(10):
@@ -236,17 +256,27 @@ def test_recent_answers_are_bounded_by_age_and_count() -> None:
     recent.put(keys[3], "answer 3", now=6.0)  # over capacity: the oldest goes
     assert recent.get(keys[0], now=6.0) is None and len(recent) == 3
     assert recent.get(keys[1], now=10.9) == "answer 1"
-    assert recent.get(keys[1], now=11.0) is None  # made at 1.0: expired 10 s later (a hit does not extend it)
+    assert (
+        recent.get(keys[1], now=11.0) is None
+    )  # made at 1.0: expired 10 s later (a hit does not extend it)
     assert recent.get(keys[2], now=11.9) == "answer 2"
-    recent.put(keys[4], "answer 4", now=16.5)  # what expired meanwhile (made at 2.0 and 6.0) goes too
+    recent.put(
+        keys[4], "answer 4", now=16.5
+    )  # what expired meanwhile (made at 2.0 and 6.0) goes too
     assert len(recent) == 1 and recent.get(keys[4], now=16.5) == "answer 4"
 
 
 def test_the_same_id_with_other_bytes_is_another_call() -> None:
     """Some CPs restart their message ids on reconnect: a new CALL under an old id is not a duplicate."""
-    assert call_key("CP1", "1", b'[2,"1","Heartbeat",{}]') == call_key("CP1", "1", b'[2,"1","Heartbeat",{}]')
-    assert call_key("CP1", "1", b'[2,"1","Heartbeat",{}]') != call_key("CP1", "1", b'[2,"1","Authorize",{"idTag":"T"}]')
-    assert call_key("CP1", "1", b'[2,"1","Heartbeat",{}]') != call_key("CP2", "1", b'[2,"1","Heartbeat",{}]')
+    assert call_key("CP1", "1", b'[2,"1","Heartbeat",{}]') == call_key(
+        "CP1", "1", b'[2,"1","Heartbeat",{}]'
+    )
+    assert call_key("CP1", "1", b'[2,"1","Heartbeat",{}]') != call_key(
+        "CP1", "1", b'[2,"1","Authorize",{"idTag":"T"}]'
+    )
+    assert call_key("CP1", "1", b'[2,"1","Heartbeat",{}]') != call_key(
+        "CP2", "1", b'[2,"1","Heartbeat",{}]'
+    )
 
 
 async def test_a_delivery_is_acknowledged_only_on_its_own_link(mqtt_driver: MqttDriver) -> None:

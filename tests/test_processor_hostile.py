@@ -57,7 +57,9 @@ async def next_frame(ws: WebSocketConnection | ChargePoint, *, timeout: float = 
     return frame
 
 
-async def still_answers(gateway: RunningGateway, cp_id: str, *, subprotocols: list[str] | None = None) -> None:
+async def still_answers(
+    gateway: RunningGateway, cp_id: str, *, subprotocols: list[str] | None = None
+) -> None:
     """A CP (connected now) gets its Heartbeat answered: the processor is alive."""
     async with connect(gateway.url, cp_id, subprotocols=subprotocols) as cp:
         with trio.fail_after(10):
@@ -76,10 +78,16 @@ DEPTHS = [33, 100, 500, *range(900, 1001), 5000, DEEPEST]
 
 
 @pytest.mark.parametrize(
-    ("subprotocol", "version", "code"), [("ocpp2.0.1", "2.0.1", "FormatViolation"), ("ocpp1.6", "1.6", "FormationViolation")]
+    ("subprotocol", "version", "code"),
+    [("ocpp2.0.1", "2.0.1", "FormatViolation"), ("ocpp1.6", "1.6", "FormationViolation")],
 )
 async def test_deeply_nested_boot_notification_gets_a_call_error(
-    fakeiot: FakeIot, nursery: trio.Nursery, register: Callable[..., None], subprotocol: str, version: str, code: str
+    fakeiot: FakeIot,
+    nursery: trio.Nursery,
+    register: Callable[..., None],
+    subprotocol: str,
+    version: str,
+    code: str,
 ) -> None:
     # The sweep sends 100+ frames at once: past the gateway's per-CP rate limit, which is not under test.
     gateway = await nursery.start(run_gateway, gateway_config(fakeiot, max_message_rate=0))
@@ -140,7 +148,11 @@ GARBAGE = [
 
 
 async def test_garbage_shadow_updates_do_not_end_the_processor(
-    gateway: RunningGateway, fakeiot: FakeIot, register: Callable[..., None], device_driver: MqttDriver, aws: Any,
+    gateway: RunningGateway,
+    fakeiot: FakeIot,
+    register: Callable[..., None],
+    device_driver: MqttDriver,
+    aws: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     register("CPG", "CPOK")
@@ -152,7 +164,9 @@ async def test_garbage_shadow_updates_do_not_end_the_processor(
             await link.publish(f"{prefix}/update", payload, qos=1)
         # A good update after the garbage, then a CALL: the same client's messages arrive in order,
         # so once the CALL is answered the processor has read every update before it.
-        await link.publish(f"{prefix}/update", b'{"state":{"reported":{"ocppProtocol":"ocpp1.6"}}}', qos=1)
+        await link.publish(
+            f"{prefix}/update", b'{"state":{"reported":{"ocppProtocol":"ocpp1.6"}}}', qos=1
+        )
         await link.publish("CPG/in", b'[2,"auth","Authorize",{"idTag":"TAG1"}]', qos=1)
         rejected: list[dict[str, Any]] = []
         with trio.fail_after(15):
@@ -169,11 +183,16 @@ async def test_garbage_shadow_updates_do_not_end_the_processor(
     assert shadow_of(aws, "CPG")["state"]["reported"]["ocppProtocol"] == "ocpp1.6"
     # Its HTTP door too (UpdateThingShadow).
     with pytest.raises(ClientError) as info:
-        await trio.to_thread.run_sync(lambda: aws[1].update_thing_shadow(thingName="CPG", payload=GARBAGE[0]))
+        await trio.to_thread.run_sync(
+            lambda: aws[1].update_thing_shadow(thingName="CPG", payload=GARBAGE[0])
+        )
     assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
     # Logged, but not once per message: a device could fill the log.
-    warnings = [r for r in caplog.records if "dropped unreadable shadow update" in r.getMessage()
-                and r.levelno == logging.WARNING]
+    warnings = [
+        r
+        for r in caplog.records
+        if "dropped unreadable shadow update" in r.getMessage() and r.levelno == logging.WARNING
+    ]
     assert len(warnings) == 1
     await still_answers(gateway, "CPOK")
 
@@ -181,11 +200,16 @@ async def test_garbage_shadow_updates_do_not_end_the_processor(
 # -- finding (d): CALLERRORs stay small --------------------------------------------------------------
 
 
-async def test_big_malformed_call_gets_a_small_call_error(gateway: RunningGateway, register: Callable[..., None]) -> None:
+async def test_big_malformed_call_gets_a_small_call_error(
+    gateway: RunningGateway, register: Callable[..., None]
+) -> None:
     register("CPB")
     blob = "a" * 129_000
-    payload = {"reason": "NotAReason", "chargingStation": {"model": "M", "vendorName": "V"},
-               "customData": {"vendorId": "x", "blob": blob}}
+    payload = {
+        "reason": "NotAReason",
+        "chargingStation": {"model": "M", "vendorName": "V"},
+        "customData": {"vendorId": "x", "blob": blob},
+    }
     frame = json.dumps([2, "big-1", "BootNotification", payload], separators=(",", ":"))
     assert 128_000 < len(frame) <= 131_072
     async with connect(gateway.url, "CPB") as cp:
@@ -204,7 +228,10 @@ async def test_big_malformed_call_gets_a_small_call_error(gateway: RunningGatewa
 
 
 async def test_handler_bug_answers_internal_error_and_the_next_call(
-    gateway: RunningGateway, register: Callable[..., None], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    gateway: RunningGateway,
+    register: Callable[..., None],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     def broken(payload: dict[str, Any], ctx: Any) -> dict[str, Any]:
         raise ZeroDivisionError("handler bug")
@@ -217,7 +244,12 @@ async def test_handler_bug_answers_internal_error_and_the_next_call(
         assert info.value.code == "InternalError"
         await cp.send_text('[2,"hb-2","Heartbeat",{}]')
         assert (await next_frame(cp))[:3] == [4, "hb-2", "InternalError"]
-        status = {"timestamp": "2024-01-01T00:00:00+00:00", "connectorStatus": "Available", "evseId": 1, "connectorId": 1}
+        status = {
+            "timestamp": "2024-01-01T00:00:00+00:00",
+            "connectorStatus": "Available",
+            "evseId": 1,
+            "connectorId": 1,
+        }
         with trio.fail_after(10):
             assert await cp.call("StatusNotification", status) == {}
     assert any("CPH" in r.getMessage() and r.exc_info for r in caplog.records)
@@ -227,14 +259,19 @@ async def test_handler_bug_answers_internal_error_and_the_next_call(
 
 
 async def test_processor_crash_is_restarted_and_the_gateway_keeps_serving(
-    fakeiot: FakeIot, nursery: trio.Nursery, register: Callable[..., None], monkeypatch: pytest.MonkeyPatch
+    fakeiot: FakeIot,
+    nursery: trio.Nursery,
+    register: Callable[..., None],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     original_run = Processor.run
     crash = trio.Event()
     restarted = trio.Event()
     calls = 0
 
-    async def crashing_run(self: Processor, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def crashing_run(
+        self: Processor, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         nonlocal calls
         calls += 1
         if calls > 1:
@@ -262,11 +299,15 @@ async def test_processor_crash_is_restarted_and_the_gateway_keeps_serving(
     await still_answers(gateway, "CPS2")
 
 
-async def test_processor_failing_before_start_is_still_reported(fakeiot: FakeIot, nursery: trio.Nursery) -> None:
+async def test_processor_failing_before_start_is_still_reported(
+    fakeiot: FakeIot, nursery: trio.Nursery
+) -> None:
     """Bad credentials are a configuration error: reported at once, not retried by the supervision."""
     with pytest.raises(BaseException) as info:
         with trio.fail_after(20):
-            await nursery.start(run_gateway, gateway_config(fakeiot, processor_mqtt_password="wrong password"))
+            await nursery.start(
+                run_gateway, gateway_config(fakeiot, processor_mqtt_password="wrong password")
+            )
     leaves = list(_leaves(info.value))
     assert leaves and all(isinstance(e, MqttConnectError) for e in leaves), leaves
 

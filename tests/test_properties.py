@@ -18,8 +18,14 @@ ALLOWED = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789*-_
 ERROR_CODES = {"FormatViolation", "FormationViolation", "MessageTypeNotSupported"}
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=40),
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
     max_leaves=20,
 )
 
@@ -35,7 +41,11 @@ def test_identity_is_valid_and_reversible_or_refused_with_a_short_reason(text: s
     assert 1 <= len(identity.cp_id) <= 48 and set(identity.cp_id) <= ALLOWED
     assert THING_NAME.fullmatch(identity.thing_name)
     assert cp_id_for(identity.thing_name) == identity.cp_id
-    assert identity.in_topic == identity.cp_id + "/in" and "+" not in identity.in_topic and "#" not in identity.in_topic
+    assert (
+        identity.in_topic == identity.cp_id + "/in"
+        and "+" not in identity.in_topic
+        and "#" not in identity.in_topic
+    )
 
 
 @given(st.text(max_size=120))
@@ -47,7 +57,9 @@ def test_any_path_gives_an_identity_or_an_invalid_identity(path: str) -> None:
     assert "/" not in identity.cp_id and ":" not in identity.cp_id
 
 
-@given(st.one_of(st.text(max_size=200), json_values.map(json.dumps)), st.sampled_from(["1.6", "2.0.1"]))
+@given(
+    st.one_of(st.text(max_size=200), json_values.map(json.dumps)), st.sampled_from(["1.6", "2.0.1"])
+)
 @settings(max_examples=500)
 def test_frame_parser_never_fails_unexpectedly(text: str, version: str) -> None:
     try:
@@ -68,7 +80,13 @@ def test_frame_parser_never_fails_unexpectedly(text: str, version: str) -> None:
     st.text(min_size=1, max_size=30),
     st.dictionaries(st.text(max_size=10), json_values, max_size=4),
 )
-def test_well_formed_frames_parse(type_id: int, message_id: str, action: str, payload: dict) -> None:
-    frame = {2: [2, message_id, action, payload], 3: [3, message_id, payload], 4: [4, message_id, "GenericError", action, payload]}[type_id]
+def test_well_formed_frames_parse(
+    type_id: int, message_id: str, action: str, payload: dict
+) -> None:
+    frame = {
+        2: [2, message_id, action, payload],
+        3: [3, message_id, payload],
+        4: [4, message_id, "GenericError", action, payload],
+    }[type_id]
     parsed = parse_frame(json.dumps(frame), "2.0.1")
     assert parsed.unique_id == message_id

@@ -19,7 +19,12 @@ PASSWORD = "correct-horse-battery-9"
 
 def test_thing_of_event() -> None:
     assert thing_of_event("$aws/events/thing/CP:2E1/updated") == "CP:2E1"
-    for topic in ("$aws/events/thing//deleted", "$aws/events/presence/connected/CP1", "CP1/out", "$aws/events/thing/a/b/c"):
+    for topic in (
+        "$aws/events/thing//deleted",
+        "$aws/events/presence/connected/CP1",
+        "CP1/out",
+        "$aws/events/thing/a/b/c",
+    ):
         assert thing_of_event(topic) is None
 
 
@@ -30,7 +35,9 @@ async def _subscribed(gateway: RunningGateway) -> None:
             await trio.sleep(0.02)
 
 
-async def test_deleting_the_thing_closes_the_live_connection(gateway: RunningGateway, register: Any, aws: Any) -> None:
+async def test_deleting_the_thing_closes_the_live_connection(
+    gateway: RunningGateway, register: Any, aws: Any
+) -> None:
     register("CP1", "CP2")
     await _subscribed(gateway)
     async with connect(gateway.url, "CP1") as cp1, connect(gateway.url, "CP2") as cp2:
@@ -38,7 +45,9 @@ async def test_deleting_the_thing_closes_the_live_connection(gateway: RunningGat
         aws[0].delete_thing(thingName="CP1")
         assert await closed_with(cp1.ws) == (1008, DEREGISTERED_REASON)
         assert "currentTime" in await cp2.call(*heartbeat())  # others untouched
-    async with connect(gateway.url, "CP1") as cp1:  # and it cannot come back (no cached "registered")
+    async with connect(
+        gateway.url, "CP1"
+    ) as cp1:  # and it cannot come back (no cached "registered")
         assert (await closed_with(cp1.ws))[0] == 1008
 
 
@@ -46,15 +55,26 @@ async def test_a_new_password_closes_the_live_connection_and_other_updates_do_no
     gateway: RunningGateway, aws: Any
 ) -> None:
     name = thing_name_for("CP1")
-    aws[0].create_thing(thingName=name, attributePayload={
-        "attributes": {"ocppPasswordHash": hash_password(PASSWORD), "ocppSecurityProfile": "1"}})
+    aws[0].create_thing(
+        thingName=name,
+        attributePayload={
+            "attributes": {"ocppPasswordHash": hash_password(PASSWORD), "ocppSecurityProfile": "1"}
+        },
+    )
     await _subscribed(gateway)
     async with connect(gateway.url, "CP1", password=PASSWORD) as cp1:
-        aws[0].update_thing(thingName=name, attributePayload={"attributes": {"site": "depot-7"}, "merge": True})
+        aws[0].update_thing(
+            thingName=name, attributePayload={"attributes": {"site": "depot-7"}, "merge": True}
+        )
         with trio.move_on_after(1.0):  # an unrelated change: still served
             assert "currentTime" in await cp1.call(*heartbeat())
         assert cp1.ws.closed is None
-        aws[0].update_thing(thingName=name, attributePayload={
-            "attributes": {"ocppPasswordHash": hash_password("a-new-password-42")}, "merge": True})
+        aws[0].update_thing(
+            thingName=name,
+            attributePayload={
+                "attributes": {"ocppPasswordHash": hash_password("a-new-password-42")},
+                "merge": True,
+            },
+        )
         assert await closed_with(cp1.ws) == (1008, CREDENTIALS_CHANGED_REASON)
     assert gateway.watch is not None and gateway.watch.revoked == 1

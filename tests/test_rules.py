@@ -24,7 +24,14 @@ from .test_gateway_loop import boot
 HEARTBEAT_SQL = "SELECT topic(1) AS chargePointId, timestamp() AS lastTimestamp FROM '+/in' WHERE get(*, 2) = 'Heartbeat'"
 HEARTBEAT_RULE = {
     "sql": HEARTBEAT_SQL,
-    "actions": [{"dynamoDBv2": {"roleArn": "arn:aws:iam::000000000000:role/r", "putItem": {"tableName": "chargePointHeartbeat"}}}],
+    "actions": [
+        {
+            "dynamoDBv2": {
+                "roleArn": "arn:aws:iam::000000000000:role/r",
+                "putItem": {"tableName": "chargePointHeartbeat"},
+            }
+        }
+    ],
 }
 
 
@@ -34,7 +41,9 @@ def test_heartbeat_statement() -> None:
     assert statement.evaluate(beat) == {"chargePointId": "CP1", "lastTimestamp": 1700000000000}
     assert statement.evaluate(Message("CP1/in", b'[2,"1","BootNotification",{}]')) is None
     assert statement.evaluate(Message("CP1/out", b'[2,"19","Heartbeat",{}]')) is None
-    assert statement.evaluate(Message("a/b/in", b'[2,"19","Heartbeat",{}]')) is None  # '+' is one level
+    assert (
+        statement.evaluate(Message("a/b/in", b'[2,"19","Heartbeat",{}]')) is None
+    )  # '+' is one level
     assert statement.evaluate(Message("CP1/in", b"not json")) is None
 
 
@@ -44,10 +53,21 @@ def test_heartbeat_statement() -> None:
         ("SELECT * FROM 't'", b'{"a": 1}', {"a": 1}),
         ("SELECT a.b[1] AS x, a.c FROM 't'", b'{"a": {"b": [5, 6], "c": "z"}}', {"x": 6, "c": "z"}),
         ("SELECT missing, 1 + 2 * 3 AS n FROM 't'", b"{}", {"n": 7}),
-        ("SELECT * FROM 't' WHERE a > 1 AND NOT (b = 'x') OR c <> 2", b'{"a": 2, "b": "y"}', {"a": 2, "b": "y"}),
-        ("SELECT * FROM 't' WHERE a > 1", b'{"a": "2"}', None),  # string vs number: undefined, no match
-        ("SELECT upper(s) AS u, concat(s, '-', 1) AS c, clientid() AS id FROM 't'", b'{"s": "ab"}',
-         {"u": "AB", "c": "ab-1", "id": "client-7"}),
+        (
+            "SELECT * FROM 't' WHERE a > 1 AND NOT (b = 'x') OR c <> 2",
+            b'{"a": 2, "b": "y"}',
+            {"a": 2, "b": "y"},
+        ),
+        (
+            "SELECT * FROM 't' WHERE a > 1",
+            b'{"a": "2"}',
+            None,
+        ),  # string vs number: undefined, no match
+        (
+            "SELECT upper(s) AS u, concat(s, '-', 1) AS c, clientid() AS id FROM 't'",
+            b'{"s": "ab"}',
+            {"u": "AB", "c": "ab-1", "id": "client-7"},
+        ),
         ("SELECT topic() AS t, topic(2) AS second, topic(9) AS none FROM 't/#'", b"{}", None),
     ],
 )
@@ -91,7 +111,9 @@ def test_rule_validation() -> None:
 async def test_heartbeat_rule_from_a_file_fills_its_table(tmp_path: Path) -> None:
     rules_file = tmp_path / "rules.json"
     rules_file.write_text(json.dumps({"rules": {"chargePointHeartbeat": HEARTBEAT_RULE}}))
-    config = FakeIotConfig(mqtt_port=0, api_port=0, data_dir=tmp_path / "iot", rules_file=rules_file)
+    config = FakeIotConfig(
+        mqtt_port=0, api_port=0, data_dir=tmp_path / "iot", rules_file=rules_file
+    )
     async with running_fakeiot(config) as iot, trio.open_nursery() as nursery:
         from gateway.aws import AwsSettings, make_clients
 
@@ -110,7 +132,9 @@ async def test_heartbeat_rule_from_a_file_fills_its_table(tmp_path: Path) -> Non
             await cp1.call(*heartbeat())
             await cp2.call(*heartbeat())
         scan = await trio.to_thread.run_sync(
-            lambda: run("-m", "fakeiot", "table", "scan", "chargePointHeartbeat", "--api-url", iot.api_url)
+            lambda: run(
+                "-m", "fakeiot", "table", "scan", "chargePointHeartbeat", "--api-url", iot.api_url
+            )
         )
         assert scan.returncode == 0, scan.stderr
         items = [json.loads(line) for line in scan.stdout.splitlines()]
@@ -120,13 +144,24 @@ async def test_heartbeat_rule_from_a_file_fills_its_table(tmp_path: Path) -> Non
         nursery.cancel_scope.cancel()  # the gateway stops before its broker
 
 
-async def test_rule_cli_republish_and_errors(fakeiot: FakeIot, gateway: RunningGateway, register: Any, spy: Spy) -> None:
+async def test_rule_cli_republish_and_errors(
+    fakeiot: FakeIot, gateway: RunningGateway, register: Any, spy: Spy
+) -> None:
     api = ["--api-url", fakeiot.api_url]
-    created = await trio.to_thread.run_sync(lambda: run(
-        "-m", "fakeiot", "rule", "create", "boots", "--sql",
-        "SELECT get(get(*, 3), 'reason') AS reason, topic(1) AS cp FROM '+/in' WHERE get(*, 2) = 'BootNotification'",
-        "--republish", "cpo/boots/${topic(1)}", *api,
-    ))
+    created = await trio.to_thread.run_sync(
+        lambda: run(
+            "-m",
+            "fakeiot",
+            "rule",
+            "create",
+            "boots",
+            "--sql",
+            "SELECT get(get(*, 3), 'reason') AS reason, topic(1) AS cp FROM '+/in' WHERE get(*, 2) = 'BootNotification'",
+            "--republish",
+            "cpo/boots/${topic(1)}",
+            *api,
+        )
+    )
     assert created.returncode == 0, created.stderr
     listed = await trio.to_thread.run_sync(lambda: run("-m", "fakeiot", "rule", "list", *api))
     assert listed.stdout.split() == ["boots", "+/in"]
@@ -137,24 +172,57 @@ async def test_rule_cli_republish_and_errors(fakeiot: FakeIot, gateway: RunningG
     _, payload = await spy.wait_for(lambda t, p: t == "cpo/boots/CP1")
     assert json.loads(payload) == {"reason": "PowerUp", "cp": "CP1"}
 
-    unsupported = await trio.to_thread.run_sync(lambda: run(
-        "-m", "fakeiot", "rule", "create", "bad", "--sql", "SELECT a FROM 't' ORDER BY a", "--table", "t", *api
-    ))
+    unsupported = await trio.to_thread.run_sync(
+        lambda: run(
+            "-m",
+            "fakeiot",
+            "rule",
+            "create",
+            "bad",
+            "--sql",
+            "SELECT a FROM 't' ORDER BY a",
+            "--table",
+            "t",
+            *api,
+        )
+    )
     assert unsupported.returncode == 1
-    assert "SqlParseException" in unsupported.stderr and "unsupported SQL: ORDER" in unsupported.stderr
-    duplicate = await trio.to_thread.run_sync(lambda: run(
-        "-m", "fakeiot", "rule", "create", "boots", "--sql", HEARTBEAT_SQL, "--table", "t", *api
-    ))
+    assert (
+        "SqlParseException" in unsupported.stderr and "unsupported SQL: ORDER" in unsupported.stderr
+    )
+    duplicate = await trio.to_thread.run_sync(
+        lambda: run(
+            "-m", "fakeiot", "rule", "create", "boots", "--sql", HEARTBEAT_SQL, "--table", "t", *api
+        )
+    )
     assert duplicate.returncode == 1 and "already exists" in duplicate.stderr
-    deleted = await trio.to_thread.run_sync(lambda: run("-m", "fakeiot", "rule", "delete", "boots", *api))
+    deleted = await trio.to_thread.run_sync(
+        lambda: run("-m", "fakeiot", "rule", "delete", "boots", *api)
+    )
     assert deleted.returncode == 0
-    assert (await trio.to_thread.run_sync(lambda: run("-m", "fakeiot", "rule", "list", *api))).stdout == ""
+    assert (
+        await trio.to_thread.run_sync(lambda: run("-m", "fakeiot", "rule", "list", *api))
+    ).stdout == ""
 
 
 def test_serve_reports_a_bad_rules_file(tmp_path: Path) -> None:
     bad = tmp_path / "rules.json"
-    bad.write_text(json.dumps({"rules": {"r": {"sql": "SELECT CASE FROM 'x'", "actions": HEARTBEAT_RULE["actions"]}}}))
-    result = run("-m", "fakeiot", "--mqtt-port", "0", "--api-port", str(free_port()), "--data-dir", str(tmp_path),
-                 "--rules", str(bad))
+    bad.write_text(
+        json.dumps(
+            {"rules": {"r": {"sql": "SELECT CASE FROM 'x'", "actions": HEARTBEAT_RULE["actions"]}}}
+        )
+    )
+    result = run(
+        "-m",
+        "fakeiot",
+        "--mqtt-port",
+        "0",
+        "--api-port",
+        str(free_port()),
+        "--data-dir",
+        str(tmp_path),
+        "--rules",
+        str(bad),
+    )
     assert result.returncode == 2
     assert "error: rule r: unsupported SQL: CASE" in result.stderr

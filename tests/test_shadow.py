@@ -7,9 +7,13 @@ from fakeiot.shadow import ShadowError
 
 
 def test_first_update_creates_version_1_with_metadata_and_no_previous() -> None:
-    result = shadow.update(None, 0, {"state": {"reported": {"a": 1, "b": {"c": 2}}}, "clientToken": "t1"}, now=100)
+    result = shadow.update(
+        None, 0, {"state": {"reported": {"a": 1, "b": {"c": 2}}}, "clientToken": "t1"}, now=100
+    )
     assert result.stored["state"] == {"reported": {"a": 1, "b": {"c": 2}}}
-    assert result.stored["metadata"] == {"reported": {"a": {"timestamp": 100}, "b": {"c": {"timestamp": 100}}}}
+    assert result.stored["metadata"] == {
+        "reported": {"a": {"timestamp": 100}, "b": {"c": {"timestamp": 100}}}
+    }
     assert result.accepted == {
         "state": {"reported": {"a": 1, "b": {"c": 2}}},
         "metadata": {"reported": {"a": {"timestamp": 100}, "b": {"c": {"timestamp": 100}}}},
@@ -24,10 +28,17 @@ def test_first_update_creates_version_1_with_metadata_and_no_previous() -> None:
 
 def test_merge_null_deletes_and_delta() -> None:
     first = shadow.update(None, 0, {"state": {"reported": {"a": 1, "b": 2}}}, now=1).stored
-    second = shadow.update(first, 1, {"state": {"reported": {"b": None}, "desired": {"a": 5, "c": 3}}}, now=2)
+    second = shadow.update(
+        first, 1, {"state": {"reported": {"b": None}, "desired": {"a": 5, "c": 3}}}, now=2
+    )
     assert second.stored["state"] == {"reported": {"a": 1}, "desired": {"a": 5, "c": 3}}
     assert second.documents["previous"]["state"] == {"reported": {"a": 1, "b": 2}}
-    assert second.delta == {"version": 2, "timestamp": 2, "state": {"a": 5, "c": 3}, "metadata": {"a": {"timestamp": 2}, "c": {"timestamp": 2}}}
+    assert second.delta == {
+        "version": 2,
+        "timestamp": 2,
+        "state": {"a": 5, "c": 3},
+        "metadata": {"a": {"timestamp": 2}, "c": {"timestamp": 2}},
+    }
     got = shadow.get_document(second.stored, now=3)
     assert got["state"]["delta"] == {"a": 5, "c": 3}
     third = shadow.update(second.stored, 2, {"state": {"desired": None}}, now=4)
@@ -43,7 +54,11 @@ def test_merge_null_deletes_and_delta() -> None:
         ({"state": {"other": {}}}, 400, "State contains an invalid node: 'other'"),
         ({"state": {"reported": {"a": 1}}, "version": "x"}, 400, "Invalid version"),
         ({"state": {"reported": {"a": 1}}, "version": 7}, 409, "Version conflict"),
-        ({"state": {"reported": {"1": {"2": {"3": {"4": {"5": {"6": {"7": 1}}}}}}}}}, 400, "too many levels of nesting"),
+        (
+            {"state": {"reported": {"1": {"2": {"3": {"4": {"5": {"6": {"7": 1}}}}}}}}},
+            400,
+            "too many levels of nesting",
+        ),
     ],
 )
 def test_rejections_carry_aws_codes(request_doc: dict, code: int, message: str) -> None:
@@ -51,7 +66,12 @@ def test_rejections_carry_aws_codes(request_doc: dict, code: int, message: str) 
         shadow.update(None, 0, request_doc, now=1)
     assert info.value.code == code
     assert message in info.value.message
-    assert info.value.document(1, "tok") == {"code": code, "message": info.value.message, "timestamp": 1, "clientToken": "tok"}
+    assert info.value.document(1, "tok") == {
+        "code": code,
+        "message": info.value.message,
+        "timestamp": 1,
+        "clientToken": "tok",
+    }
 
 
 def test_invalid_json_is_rejected() -> None:

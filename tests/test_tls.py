@@ -42,27 +42,40 @@ def test_certs_cli_writes_a_verifiable_chain(tmp_path: Path) -> None:
     assert oct((tmp_path / "ca.key").stat().st_mode & 0o777) == "0o600"
 
 
-async def test_wss_profile_2(fakeiot: FakeIot, nursery: trio.Nursery, aws: Any, pki: dict[str, Any]) -> None:
+async def test_wss_profile_2(
+    fakeiot: FakeIot, nursery: trio.Nursery, aws: Any, pki: dict[str, Any]
+) -> None:
     aws[0].create_thing(
         thingName="CP1",
-        attributePayload={"attributes": {"ocppPasswordHash": hash_password(PASSWORD), "ocppSecurityProfile": "2"}},
+        attributePayload={
+            "attributes": {"ocppPasswordHash": hash_password(PASSWORD), "ocppSecurityProfile": "2"}
+        },
     )
     secure: RunningGateway = await nursery.start(
         run_gateway, gateway_config(fakeiot, certfile=pki["server"].cert, keyfile=pki["server"].key)
     )
-    plain: RunningGateway = await nursery.start(run_gateway, gateway_config(fakeiot, processor=False))
+    plain: RunningGateway = await nursery.start(
+        run_gateway, gateway_config(fakeiot, processor=False)
+    )
     assert secure.url.startswith("wss://127.0.0.1:")
     with trio.fail_after(10):
         await _profile_2_steps(secure, plain, pki)
 
 
-async def _profile_2_steps(secure: RunningGateway, plain: RunningGateway, pki: dict[str, Any]) -> None:
+async def _profile_2_steps(
+    secure: RunningGateway, plain: RunningGateway, pki: dict[str, Any]
+) -> None:
     async with connect(secure.url, "CP1", password=PASSWORD, ssl_context=client_context(pki)) as cp:
         assert "currentTime" in await cp.call(*heartbeat())
     async with connect(plain.url, "CP1", password=PASSWORD) as cp:
-        assert await closed_with(cp.ws) == (1008, "Charge Point CP1 uses security profile 2: connect with wss:// (TLS)")
+        assert await closed_with(cp.ws) == (
+            1008,
+            "Charge Point CP1 uses security profile 2: connect with wss:// (TLS)",
+        )
     with pytest.raises(trio.BrokenResourceError) as untrusted:
-        async with connect(secure.url, "CP1", password=PASSWORD, ssl_context=ssl.create_default_context()):
+        async with connect(
+            secure.url, "CP1", password=PASSWORD, ssl_context=ssl.create_default_context()
+        ):
             pass
     assert isinstance(untrusted.value.__cause__, ssl.SSLCertVerificationError)
     old_tls = client_context(pki)
@@ -80,7 +93,14 @@ async def _profile_2_steps(secure: RunningGateway, plain: RunningGateway, pki: d
 
 
 def test_missing_key_file_is_a_usage_error(tmp_path: Path) -> None:
-    result = run("-m", "gateway", "--certfile", str(tmp_path / "nope.pem"), "--keyfile", str(tmp_path / "nope.key"))
+    result = run(
+        "-m",
+        "gateway",
+        "--certfile",
+        str(tmp_path / "nope.pem"),
+        "--keyfile",
+        str(tmp_path / "nope.key"),
+    )
     assert result.returncode == 2 and "no such file" in result.stderr
     lonely = run("-m", "gateway", "--certfile", str(tmp_path / "x.pem"))
     assert lonely.returncode == 2 and "--certfile and --keyfile go together" in lonely.stderr

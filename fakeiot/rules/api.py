@@ -28,7 +28,11 @@ class RulesApi:
             created = self.engine.put(name, payload)
         except RuleError as exc:
             cause = exc.__context__
-            error_type = "SqlParseException" if isinstance(cause, RuleSqlError) or "SQL" in str(exc) else "InvalidRequestException"
+            error_type = (
+                "SqlParseException"
+                if isinstance(cause, RuleSqlError) or "SQL" in str(exc)
+                else "InvalidRequestException"
+            )
             raise ApiError(400, error_type, str(exc)) from None
         if not created:
             raise ApiError(409, "ResourceAlreadyExistsException", f"Rule {name} already exists")
@@ -59,10 +63,15 @@ class RulesApi:
         rules = []
         for name in self.engine.names():
             rule = self.get(name)["rule"]
-            rules.append({
-                "ruleArn": self._arn(name), "ruleName": name, "topicPattern": parse(rule["sql"]).topic_filter,
-                "createdAt": rule["createdAt"], "ruleDisabled": rule["ruleDisabled"],
-            })
+            rules.append(
+                {
+                    "ruleArn": self._arn(name),
+                    "ruleName": name,
+                    "topicPattern": parse(rule["sql"]).topic_filter,
+                    "createdAt": rule["createdAt"],
+                    "ruleDisabled": rule["ruleDisabled"],
+                }
+            )
         return {"rules": rules}
 
     def scan(self, table: str) -> dict[str, Any]:

@@ -79,7 +79,9 @@ def compile_rule(name: str, payload: Mapping[str, Any]) -> _Rule:
         raise RuleError(f"rule {name}: {exc}") from None
     actions = payload.get("actions") or []
     if not isinstance(actions, list) or not actions:
-        raise RuleError(f"rule {name}: needs at least one action ({' or '.join(SUPPORTED_ACTIONS)})")
+        raise RuleError(
+            f"rule {name}: needs at least one action ({' or '.join(SUPPORTED_ACTIONS)})"
+        )
     tables: list[str] = []
     republish: list[_Republish] = []
     for action in actions:
@@ -92,7 +94,9 @@ def compile_rule(name: str, payload: Mapping[str, Any]) -> _Rule:
             if not isinstance(table, str) or not table:
                 raise RuleError(f"rule {name}: dynamoDBv2 needs putItem.tableName")
             if not statement.columns or statement.columns[0].expr is None:
-                raise RuleError(f"rule {name}: dynamoDBv2 keys items by the first SELECT column, which cannot be *")
+                raise RuleError(
+                    f"rule {name}: dynamoDBv2 keys items by the first SELECT column, which cannot be *"
+                )
             tables.append(table)
         elif kind == "republish":
             topic = (spec or {}).get("topic")
@@ -103,13 +107,17 @@ def compile_rule(name: str, payload: Mapping[str, Any]) -> _Rule:
                 try:
                     templates.append((expression, parse(f"SELECT {expression} AS v FROM '#'")))
                 except RuleSqlError as exc:
-                    raise RuleError(f"rule {name}: republish topic ${{{expression}}}: {exc}") from None
+                    raise RuleError(
+                        f"rule {name}: republish topic ${{{expression}}}: {exc}"
+                    ) from None
             republish.append(_Republish(topic, tuple(templates), int((spec or {}).get("qos", 0))))
         else:
             raise RuleError(
                 f"rule {name}: unsupported action {kind!r} (fakeiot supports {', '.join(SUPPORTED_ACTIONS)})"
             )
-    return _Rule(name, statement, tuple(tables), tuple(republish), bool(payload.get("ruleDisabled", False)))
+    return _Rule(
+        name, statement, tuple(tables), tuple(republish), bool(payload.get("ruleDisabled", False))
+    )
 
 
 class RulesEngine:
@@ -132,7 +140,9 @@ class RulesEngine:
         with self._lock:
             if name in self._rules and not replace:
                 return False
-            self._store.put_resource(RULE_KIND, name, {"payload": dict(payload), "created": time.time()})
+            self._store.put_resource(
+                RULE_KIND, name, {"payload": dict(payload), "created": time.time()}
+            )
             self._rules = {**self._rules, name: rule}
         return True
 
@@ -150,7 +160,9 @@ class RulesEngine:
             self._rules = {k: v for k, v in self._rules.items() if k != name}
         return True
 
-    def on_message(self, topic: str, payload: bytes, client_id: str | None) -> list[tuple[str, bytes, int]]:
+    def on_message(
+        self, topic: str, payload: bytes, client_id: str | None
+    ) -> list[tuple[str, bytes, int]]:
         """Run the matching rules; returns the messages to republish (topic, payload, qos)."""
         rules = self._rules  # copy-on-write: no lock needed to read
         out: list[tuple[str, bytes, int]] = []
@@ -167,10 +179,17 @@ class RulesEngine:
                 for table in rule.tables:
                     key_column = rule.statement.columns[0].name
                     if key_column not in result:
-                        log.warning("rule %s: no %s in the result, nothing stored in %s", rule.name, key_column, table)
+                        log.warning(
+                            "rule %s: no %s in the result, nothing stored in %s",
+                            rule.name,
+                            key_column,
+                            table,
+                        )
                         continue
                     key = result[key_column]
-                    self._store.put_item(table, key if isinstance(key, str) else json.dumps(key), result)
+                    self._store.put_item(
+                        table, key if isinstance(key, str) else json.dumps(key), result
+                    )
                 for action in rule.republish:
                     out.append((_render(action, message), json.dumps(result).encode(), action.qos))
             except Exception:  # one rule's failure must not affect the broker or other rules
@@ -187,7 +206,9 @@ def _render(action: _Republish, message: Message) -> str:
         value = expr(message, message.document())
         if value is UNDEFINED:
             value = ""
-        topic = topic.replace("${" + expression + "}", value if isinstance(value, str) else json.dumps(value), 1)
+        topic = topic.replace(
+            "${" + expression + "}", value if isinstance(value, str) else json.dumps(value), 1
+        )
     return topic
 
 
@@ -201,7 +222,9 @@ def load_rules_file(path: Path) -> dict[str, dict[str, Any]]:
         raise RuleError(f"rules file {path} is not valid JSON: {exc}") from None
     rules = doc.get("rules") if isinstance(doc, dict) else None
     if not isinstance(rules, dict):
-        raise RuleError(f'rules file {path}: expected {{"rules": {{"<ruleName>": {{"sql": ..., "actions": [...]}}}}}}')
+        raise RuleError(
+            f'rules file {path}: expected {{"rules": {{"<ruleName>": {{"sql": ..., "actions": [...]}}}}}}'
+        )
     for name, payload in rules.items():
         compile_rule(name, payload)
     return rules

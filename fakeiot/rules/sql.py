@@ -53,8 +53,26 @@ _TOKEN = re.compile(
 )
 _KEYWORDS = {"SELECT", "FROM", "WHERE", "AS", "AND", "OR", "NOT", "TRUE", "FALSE", "NULL"}
 _UNSUPPORTED_KEYWORDS = {
-    "CASE", "WHEN", "THEN", "ELSE", "END", "GROUP", "ORDER", "BY", "JOIN", "HAVING", "LIMIT", "UNION",
-    "DISTINCT", "IN", "LIKE", "BETWEEN", "IS", "INSERT", "UPDATE", "DELETE",
+    "CASE",
+    "WHEN",
+    "THEN",
+    "ELSE",
+    "END",
+    "GROUP",
+    "ORDER",
+    "BY",
+    "JOIN",
+    "HAVING",
+    "LIMIT",
+    "UNION",
+    "DISTINCT",
+    "IN",
+    "LIKE",
+    "BETWEEN",
+    "IS",
+    "INSERT",
+    "UPDATE",
+    "DELETE",
 }
 
 
@@ -130,9 +148,13 @@ def validate_topic_filter(topic_filter: str) -> None:
         raise SqlSyntaxError("FROM needs a topic filter, e.g. FROM '+/in'")
     for i, level in enumerate(levels):
         if "#" in level and (level != "#" or i != len(levels) - 1):
-            raise SqlSyntaxError(f"invalid topic filter {topic_filter!r}: '#' must be a whole last level")
+            raise SqlSyntaxError(
+                f"invalid topic filter {topic_filter!r}: '#' must be a whole last level"
+            )
         if "+" in level and level != "+":
-            raise SqlSyntaxError(f"invalid topic filter {topic_filter!r}: '+' must be a whole level")
+            raise SqlSyntaxError(
+                f"invalid topic filter {topic_filter!r}: '+' must be a whole level"
+            )
 
 
 # -- parsing ------------------------------------------------------------------------
@@ -150,8 +172,10 @@ def _tokenize(sql: str) -> list[tuple[str, str]]:
         assert kind is not None
         text = m.group(kind)
         if kind == "bad":
-            if text in "\"`":
-                raise UnsupportedSql(f"unsupported SQL: quoted identifiers ({text}...{text}); use plain field names")
+            if text in '"`':
+                raise UnsupportedSql(
+                    f"unsupported SQL: quoted identifiers ({text}...{text}); use plain field names"
+                )
             raise SqlSyntaxError(f"unexpected character {text!r} at position {m.start(kind)}")
         if kind == "name" and text.upper() in _KEYWORDS | _UNSUPPORTED_KEYWORDS:
             kind, text = "keyword", text.upper()
@@ -166,7 +190,11 @@ def _arith(op: str) -> Callable[[Any, Any], Any]:
         if not _is_number(a) or not _is_number(b):
             return UNDEFINED
         try:
-            return {"+": a + b, "-": a - b, "*": a * b}[op] if op in "+-*" else (a / b if op == "/" else a % b)
+            return (
+                {"+": a + b, "-": a - b, "*": a * b}[op]
+                if op in "+-*"
+                else (a / b if op == "/" else a % b)
+            )
         except ZeroDivisionError:
             return UNDEFINED
 
@@ -184,7 +212,9 @@ def _compare(op: str) -> Callable[[Any, Any], Any]:
         if op in ("=", "<>", "!="):
             equal = a == b and (_is_number(a) == _is_number(b))
             return equal if op == "=" else not equal
-        comparable = (_is_number(a) and _is_number(b)) or (isinstance(a, str) and isinstance(b, str))
+        comparable = (_is_number(a) and _is_number(b)) or (
+            isinstance(a, str) and isinstance(b, str)
+        )
         if not comparable:
             return UNDEFINED
         return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
@@ -204,7 +234,12 @@ def _fn_topic(m: Message, args: list[Any]) -> Any:
 
 def _fn_get(_m: Message, args: list[Any]) -> Any:
     container, key = args
-    if isinstance(container, list) and _is_number(key) and int(key) == key and 0 <= int(key) < len(container):
+    if (
+        isinstance(container, list)
+        and _is_number(key)
+        and int(key) == key
+        and 0 <= int(key) < len(container)
+    ):
         return container[int(key)]
     if isinstance(container, dict) and isinstance(key, str):
         return container.get(key, UNDEFINED)
@@ -250,7 +285,9 @@ class _Parser:
     def take(self, kind: str, text: str | None = None, what: str | None = None) -> str:
         tok = self.peek()
         if tok is not None and tok[0] == "keyword" and tok[1] in _UNSUPPORTED_KEYWORDS:
-            raise UnsupportedSql(f"unsupported SQL: {tok[1]} (supported: SELECT ... FROM '<topic filter>' [WHERE ...])")
+            raise UnsupportedSql(
+                f"unsupported SQL: {tok[1]} (supported: SELECT ... FROM '<topic filter>' [WHERE ...])"
+            )
         if not self.at(kind, text):
             found = "end of statement" if tok is None else repr(tok[1])
             raise SqlSyntaxError(f"expected {what or text or kind}, found {found}")
@@ -276,7 +313,9 @@ class _Parser:
         names = [c.name for c in columns if c.expr is not None]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
-            raise SqlSyntaxError(f"duplicate column name(s): {', '.join(duplicates)}; use AS to rename")
+            raise SqlSyntaxError(
+                f"duplicate column name(s): {', '.join(duplicates)}; use AS to rename"
+            )
         return Statement(sql=sql, columns=tuple(columns), topic_filter=topic_filter, where=where)
 
     def column(self) -> Column:
@@ -288,8 +327,12 @@ class _Parser:
         if self.at("keyword", "AS"):
             self.pos += 1
             return Column(expr, self.take("name", what="a column name after AS"))
-        consumed = self.tokens[start:self.pos]
-        if consumed and consumed[-1][0] == "name" and all(t[0] == "name" or t[1] == "." for t in consumed):
+        consumed = self.tokens[start : self.pos]
+        if (
+            consumed
+            and consumed[-1][0] == "name"
+            and all(t[0] == "name" or t[1] == "." for t in consumed)
+        ):
             return Column(expr, consumed[-1][1])  # state.reported.model -> model
         self._unnamed += 1
         return Column(expr, f"_{self._unnamed}")
@@ -317,7 +360,9 @@ class _Parser:
         if self.at("keyword", "NOT"):
             self.pos += 1
             inner = self.not_expr()
-            return lambda m, d: (lambda v: UNDEFINED if not isinstance(v, bool) else not v)(inner(m, d))
+            return lambda m, d: (lambda v: UNDEFINED if not isinstance(v, bool) else not v)(
+                inner(m, d)
+            )
         return self.comparison()
 
     def comparison(self) -> Expr:
@@ -331,7 +376,12 @@ class _Parser:
 
     def additive(self) -> Expr:
         left = self.multiplicative()
-        while (tok := self.peek()) is not None and tok[0] == "op" and tok[1] in "+-" and len(tok[1]) == 1:
+        while (
+            (tok := self.peek()) is not None
+            and tok[0] == "op"
+            and tok[1] in "+-"
+            and len(tok[1]) == 1
+        ):
             self.pos += 1
             left = _binary(_arith(tok[1]), left, self.multiplicative())
         return left
@@ -356,12 +406,20 @@ class _Parser:
             if self.at("op", "."):
                 self.pos += 1
                 key = self.take("name", what="a field name after '.'")
-                value = (lambda base, k: lambda m, d: (lambda v: v.get(k, UNDEFINED) if isinstance(v, dict) else UNDEFINED)(base(m, d)))(value, key)
+                value = (
+                    lambda base, k: (
+                        lambda m, d: (
+                            lambda v: v.get(k, UNDEFINED) if isinstance(v, dict) else UNDEFINED
+                        )(base(m, d))
+                    )
+                )(value, key)
             elif self.at("op", "["):
                 self.pos += 1
                 index = self.expr()
                 self.take("op", "]")
-                value = (lambda base, i: lambda m, d: _fn_get(m, [base(m, d), i(m, d)]))(value, index)
+                value = (lambda base, i: lambda m, d: _fn_get(m, [base(m, d), i(m, d)]))(
+                    value, index
+                )
             else:
                 return value
 
@@ -396,13 +454,17 @@ class _Parser:
                 return self.call(text)
             return lambda m, d: d.get(text, UNDEFINED) if isinstance(d, dict) else UNDEFINED
         if kind == "keyword" and text in _UNSUPPORTED_KEYWORDS:
-            raise UnsupportedSql(f"unsupported SQL: {text} (supported: SELECT ... FROM '<topic filter>' [WHERE ...])")
+            raise UnsupportedSql(
+                f"unsupported SQL: {text} (supported: SELECT ... FROM '<topic filter>' [WHERE ...])"
+            )
         raise SqlSyntaxError(f"expected an expression, found {text!r}")
 
     def call(self, name: str) -> Expr:
         spec = FUNCTIONS.get(name.lower())
         if spec is None:
-            raise UnsupportedSql(f"unsupported function {name}() (supported: {', '.join(f + '()' for f in FUNCTIONS)})")
+            raise UnsupportedSql(
+                f"unsupported function {name}() (supported: {', '.join(f + '()' for f in FUNCTIONS)})"
+            )
         low, high, implementation = spec
         self.take("op", "(")
         args: list[Expr] = []

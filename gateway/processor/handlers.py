@@ -19,7 +19,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 Json = dict[str, Any]
@@ -27,7 +27,7 @@ Json = dict[str, Any]
 
 def utc_now() -> str:
     """ISO 8601 with an explicit UTC offset, as OCPP requires for currentTime."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass
@@ -35,7 +35,9 @@ class Context:
     heartbeat_interval: int = 10
     now: Callable[[], str] = utc_now
     # Transaction ids: seeded from the clock so a restarted processor does not reuse recent ones.
-    transaction_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(int(time.time()) % 1_000_000_000))
+    transaction_ids: itertools.count[int] = field(
+        default_factory=lambda: itertools.count(int(time.time()) % 1_000_000_000)
+    )
 
 
 Handler = Callable[[Json, Context], Json]

@@ -106,7 +106,9 @@ class ProcessorSettings:
     client_id: str = "cpo:processor"
     heartbeat_interval: int = 10
     max_concurrent: int = 256
-    recent_answers: int = RECENT_ANSWERS  # CALLs whose answers are kept to answer a redelivery alike
+    recent_answers: int = (
+        RECENT_ANSWERS  # CALLs whose answers are kept to answer a redelivery alike
+    )
     recent_answer_ttl: float = RECENT_ANSWER_TTL
 
 
@@ -119,18 +121,24 @@ class Processor:
         self._versions: dict[str, str] = {}
         self._limiter = trio.CapacityLimiter(settings.max_concurrent)
         self._recent = RecentAnswers(settings.recent_answers, settings.recent_answer_ttl)
-        self._answering: dict[CallKey, trio.Event] = {}  # CALLs being answered now (at most max_concurrent)
+        self._answering: dict[
+            CallKey, trio.Event
+        ] = {}  # CALLs being answered now (at most max_concurrent)
         self.handled = 0
         self.duplicates = 0  # CALLs received again and given their first answer
         self.reconnects = 0
-        self.internal_errors = 0  # messages whose handling raised (answered InternalError where a CALL)
+        self.internal_errors = (
+            0  # messages whose handling raised (answered InternalError where a CALL)
+        )
         self.bad_shadow_updates = 0  # shadow updates dropped as unreadable
         self.crashes = 0  # times run() ended with an exception under run_supervised()
         self._started = False
         self._subscribed = False
         self._next_shadow_warning = 0.0
 
-    async def run_supervised(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run_supervised(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """:meth:`run`, restarted whenever it crashes after it has started.
 
         A failure before it first reports ``started()`` (bad credentials, a
@@ -146,7 +154,9 @@ class Processor:
         while True:
             began = trio.current_time()
             try:
-                await self.run(task_status=status if not status.called else trio.TASK_STATUS_IGNORED)
+                await self.run(
+                    task_status=status if not status.called else trio.TASK_STATUS_IGNORED
+                )
                 return
             except Exception:  # the supervisor's purpose; cancellation is not an Exception
                 if not status.called:
@@ -154,7 +164,11 @@ class Processor:
                 self.crashes += 1
                 in_a_row = 1 if trio.current_time() - began > CRASH_BACKOFF_RESET else in_a_row + 1
                 delay = min(30.0, 0.5 * 2 ** min(in_a_row - 1, 6))
-                log.exception("processor: crashed (%d crashes so far); restarting in %.1f s", self.crashes, delay)
+                log.exception(
+                    "processor: crashed (%d crashes so far); restarting in %.1f s",
+                    self.crashes,
+                    delay,
+                )
             await trio.sleep(delay)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -174,8 +188,13 @@ class Processor:
             failure: Exception | None = None
             try:
                 await self._serve_once(None if self._started else task_status)
-            except* (MqttConnectionLost, MqttConnectError) as group:  # may arrive wrapped by the link's nursery
-                failure = group.exceptions[0] if isinstance(group.exceptions[0], Exception) else None
+            except* (
+                MqttConnectionLost,
+                MqttConnectError,
+            ) as group:  # may arrive wrapped by the link's nursery
+                failure = (
+                    group.exceptions[0] if isinstance(group.exceptions[0], Exception) else None
+                )
             if failure is not None:
                 if not self._started:
                     raise failure  # could not start at all: report it
@@ -183,7 +202,9 @@ class Processor:
             self.reconnects += 1
             failures = 1 if self._subscribed else failures + 1
             delay = random.uniform(0, min(30.0, 0.5 * 2 ** min(failures, 10)))
-            log.warning("processor: reconnecting to the broker in %.1f s (attempt %d)", delay, failures)
+            log.warning(
+                "processor: reconnecting to the broker in %.1f s (attempt %d)", delay, failures
+            )
             await trio.sleep(delay)
 
     async def _serve_once(self, task_status: trio.TaskStatus[None] | None) -> None:
@@ -211,7 +232,9 @@ class Processor:
                             try:
                                 self._learn_version(delivery.topic, delivery.payload)
                             except Exception:  # noqa: BLE001 - a bug must not let one device end the processor
-                                self._bad_shadow_update(delivery.topic, "internal error", exc_info=True)
+                                self._bad_shadow_update(
+                                    delivery.topic, "internal error", exc_info=True
+                                )
                             link.ack(delivery)
                             continue
                         token = object()
@@ -219,7 +242,9 @@ class Processor:
                         nursery.start_soon(self._handle_and_release, link, delivery, token)
             except* MqttConnectionLost as group:
                 # The receive loop and answers in flight see the same loss; report it once.
-                lost = MqttConnectionLost(f"processor lost its MQTT connection: {group.exceptions[0]}")
+                lost = MqttConnectionLost(
+                    f"processor lost its MQTT connection: {group.exceptions[0]}"
+                )
             if lost is not None:
                 raise lost
 
@@ -231,7 +256,9 @@ class Processor:
                 raise  # not acknowledged: the broker delivers it again to the next session
             except Exception:  # one message must never end the processor (answer() already replies)
                 self.internal_errors += 1
-                log.exception("%s: processor failed on a message; dropped", delivery.topic[: -len("/in")][:64])
+                log.exception(
+                    "%s: processor failed on a message; dropped", delivery.topic[: -len("/in")][:64]
+                )
             # Answered (the answer queued ahead of this PUBACK on the same connection) or dropped on purpose.
             # Cancelled (the processor stopping) it stays unacknowledged too, for the next processor.
             link.ack(delivery)
@@ -243,7 +270,10 @@ class Processor:
         thing = topic.split("/")[2]
         try:
             document = ocppj.strict_loads(payload.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:  # strict_loads raises JsonRejected (a ValueError) only
+        except (
+            UnicodeDecodeError,
+            ValueError,
+        ) as exc:  # strict_loads raises JsonRejected (a ValueError) only
             self._bad_shadow_update(topic, str(exc)[:80])
             return
         # Devices update their shadows with all sorts of documents: only the gateway's carries the protocol.
@@ -260,20 +290,40 @@ class Processor:
         if now >= self._next_shadow_warning:
             self._next_shadow_warning = now + BAD_SHADOW_UPDATE_LOG_INTERVAL
             level = logging.WARNING
-        log.log(level, "processor: dropped unreadable shadow update on %r (%s; %d so far, logged at most once a "
-                "minute)", topic[:160], why, self.bad_shadow_updates, exc_info=exc_info)
+        log.log(
+            level,
+            "processor: dropped unreadable shadow update on %r (%s; %d so far, logged at most once a "
+            "minute)",
+            topic[:160],
+            why,
+            self.bad_shadow_updates,
+            exc_info=exc_info,
+        )
 
     async def _version_of(self, thing_name: str) -> str:
         version = self._versions.get(thing_name)
         if version is not None:
             return version
         try:
-            response = await trio.to_thread.run_sync(lambda: self._iot_data.get_thing_shadow(thingName=thing_name))
-            protocol = ocppj.strict_loads(response["payload"].read().decode("utf-8"))["state"]["reported"]["ocppProtocol"]
+            response = await trio.to_thread.run_sync(
+                lambda: self._iot_data.get_thing_shadow(thingName=thing_name)
+            )
+            protocol = ocppj.strict_loads(response["payload"].read().decode("utf-8"))["state"][
+                "reported"
+            ]["ocppProtocol"]
         except (ClientError, BotoCoreError, ValueError, KeyError, TypeError) as exc:
-            log.warning("%s: OCPP version unknown (%s); assuming %s", cp_id_for(thing_name), exc, DEFAULT_VERSION)
+            log.warning(
+                "%s: OCPP version unknown (%s); assuming %s",
+                cp_id_for(thing_name),
+                exc,
+                DEFAULT_VERSION,
+            )
             return DEFAULT_VERSION
-        version = OCPP_VERSIONS.get(protocol, DEFAULT_VERSION) if isinstance(protocol, str) else DEFAULT_VERSION
+        version = (
+            OCPP_VERSIONS.get(protocol, DEFAULT_VERSION)
+            if isinstance(protocol, str)
+            else DEFAULT_VERSION
+        )
         self._versions[thing_name] = version
         return version
 
@@ -286,7 +336,9 @@ class Processor:
             return
         try:
             version = await self._version_of(identity.thing_name)
-        except Exception:  # still answer the CALL (the lookup's expected failures are handled inside)
+        except (
+            Exception
+        ):  # still answer the CALL (the lookup's expected failures are handled inside)
             log.exception("%s: OCPP version lookup failed; assuming %s", cp_id, DEFAULT_VERSION)
             version = DEFAULT_VERSION
         reply = await self.answer(identity.cp_id, version, payload)
@@ -322,12 +374,16 @@ class Processor:
             if not duplicate and (cached is not None or pending is not None):
                 duplicate = True
                 self.duplicates += 1
-                log.debug("%s: CALL %s received again; given its first answer", cp_id, frame.unique_id)
+                log.debug(
+                    "%s: CALL %s received again; given its first answer", cp_id, frame.unique_id
+                )
             if cached is not None:
                 return cached
             if pending is None:
                 break
-            await pending.wait()  # its first copy is being answered; if that is cancelled, this one answers
+            await (
+                pending.wait()
+            )  # its first copy is being answered; if that is cancelled, this one answers
         done = self._answering[key] = trio.Event()
         try:
             try:
@@ -343,14 +399,20 @@ class Processor:
     def _internal_error(self, cp_id: str, message_id: str) -> str:
         self.internal_errors += 1
         log.exception("%s: internal error on message %s; answered InternalError", cp_id, message_id)
-        return ocppj.call_error(message_id, "InternalError", "The CSMS could not process this message")
+        return ocppj.call_error(
+            message_id, "InternalError", "The CSMS could not process this message"
+        )
 
     def _parse(self, cp_id: str, version: str, payload: bytes) -> Call | str | None:
         """The CALL in ``payload``, or the answer to a frame that is not one (None: none)."""
         try:
             text = payload.decode("utf-8")
         except UnicodeDecodeError:
-            return ocppj.call_error(ocppj.UNKNOWN_MESSAGE_ID, ocppj.format_violation_code(version), "Message is not valid UTF-8")
+            return ocppj.call_error(
+                ocppj.UNKNOWN_MESSAGE_ID,
+                ocppj.format_violation_code(version),
+                "Message is not valid UTF-8",
+            )
         try:
             frame: Call | CallResult | CallError = ocppj.parse_frame(text, version)
         except ocppj.FrameError as exc:
@@ -365,7 +427,9 @@ class Processor:
     async def _answer_call(self, cp_id: str, version: str, frame: Call) -> str:
         handler = HANDLERS[version].get(frame.action)
         if handler is None:
-            return ocppj.call_error(frame.unique_id, "NotImplemented", f"{frame.action} is not implemented by this CSMS")
+            return ocppj.call_error(
+                frame.unique_id, "NotImplemented", f"{frame.action} is not implemented by this CSMS"
+            )
         try:
             await validate_payload(frame, version)
         except OCPPError as exc:
