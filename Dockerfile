@@ -1,7 +1,7 @@
 # The OCPP gateway as a container.  Production: set GATEWAY_IOT_ENDPOINT,
 # GATEWAY_CERT_FILE, GATEWAY_KEY_FILE, GATEWAY_CA_FILE and GATEWAY_REGION (and
 # mount the certificate files); without GATEWAY_IOT_ENDPOINT it runs the embedded
-# fakeiot, for trying it out.  See README.md, "Deploying on AWS IoT Core".
+# fakeiot, for trying it out.  See docs/deploying.md.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -6,7 +6,7 @@ point.  CPython's default policy goes wrong here twice:
 
 * **Full collections** (generation 2) run whenever the objects promoted into
   the oldest generation grew by 25 %; at 5,000 CPs that was a 300-970 ms
-  pause about once a minute (see BENCHMARKS.md).
+  pause about once a minute (see docs/performance.md).
 * **Young collections** (generations 0 and 1) are triggered by a counter of
   container *allocations minus deallocations*.  Under steady traffic each
   message frees objects of the previous one that had grown old (a CP's

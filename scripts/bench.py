@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Benchmarks of the gateway, and BENCHMARKS.md regenerated from them.
+"""Benchmarks of the gateway, and docs/benchmarks.md regenerated from them.
 
-    python scripts/bench.py --markdown BENCHMARKS.md            # the full plan (about 20 minutes)
+    python scripts/bench.py --markdown docs/benchmarks.md       # the full plan (about 20 minutes)
     python scripts/bench.py --quick --markdown /tmp/quick.md     # a few minutes, smaller numbers
 
 Starts, on free 127.0.0.1 ports: fakeiot (registry and shadows; also the

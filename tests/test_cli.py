@@ -212,7 +212,7 @@ async def test_container_healthcheck(gateway: Any) -> None:
 
 
 def test_dockerfile_runs_as_non_root_with_a_healthcheck() -> None:
-    """No Docker daemon in CI: check the Dockerfile's promises statically (see README: what was not tested)."""
+    """No Docker daemon in CI: check the Dockerfile's promises statically (see docs/deploying.md: what was not tested)."""
     dockerfile = (Path(__file__).parent.parent / "Dockerfile").read_text()
     instructions = [
         line.split(None, 1) for line in dockerfile.splitlines() if line and not line.startswith("#")

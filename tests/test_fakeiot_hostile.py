@@ -1,4 +1,4 @@
-"""Hostile input against fakeiot: the promises of SECURITY.md, checked over real sockets.
+"""Hostile input against fakeiot: the promises of docs/security.md, checked over real sockets.
 
 MQTT: a client id belongs to an authenticated principal (the gateway's
 credential, a client certificate or the backend role), and nobody else can

@@ -1,6 +1,6 @@
 """Fault injection over real sockets and processes: dead CPs (keepalive), slowloris, capacity,
 floods, oversize and invalid frames, SIGTERM drain, broker restart, a connect storm, and a
-gateway SIGKILLed behind a TCP load balancer (HAProxy).  RELIABILITY.md tabulates them."""
+gateway SIGKILLed behind a TCP load balancer (HAProxy).  docs/reliability.md tabulates them."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """A small run of scripts/loadtest.py in the suite: every CP boots, every CALL is answered.
 
-No timing assertions (the machines are shared); the figures are for BENCHMARKS.md."""
+No timing assertions (the machines are shared); the figures are for docs/benchmarks.md."""
 
 from __future__ import annotations
 
