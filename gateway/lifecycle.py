@@ -5,9 +5,8 @@
     ADMITTING  --HANDSHAKE_DONE--> ACCEPTED, --REFUSED--> REFUSING, --CHALLENGED, LOST--> CLOSED
     ACCEPTED   --MQTT_CONNECTED--> BRIDGING, --REFUSED (reconnect rate)--> REFUSING,
                --ENDED--> CLOSING, --DRAINED--> DRAINING, --LOST--> CLOSED
-    BRIDGING   --ENDED--> CLOSING, --DRAINED--> DRAINING
-    REFUSING   --CLOSED, LOST--> CLOSED
-    CLOSING, DRAINING  --CLOSED--> CLOSED
+    BRIDGING   --ENDED--> CLOSING, --DRAINED--> DRAINING, --LOST--> CLOSED
+    REFUSING, CLOSING, DRAINING  --CLOSED, LOST--> CLOSED
 
 * ADMITTING: the upgrade request is read; the admission checks run
   (:func:`.admission.decide`: identity, subprotocol, registry, password).
@@ -69,8 +68,11 @@ TRANSITIONS: Mapping[tuple[State, Event], State] = {
     (State.ACCEPTED, Event.LOST): State.CLOSED,
     (State.BRIDGING, Event.ENDED): State.CLOSING,
     (State.BRIDGING, Event.DRAINED): State.DRAINING,
+    (State.BRIDGING, Event.LOST): State.CLOSED,
     (State.CLOSING, Event.CLOSED): State.CLOSED,
+    (State.CLOSING, Event.LOST): State.CLOSED,
     (State.DRAINING, Event.CLOSED): State.CLOSED,
+    (State.DRAINING, Event.LOST): State.CLOSED,
 }
 
 
