@@ -23,7 +23,7 @@ from .mqtt_link import MqttDriver, MqttSettings, open_mqtt_driver
 from .processor import Processor, ProcessorSettings
 from .registry import Registry
 from .revocation import RegistryWatch
-from .session import Bridge, LocalSessions
+from .session import Bridge, LocalSessions, SessionSettings
 from .websocket import GatewayWebSocketServer, serve
 
 log = logging.getLogger(__name__)
@@ -156,23 +156,25 @@ async def run_gateway(
             driver=driver,
             registry=registry,
             sessions=LocalSessions(),
-            subprotocols=config.subprotocols,
-            base_path=config.base_path,
-            ping_interval=config.ping_interval,
-            pong_timeout=config.pong_timeout,
-            max_connections=config.max_connections,
-            max_message_rate=config.max_message_rate,
-            max_message_burst=config.max_message_burst,
-            tls=config.certfile is not None or config.tls_terminated_upstream,
-            tls_direct=config.certfile is not None,
-            min_security_profile=config.min_security_profile,
-            cpo_name=config.cpo_name if config.client_ca_file is not None else None,
-            cert_binding=config.cert_binding,
-            drain_timeout=config.drain_timeout,
-            close_timeout=config.close_timeout,
-            call_timeout=config.call_timeout,
-            reconnect_rate=config.cp_reconnect_rate,
-            reconnect_burst=config.cp_reconnect_burst,
+            settings=SessionSettings(
+                subprotocols=config.subprotocols,
+                base_path=config.base_path,
+                ping_interval=config.ping_interval,
+                pong_timeout=config.pong_timeout,
+                max_connections=config.max_connections,
+                max_message_rate=config.max_message_rate,
+                max_message_burst=config.max_message_burst,
+                tls=config.certfile is not None or config.tls_terminated_upstream,
+                tls_direct=config.certfile is not None,
+                min_security_profile=config.min_security_profile,
+                cpo_name=config.cpo_name if config.client_ca_file is not None else None,
+                cert_binding=config.cert_binding,
+                drain_timeout=config.drain_timeout,
+                close_timeout=config.close_timeout,
+                call_timeout=config.call_timeout,
+                reconnect_rate=config.cp_reconnect_rate,
+                reconnect_burst=config.cp_reconnect_burst,
+            ),
         )
 
         ssl_context = server_ssl_context(config)
