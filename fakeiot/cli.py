@@ -29,22 +29,37 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import boto3
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
-from gateway.aws import AwsSettings, make_clients
-from gateway.credentials import (
-    PASSWORD_HASH_ATTRIBUTE,
-    SECURITY_PROFILE_ATTRIBUTE,
-    PasswordRejected,
-    generate_password,
-    hash_password,
-)
-from gateway.errors import InvalidIdentity
-from gateway.identity import validate_identity
+from iotshared.attributes import PASSWORD_HASH_ATTRIBUTE, SECURITY_PROFILE_ATTRIBUTE
+from iotshared.errors import InvalidIdentity, PasswordRejected
+from iotshared.identity import validate_identity
+from iotshared.passwords import generate_password, hash_password
 
 from .service import FakeIot, FakeIotConfig, FakeIotError
 
 DEFAULTS = FakeIotConfig()
+REGION = "us-east-1"  # fakeiot answers in any region; boto3 needs one
+
+
+def make_clients(api_url: str) -> tuple[Any, Any]:
+    """boto3 ``iot`` and ``iot-data`` clients for the fakeiot at ``api_url``.
+
+    Credentials come from boto3's chain (a fakeiot started with access keys checks signatures); when
+    it finds none, placeholder keys, which a fakeiot without access keys does not check.
+    """
+    session = boto3.session.Session(region_name=REGION)
+    config = Config(
+        retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=3, read_timeout=10
+    )
+    keys: dict[str, str] = {}
+    if session.get_credentials() is None:
+        keys = {"aws_access_key_id": "fakeiot", "aws_secret_access_key": "fakeiot"}
+    iot = session.client("iot", endpoint_url=api_url, config=config, **keys)
+    iot_data = session.client("iot-data", endpoint_url=api_url, config=config, **keys)
+    return iot, iot_data
 
 
 def _env(environ: Mapping[str, str], name: str, fallback: Any) -> Any:
@@ -52,13 +67,24 @@ def _env(environ: Mapping[str, str], name: str, fallback: Any) -> Any:
     return value if value else fallback
 
 
-class _DefaultsButNotSecrets(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except of secrets (a default may come from a FAKEIOT_... variable)."""
+_SECRETS = ("backend_password", "gateway_password", "api_secret_access_key")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Adds ``(default: X)`` where there is a default worth showing: not for secrets (a default may come
+    from a FAKEIOT_... variable), nor for empty defaults, nor where the help text already says it."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.dest in ("backend_password", "gateway_password", "api_secret_access_key"):
-            return action.help
-        return super()._get_help_string(action)
+        text = action.help or ""
+        default = action.default
+        if (
+            action.dest in _SECRETS
+            or default in (None, False, [], argparse.SUPPRESS)
+            or "default" in text
+            or not action.option_strings
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def _flag(value: str | None) -> bool:
@@ -69,15 +95,23 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     api_url = _env(environ, "api-url", f"http://127.0.0.1:{DEFAULTS.api_port}")
     p = argparse.ArgumentParser(
         prog="python -m fakeiot",
-        description="Offline stand-in for AWS IoT Core: MQTT broker, Thing registry, device shadows.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        usage="%(prog)s [serve] [server options]\n"
+        "       %(prog)s {thing,shadow,rule,table,certs} ... [--api-url URL]",
+        description="Offline stand-in for AWS IoT Core: MQTT broker, Thing registry, device shadows. "
+        "Without a command (or with `serve`) it runs the server; the other commands talk to a "
+        "running one.  Every option can also be set as FAKEIOT_<OPTION> (FAKEIOT_MQTT_PORT...).",
+        formatter_class=_HelpFormatter,
     )
-    sub = p.add_subparsers(dest="command")
+    sub = p.add_subparsers(dest="command", title="commands", metavar="COMMAND")
 
     serve = sub.add_parser(
-        "serve", help="run fakeiot (the default command)", formatter_class=_DefaultsButNotSecrets
+        "serve",
+        help="run fakeiot (the default command; its options are the server options below)",
+        formatter_class=_HelpFormatter,
     )
     _serve_options(serve, environ)
+    # Shown in the top-level help too: `python -m fakeiot --mqtt-port 0` runs `serve` (see main()).
+    _serve_options(p.add_argument_group("server options (python -m fakeiot [serve] ...)"), environ)
 
     thing = sub.add_parser("thing", help="manage Things in the registry")
     thing_sub = thing.add_subparsers(dest="action", required=True)
@@ -114,7 +148,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     certs = sub.add_parser(
         "certs",
         help="write a throw-away development CA, server and client certificates",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     certs.add_argument("--out", required=True, help="directory for the PEM files")
     certs.add_argument(
@@ -172,7 +206,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     return p
 
 
-def _serve_options(p: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+def _serve_options(
+    p: argparse.ArgumentParser | argparse._ArgumentGroup, environ: Mapping[str, str]
+) -> None:
     p.add_argument(
         "--host",
         default=_env(environ, "host", DEFAULTS.host),
@@ -291,7 +327,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         parser.error(f"--api-url must be a URL such as http://127.0.0.1:8090, not {args.api_url!r}")
     if args.command == "table":
         return _scan(args)
-    iot, iot_data = make_clients(AwsSettings(iot_endpoint_url=args.api_url))
+    iot, iot_data = make_clients(args.api_url)
     try:
         return _manage(args, thing_name, iot, iot_data)
     except EndpointConnectionError:
@@ -308,6 +344,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except BotoCoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        iot.close()
+        iot_data.close()
 
 
 def _rules(args: argparse.Namespace, iot: Any) -> int:
@@ -359,7 +398,6 @@ def _scan(args: argparse.Namespace) -> int:
     from urllib.parse import quote
     from urllib.request import Request, urlopen
 
-    import boto3
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
 
@@ -368,7 +406,7 @@ def _scan(args: argparse.Namespace) -> int:
     signed = AWSRequest(method="GET", url=url)
     credentials = boto3.session.Session().get_credentials()
     if credentials is not None:
-        SigV4Auth(credentials.get_frozen_credentials(), "iot", "us-east-1").add_auth(signed)
+        SigV4Auth(credentials.get_frozen_credentials(), "iot", REGION).add_auth(signed)
     try:
         with urlopen(Request(url, headers=dict(signed.headers.items())), timeout=10) as response:
             items = json.loads(response.read())["items"]
