@@ -24,9 +24,10 @@ import trio
 
 from .api import IotApi
 from .api_server import ApiServer
-from .broker import FakeIotBroker, TlsListener, broker_config
+from .broker import FakeIotBroker
 from .certs import CertificateAuthority, ensure_pki
 from .limits import DeliveryLimits
+from .listeners import TlsListener, broker_config
 from .policy import Credentials
 from .rules import RuleError, RulesEngine, load_rules_file
 from .security import CERTIFICATE_KIND
