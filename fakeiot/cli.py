@@ -284,6 +284,13 @@ def _serve_options(
         help="bytes (payloads and topics) those waiting messages may hold",
     )
     p.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        default=_env(environ, "log-level", "INFO"),
+        help="DEBUG adds a line per API request",
+    )
+    p.add_argument(
         "--api-access-key-id",
         default=_env(environ, "api-access-key-id", None),
         help="the HTTP API accepts only requests signed (AWS SigV4, as boto3 signs) with this access "
@@ -477,7 +484,7 @@ def _manage(args: argparse.Namespace, thing_name: str | None, iot: Any, iot_data
 
 def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     for noisy in ("amqtt", "transitions"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
