@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import boto3
-from botocore.config import Config
+import boto3  # type: ignore[import-untyped]
+from botocore.config import Config  # type: ignore[import-untyped]
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from iotshared.attributes import PASSWORD_HASH_ATTRIBUTE, SECURITY_PROFILE_ATTRIBUTE
@@ -38,7 +38,8 @@ from iotshared.errors import InvalidIdentity, PasswordRejected
 from iotshared.identity import validate_identity
 from iotshared.passwords import generate_password, hash_password
 
-from .service import FakeIot, FakeIotConfig, FakeIotError
+from .errors import FakeIotError
+from .service import FakeIot, FakeIotConfig
 
 DEFAULTS = FakeIotConfig()
 REGION = "us-east-1"  # fakeiot answers in any region; boto3 needs one

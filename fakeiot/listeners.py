@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from amqtt.adapters import StreamWriterAdapter
+from amqtt.adapters import StreamWriterAdapter  # type: ignore[import-untyped]
 
 CLOSE_FLUSH_TIMEOUT = 2.0  # seconds a closing connection may take to flush what it was sending
 
@@ -54,7 +54,7 @@ def certificate_id(der: bytes) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
-class ClosingStreamWriter(StreamWriterAdapter):
+class ClosingStreamWriter(StreamWriterAdapter):  # type: ignore[misc]  # amqtt is untyped
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         super().__init__(writer)
         ssl_object = writer.get_extra_info("ssl_object")
