@@ -5,6 +5,14 @@ topics), a Thing registry and classic device shadows, persisted in SQLite,
 and an HTTP API that boto3's ``iot`` and ``iot-data`` clients talk to.
 """
 
-from .service import FakeIot, FakeIotConfig, FakeIotError, running_fakeiot
+from .errors import DataDirError, DataDirLocked, FakeIotError
+from .service import FakeIot, FakeIotConfig, running_fakeiot
 
-__all__ = ["FakeIot", "FakeIotConfig", "FakeIotError", "running_fakeiot"]
+__all__ = [
+    "DataDirError",
+    "DataDirLocked",
+    "FakeIot",
+    "FakeIotConfig",
+    "FakeIotError",
+    "running_fakeiot",
+]

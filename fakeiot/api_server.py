@@ -23,6 +23,7 @@ import json
 import logging
 import re
 import socket
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -198,8 +199,12 @@ class ApiServer(ThreadingHTTPServer):
                 self._connections.discard(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that hangs up mid-request is routine, not a server error.
-        log.debug("api: connection from %s ended abruptly", client_address, exc_info=True)
+        # A client that hangs up mid-request is routine, not a server error: one line, no traceback.
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            log.debug("api: connection from %s ended abruptly: %r", client_address[0], error)
+        else:
+            log.error("api: request from %s failed", client_address[0], exc_info=True)
 
     def server_close(self) -> None:
         # Idle keep-alive connections would hold their threads; end them first.

@@ -29,235 +29,38 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import boto3  # type: ignore[import-untyped]
+from botocore.config import Config  # type: ignore[import-untyped]
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
-from gateway.aws import AwsSettings, make_clients
-from gateway.credentials import (
-    PASSWORD_HASH_ATTRIBUTE,
-    SECURITY_PROFILE_ATTRIBUTE,
-    PasswordRejected,
-    generate_password,
-    hash_password,
-)
-from gateway.errors import InvalidIdentity
-from gateway.identity import validate_identity
+from iotshared.attributes import PASSWORD_HASH_ATTRIBUTE, SECURITY_PROFILE_ATTRIBUTE
+from iotshared.errors import InvalidIdentity, PasswordRejected
+from iotshared.identity import validate_identity
+from iotshared.passwords import generate_password, hash_password
 
-from .service import FakeIot, FakeIotConfig, FakeIotError
+from .cli_parser import build_parser
+from .errors import FakeIotError
+from .service import FakeIot, FakeIotConfig
 
-DEFAULTS = FakeIotConfig()
+REGION = "us-east-1"  # fakeiot answers in any region; boto3 needs one
 
 
-def _env(environ: Mapping[str, str], name: str, fallback: Any) -> Any:
-    value = environ.get("FAKEIOT_" + name.upper().replace("-", "_"))
-    return value if value else fallback
+def make_clients(api_url: str) -> tuple[Any, Any]:
+    """boto3 ``iot`` and ``iot-data`` clients for the fakeiot at ``api_url``.
 
-
-class _DefaultsButNotSecrets(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except of secrets (a default may come from a FAKEIOT_... variable)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.dest in ("backend_password", "gateway_password", "api_secret_access_key"):
-            return action.help
-        return super()._get_help_string(action)
-
-
-def _flag(value: str | None) -> bool:
-    return value is not None and value.strip().lower() in ("1", "true", "yes", "on")
-
-
-def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
-    api_url = _env(environ, "api-url", f"http://127.0.0.1:{DEFAULTS.api_port}")
-    p = argparse.ArgumentParser(
-        prog="python -m fakeiot",
-        description="Offline stand-in for AWS IoT Core: MQTT broker, Thing registry, device shadows.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    Credentials come from boto3's chain (a fakeiot started with access keys checks signatures); when
+    it finds none, placeholder keys, which a fakeiot without access keys does not check.
+    """
+    session = boto3.session.Session(region_name=REGION)
+    config = Config(
+        retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=3, read_timeout=10
     )
-    sub = p.add_subparsers(dest="command")
-
-    serve = sub.add_parser(
-        "serve", help="run fakeiot (the default command)", formatter_class=_DefaultsButNotSecrets
-    )
-    _serve_options(serve, environ)
-
-    thing = sub.add_parser("thing", help="manage Things in the registry")
-    thing_sub = thing.add_subparsers(dest="action", required=True)
-    for action, text in (
-        ("create", "register a charge point"),
-        ("describe", "show a Thing"),
-        ("delete", "remove a Thing"),
-    ):
-        cmd = thing_sub.add_parser(action, help=text)
-        cmd.add_argument("cp_id", metavar="CP_ID", help="charge point identity")
-        if action == "create":
-            cmd.add_argument(
-                "--attribute",
-                action="append",
-                default=[],
-                metavar="KEY=VALUE",
-                help="Thing attribute (repeatable)",
-            )
-            secret = cmd.add_mutually_exclusive_group()
-            secret.add_argument(
-                "--password",
-                help="require HTTP Basic auth with this password (OCPP security profile 1; "
-                "16-40 characters); only its salted hash is stored",
-            )
-            secret.add_argument(
-                "--generate-password",
-                action="store_true",
-                help="like --password with a random password, printed once",
-            )
-        cmd.add_argument("--api-url", default=api_url, help="fakeiot API (FAKEIOT_API_URL)")
-    lister = thing_sub.add_parser("list", help="list Things")
-    lister.add_argument("--api-url", default=api_url, help="fakeiot API (FAKEIOT_API_URL)")
-
-    certs = sub.add_parser(
-        "certs",
-        help="write a throw-away development CA, server and client certificates",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    certs.add_argument("--out", required=True, help="directory for the PEM files")
-    certs.add_argument(
-        "--server-name",
-        action="append",
-        default=None,
-        help="DNS name of the server certificate (repeatable)",
-    )
-    certs.add_argument(
-        "--client",
-        action="append",
-        default=[],
-        help="common name of a client certificate (repeatable)",
-    )
-
-    rule = sub.add_parser("rule", help="manage topic rules (AWS IoT SQL subset)")
-    rule_sub = rule.add_subparsers(dest="action", required=True)
-    create = rule_sub.add_parser("create", help="create a topic rule")
-    create.add_argument("name", metavar="NAME", help="rule name ([a-zA-Z0-9_])")
-    create.add_argument("--sql", required=True, help="SELECT ... FROM '<topic filter>' [WHERE ...]")
-    create.add_argument(
-        "--table",
-        action="append",
-        default=[],
-        help="store each result in this table, keyed by its first column",
-    )
-    create.add_argument(
-        "--republish",
-        action="append",
-        default=[],
-        metavar="TOPIC",
-        help="publish each result to TOPIC (${...} templates allowed)",
-    )
-    for action, text in (("get", "show a rule"), ("delete", "delete a rule")):
-        rule_sub.add_parser(action, help=text).add_argument("name", metavar="NAME")
-    rule_sub.add_parser("list", help="list rules")
-    table = sub.add_parser("table", help="read what rules stored")
-    table_sub = table.add_subparsers(dest="action", required=True)
-    table_sub.add_parser("scan", help="print every item of a table as JSON lines").add_argument(
-        "table", metavar="TABLE"
-    )
-    for parser in (create, table, rule, *rule_sub.choices.values(), *table_sub.choices.values()):
-        if not any(a.dest == "api_url" for a in parser._actions):
-            parser.add_argument("--api-url", default=api_url, help="fakeiot API (FAKEIOT_API_URL)")
-
-    shadow = sub.add_parser("shadow", help="read or delete device shadows")
-    shadow_sub = shadow.add_subparsers(dest="action", required=True)
-    for action, text in (
-        ("get", "print a charge point's shadow document"),
-        ("delete", "delete a shadow"),
-    ):
-        cmd = shadow_sub.add_parser(action, help=text)
-        cmd.add_argument("cp_id", metavar="CP_ID", help="charge point identity")
-        cmd.add_argument("--api-url", default=api_url, help="fakeiot API (FAKEIOT_API_URL)")
-    return p
-
-
-def _serve_options(p: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
-    p.add_argument(
-        "--host",
-        default=_env(environ, "host", DEFAULTS.host),
-        help="address to bind (MQTT and API)",
-    )
-    p.add_argument(
-        "--mqtt-port",
-        type=int,
-        default=_env(environ, "mqtt-port", DEFAULTS.mqtt_port),
-        help="MQTT port",
-    )
-    p.add_argument(
-        "--api-port",
-        type=int,
-        default=_env(environ, "api-port", DEFAULTS.api_port),
-        help="HTTP API port",
-    )
-    p.add_argument(
-        "--data-dir",
-        default=_env(environ, "data-dir", str(DEFAULTS.data_dir)),
-        help="registry and shadows are kept here",
-    )
-    p.add_argument(
-        "--tls-port",
-        type=int,
-        default=_env(environ, "tls-port", None),
-        help="also serve MQTT over mutual TLS on this port (AWS IoT: 8883); the CA and server certificate "
-        "are <data-dir>/certs/ca.pem and server.pem, made on first use",
-    )
-    p.add_argument(
-        "--rules",
-        default=_env(environ, "rules", None),
-        help='JSON file {"rules": {"<name>": {"sql": ..., "actions": [...]}}} loaded (replacing same-named rules) at start',
-    )
-    p.add_argument(
-        "--backend-password",
-        default=_env(environ, "backend-password", None),
-        help="password of the MQTT backend role (user fakeiot-backend); default: made once, kept in "
-        "<data-dir>/backend-password.  Prefer FAKEIOT_BACKEND_PASSWORD to the flag",
-    )
-    p.add_argument(
-        "--gateway-password",
-        default=_env(environ, "gateway-password", None),
-        help="password of the gateway's MQTT credential (user fakeiot-gateway), which device clients "
-        "(one per charge point) need on the plain listener; default: made once, kept in "
-        "<data-dir>/gateway-password.  Prefer FAKEIOT_GATEWAY_PASSWORD to the flag",
-    )
-    p.add_argument(
-        "--allow-anonymous-devices",
-        action="store_true",
-        default=_flag(_env(environ, "allow-anonymous-devices", None)),
-        help="development only: let MQTT clients without credentials connect as devices (any charge "
-        "point id, so anyone who reaches the port can take a CP's connection); refused unless "
-        "--host is a loopback address",
-    )
-    p.add_argument(
-        "--max-inflight",
-        type=int,
-        default=_env(environ, "max-inflight", DEFAULTS.max_inflight),
-        help="unacknowledged QoS 1 messages per client (AWS IoT: 100); more wait in the client's queue",
-    )
-    p.add_argument(
-        "--max-queued-messages",
-        type=int,
-        default=_env(environ, "max-queued-messages", DEFAULTS.max_queued_messages),
-        help="messages waiting for a client beyond its in-flight window (or while a persistent session "
-        "is offline); more are dropped, with a log line",
-    )
-    p.add_argument(
-        "--max-queued-bytes",
-        type=int,
-        default=_env(environ, "max-queued-bytes", DEFAULTS.max_queued_bytes),
-        help="bytes (payloads and topics) those waiting messages may hold",
-    )
-    p.add_argument(
-        "--api-access-key-id",
-        default=_env(environ, "api-access-key-id", None),
-        help="the HTTP API accepts only requests signed (AWS SigV4, as boto3 signs) with this access "
-        "key and --api-secret-access-key; required when --host is not a loopback address",
-    )
-    p.add_argument(
-        "--api-secret-access-key",
-        default=_env(environ, "api-secret-access-key", None),
-        help="secret of --api-access-key-id.  Prefer FAKEIOT_API_SECRET_ACCESS_KEY to the flag",
-    )
+    keys: dict[str, str] = {}
+    if session.get_credentials() is None:
+        keys = {"aws_access_key_id": "fakeiot", "aws_secret_access_key": "fakeiot"}
+    iot = session.client("iot", endpoint_url=api_url, config=config, **keys)
+    iot_data = session.client("iot-data", endpoint_url=api_url, config=config, **keys)
+    return iot, iot_data
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -291,7 +94,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         parser.error(f"--api-url must be a URL such as http://127.0.0.1:8090, not {args.api_url!r}")
     if args.command == "table":
         return _scan(args)
-    iot, iot_data = make_clients(AwsSettings(iot_endpoint_url=args.api_url))
+    iot, iot_data = make_clients(args.api_url)
     try:
         return _manage(args, thing_name, iot, iot_data)
     except EndpointConnectionError:
@@ -308,6 +111,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except BotoCoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        iot.close()
+        iot_data.close()
 
 
 def _rules(args: argparse.Namespace, iot: Any) -> int:
@@ -359,7 +165,6 @@ def _scan(args: argparse.Namespace) -> int:
     from urllib.parse import quote
     from urllib.request import Request, urlopen
 
-    import boto3
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
 
@@ -368,7 +173,7 @@ def _scan(args: argparse.Namespace) -> int:
     signed = AWSRequest(method="GET", url=url)
     credentials = boto3.session.Session().get_credentials()
     if credentials is not None:
-        SigV4Auth(credentials.get_frozen_credentials(), "iot", "us-east-1").add_auth(signed)
+        SigV4Auth(credentials.get_frozen_credentials(), "iot", REGION).add_auth(signed)
     try:
         with urlopen(Request(url, headers=dict(signed.headers.items())), timeout=10) as response:
             items = json.loads(response.read())["items"]
@@ -439,7 +244,7 @@ def _manage(args: argparse.Namespace, thing_name: str | None, iot: Any, iot_data
 
 def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     for noisy in ("amqtt", "transitions"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

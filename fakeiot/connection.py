@@ -17,7 +17,10 @@ are in :mod:`fakeiot.limits`):
   the connection, without amqtt's 5 s give-up (AWS IoT keeps retrying an
   unacknowledged message for an hour; Mosquitto keeps it until the client
   reconnects).  Its PUBACK waiter is registered before the PUBLISH is
-  written, so a PUBACK that comes at once is not lost.
+  written, so a PUBACK that comes at once is not lost.  When a persistent
+  session's connection ends, its unacknowledged and still queued QoS 1
+  messages go to the session's offline queue, and its next connection gets
+  them again.
 * ``handle_publish`` refuses a payload over :data:`~fakeiot.limits.MAX_PAYLOAD`
   as AWS IoT does: no PUBACK, no delivery, the connection closed
   (``disconnectReason`` ``CLIENT_ERROR``).
@@ -63,9 +66,7 @@ from .limits import (
 
 log = logging.getLogger(__name__)
 
-CLIENT_ERROR = (
-    "CLIENT_ERROR"  # AWS IoT's disconnectReason for, among others, a payload over the limit
-)
+CLIENT_ERROR = presence.CLIENT_ERROR  # AWS IoT's disconnectReason for a payload over the limit
 
 
 @dataclass
@@ -109,7 +110,8 @@ class FakeIotProtocolHandler(BrokerProtocolHandler):
         super().__init__(*args, **kwargs)
         self._outbox = Outbox(DeliveryLimits())
         self._counters = LimitCounters()
-        self._deliveries: set[asyncio.Task[None]] = set()
+        # Taken from the outbox, not yet done (written, acknowledged or abandoned), in the order sent.
+        self._deliveries: dict[asyncio.Task[None], Outgoing] = {}
         self._closed = False
         self._refused = False
         self._dropping = False
@@ -167,8 +169,11 @@ class FakeIotProtocolHandler(BrokerProtocolHandler):
         """Start sending what the outbox lets through (tasks created in order keep the order on the wire)."""
         while not self._closed and (message := self._outbox.take()) is not None:
             task = asyncio.get_running_loop().create_task(self._deliver(message))
-            self._deliveries.add(task)
-            task.add_done_callback(self._deliveries.discard)
+            self._deliveries[task] = message
+            task.add_done_callback(self._delivery_done)
+
+    def _delivery_done(self, task: asyncio.Task[None]) -> None:
+        self._deliveries.pop(task, None)
 
     async def _deliver(self, message: Outgoing) -> None:
         try:
@@ -232,10 +237,13 @@ class FakeIotProtocolHandler(BrokerProtocolHandler):
         if not self._closed:
             self._closed = True
             session = self.session
+            # Sent (or being sent) but not acknowledged, then not sent yet: all in the order sent.
+            unfinished = [message for message in self._deliveries.values() if message.qos]
             waiting = self._outbox.clear()
-            if session is not None and not session.clean_session and waiting:
-                # A persistent session keeps what had not been sent yet for its next connection.
-                for message in waiting:
+            if session is not None and not session.clean_session:
+                # A persistent session keeps its QoS 1 messages for its next connection, which
+                # sends them again (MQTT-4.4.0-1), unacknowledged ones included.
+                for message in (*unfinished, *waiting):
                     if message.qos:
                         queue_offline(session, message, self._outbox.limits, self._counters)
             tasks = list(self._deliveries)

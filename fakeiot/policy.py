@@ -18,7 +18,7 @@ without a policy language (pure functions, no I/O):
   certificate (mutual TLS listener); and, only where fakeiot runs with the
   development switch ``allow_anonymous_devices``, anonymous clients;
 * every principal but the backend connects *devices*: its client id must be
-  a charge point identity (:func:`gateway.identity.validate_identity`), so ids
+  a charge point identity (:func:`iotshared.identity.validate_identity`), so ids
   such as ``cpo:processor`` (the processor's) or ``CP:2E1`` (a Thing name,
   not a CP id) belong to the backend role alone;
 * a device client with client id ``C`` may publish to ``C/in`` and to its
@@ -42,8 +42,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from functools import lru_cache
 
-from gateway.errors import InvalidIdentity
-from gateway.identity import validate_identity
+from iotshared.errors import InvalidIdentity
+from iotshared.identity import validate_identity
 
 BACKEND_USERNAME = "fakeiot-backend"
 GATEWAY_USERNAME = "fakeiot-gateway"

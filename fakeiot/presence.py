@@ -6,7 +6,8 @@
 ``principalIdentifier``, ``versionNumber`` and, on connect, ``ipAddress``; on
 disconnect ``clientInitiatedDisconnect`` and ``disconnectReason``
 (``CLIENT_INITIATED_DISCONNECT``, ``DUPLICATE_CLIENTID``,
-``CONNECTION_LOST``, ``FORBIDDEN_ACCESS``, ``SERVER_INITIATED_DISCONNECT``).
+``CONNECTION_LOST``, ``FORBIDDEN_ACCESS``, ``SERVER_INITIATED_DISCONNECT``,
+``CLIENT_ERROR``).
 
 An amqtt plugin: amqtt calls ``on_broker_client_connected`` and
 ``on_broker_client_disconnected``; :class:`fakeiot.broker.FakeIotBroker`
@@ -29,6 +30,8 @@ DUPLICATE_CLIENTID = "DUPLICATE_CLIENTID"
 CONNECTION_LOST = "CONNECTION_LOST"
 FORBIDDEN_ACCESS = "FORBIDDEN_ACCESS"
 SERVER_INITIATED_DISCONNECT = "SERVER_INITIATED_DISCONNECT"
+# AWS IoT's reason for a client that broke the rules: a payload over the limit, a wildcard in a PUBLISH
+CLIENT_ERROR = "CLIENT_ERROR"
 
 REASON_ATTRIBUTE = "fakeiot_disconnect_reason"
 PRINCIPAL_ATTRIBUTE = (

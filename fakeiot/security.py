@@ -22,9 +22,9 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from .broker import certificate_id
 from .certs import CertificateAuthority
 from .errors import ApiError, invalid, not_found
+from .listeners import certificate_id
 from .store import Store
 
 POLICY_KIND = "policy"

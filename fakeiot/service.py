@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import os
 import secrets
+import sqlite3
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,9 +25,12 @@ import trio
 
 from .api import IotApi
 from .api_server import ApiServer
-from .broker import FakeIotBroker, TlsListener, broker_config
+from .broker import FakeIotBroker
 from .certs import CertificateAuthority, ensure_pki
+from .datadir import DataDirLock, prepare_data_dir
+from .errors import FakeIotError
 from .limits import DeliveryLimits
+from .listeners import TlsListener, broker_config
 from .policy import Credentials
 from .rules import RuleError, RulesEngine, load_rules_file
 from .security import CERTIFICATE_KIND
@@ -105,8 +109,11 @@ def _secret(given: str | None, path: Path) -> str:
     return password
 
 
-class FakeIotError(Exception):
-    """fakeiot could not start."""
+def _why(exc: BaseException) -> str:
+    """An OS error in a few words ("Address already in use"), not asyncio's long sentence."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return os.strerror(exc.errno)
+    return str(exc)
 
 
 def is_loopback(host: str) -> bool:
@@ -157,18 +164,36 @@ class FakeIot:
         self.ca_file: Path | None = None
         self.backend_password = ""
         self.gateway_password = ""
+        self._lock: DataDirLock | None = None
 
     @property
     def api_url(self) -> str:
         return f"http://{self.config.host}:{self.api_port}"
 
     def start(self) -> None:
+        """Start the broker and the API; raises :class:`FakeIotError` (one line: why) if either cannot.
+
+        The data directory is locked until :meth:`stop` (:mod:`fakeiot.datadir`).
+        """
         check_exposure(self.config)
         try:
             limits = self.config.delivery_limits
         except ValueError as exc:
             raise FakeIotError(str(exc)) from None
-        self.store = Store(self.config.database)
+        prepare_data_dir(self.config.data_dir)
+        self._lock = DataDirLock(self.config.data_dir)
+        self._lock.acquire()
+        try:
+            self._start(limits)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _start(self, limits: DeliveryLimits) -> None:
+        try:
+            self.store = Store(self.config.database)
+        except (OSError, sqlite3.Error) as exc:
+            raise FakeIotError(f"cannot open the database {self.config.database}: {exc}") from None
         try:
             self.backend_password = _secret(
                 self.config.backend_password, self.config.backend_password_file
@@ -206,7 +231,7 @@ class FakeIot:
             self.store.close()
             raise FakeIotError(
                 f"fakeiot MQTT broker cannot listen on {self.config.host}:{self.config.mqtt_port}"
-                f"{f' / TLS {self.config.tls_port}' if tls else ''}: {failure[0]}"
+                f"{f' / TLS {self.config.tls_port}' if tls else ''}: {_why(failure[0])}"
             )
         api = IotApi(
             self.store,
@@ -234,7 +259,7 @@ class FakeIot:
             self._stop_broker_thread()
             self.store.close()
             raise FakeIotError(
-                f"fakeiot HTTP API cannot listen on {self.config.host}:{self.config.api_port}: {exc}"
+                f"fakeiot HTTP API cannot listen on {self.config.host}:{self.config.api_port}: {_why(exc)}"
             ) from None
         self.api_port = self._api_server.server_address[1]
         self._api_thread = threading.Thread(
@@ -262,6 +287,9 @@ class FakeIot:
         if self.store is not None:
             self.store.close()
             self.store = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _stop_broker_thread(self) -> None:
         if self._loop is not None and self._stop_broker is not None:

@@ -20,7 +20,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.ocppj import JsonRejected, JsonTooDeep, strict_loads
+from iotshared.errors import JsonRejected, JsonTooDeep
+from iotshared.strict_json import strict_loads
 
 MAX_DEPTH = 6  # AWS: "JSON contains too many levels of nesting; maximum is 6" (objects and arrays)
 # A request nests at most MAX_DEPTH levels under its root object and "state" (or it is refused below):

@@ -1,4 +1,5 @@
-"""The device-shadow service: shadow requests from MQTT or HTTP, on the store.
+"""The device-shadow service: shadow requests from MQTT or HTTP, on the store (blocking: the broker
+calls it in its store thread).
 
 Both doors give the same answers and publish the same MQTT messages, as on
 AWS IoT: an update (``$aws/things/<name>/shadow/update`` or UpdateThingShadow)
@@ -90,6 +91,11 @@ class ShadowService:
         return Outcome(
             document, [(f"$aws/things/{thing_name}/shadow/delete/accepted", _encode(document))]
         )
+
+    @staticmethod
+    def is_request(topic: str) -> bool:
+        """Whether ``topic`` is an MQTT shadow request (``$aws/things/<name>/shadow/<op>``)."""
+        return SHADOW_TOPIC.match(topic) is not None
 
     def handle_mqtt(self, topic: str, payload: bytes) -> list[Publication] | None:
         """Answer an MQTT shadow request; None if ``topic`` is not one."""

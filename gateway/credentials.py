@@ -1,70 +1,27 @@
-"""Charge point passwords for OCPP security profiles 1 and 2 (HTTP Basic auth).
+"""Charge point passwords for OCPP security profiles 1 and 2 (HTTP Basic auth), pure.
 
-Pure functions.  Only a salted PBKDF2-HMAC-SHA256 hash is ever stored, as
-the Thing attribute ``ocppPasswordHash`` in the form
-``pbkdf2-sha256:<iterations>:<salt hex>:<hash hex>`` (characters AWS IoT
-allows in attribute values).  Passwords follow the OCPP lengths: 2.0.1
-allows 16-40 characters, 1.6's AuthorizationKey 16-20 bytes (or 40 hex
-digits); 16-40 printable ASCII characters satisfies both.
+The stored hash format (``pbkdf2-sha256:...`` in the Thing attribute
+``ocppPasswordHash``) and the OCPP password rules are shared with fakeiot's
+CLI and live in :mod:`iotshared.passwords` and :mod:`iotshared.attributes`;
+they are re-exported here.  What is the gateway's own: reading the
+``Authorization: Basic`` header.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
-import secrets
-import string
 
-PASSWORD_HASH_ATTRIBUTE = "ocppPasswordHash"
-SECURITY_PROFILE_ATTRIBUTE = "ocppSecurityProfile"
-DEFAULT_ITERATIONS = 100_000
-MIN_PASSWORD, MAX_PASSWORD = 16, 40
-_PRINTABLE = set(string.printable) - set("\t\n\r\x0b\x0c")
-
-
-class PasswordRejected(ValueError):
-    """A password that OCPP does not allow."""
-
-
-def check_password_rules(password: str) -> None:
-    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
-        raise PasswordRejected(
-            f"password must be {MIN_PASSWORD}-{MAX_PASSWORD} characters (OCPP), got {len(password)}"
-        )
-    if not set(password) <= _PRINTABLE:
-        raise PasswordRejected("password must be printable ASCII")
-
-
-def generate_password(length: int = 24) -> str:
-    alphabet = string.ascii_letters + string.digits
-    return "".join(secrets.choice(alphabet) for _ in range(length))
-
-
-def hash_password(
-    password: str, *, iterations: int = DEFAULT_ITERATIONS, salt: bytes | None = None
-) -> str:
-    check_password_rules(password)
-    salt = salt if salt is not None else secrets.token_bytes(16)
-    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
-    return f"pbkdf2-sha256:{iterations}:{salt.hex()}:{digest.hex()}"
-
-
-def verify_password(password: str, encoded: str) -> bool:
-    """Constant-time check of ``password`` against a stored hash; False for a malformed hash."""
-    try:
-        scheme, iterations, salt_hex, digest_hex = encoded.split(":")
-        if scheme != "pbkdf2-sha256":
-            return False
-        salt, expected = bytes.fromhex(salt_hex), bytes.fromhex(digest_hex)
-        rounds = int(iterations)
-    except ValueError:
-        return False
-    if not 1 <= rounds <= 10_000_000:
-        return False
-    actual = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, rounds)
-    return hmac.compare_digest(actual, expected)
+from iotshared.attributes import PASSWORD_HASH_ATTRIBUTE as PASSWORD_HASH_ATTRIBUTE
+from iotshared.attributes import SECURITY_PROFILE_ATTRIBUTE as SECURITY_PROFILE_ATTRIBUTE
+from iotshared.errors import PasswordRejected as PasswordRejected
+from iotshared.passwords import DEFAULT_ITERATIONS as DEFAULT_ITERATIONS
+from iotshared.passwords import MAX_PASSWORD as MAX_PASSWORD
+from iotshared.passwords import MIN_PASSWORD as MIN_PASSWORD
+from iotshared.passwords import check_password_rules as check_password_rules
+from iotshared.passwords import generate_password as generate_password
+from iotshared.passwords import hash_password as hash_password
+from iotshared.passwords import verify_password as verify_password
 
 
 def parse_basic_auth(headers: list[tuple[bytes, bytes]]) -> tuple[str, str] | None:

@@ -6,6 +6,8 @@ to answer it: a WebSocket close code and a human-readable reason.
 
 from __future__ import annotations
 
+from iotshared import errors as shared_errors
+
 # WebSocket close codes (RFC 6455 section 7.4.1) the gateway uses.
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
@@ -57,8 +59,12 @@ class ConnectionRefused(GatewayError):
             self.close_code = close_code
 
 
-class InvalidIdentity(ConnectionRefused):
-    """The identity in the URL path is not acceptable."""
+class InvalidIdentity(ConnectionRefused, shared_errors.InvalidIdentity):
+    """The identity in the URL path is not acceptable.
+
+    Also an :class:`iotshared.errors.InvalidIdentity` (what the shared identity rules raise, and
+    :func:`gateway.identity.validate_identity` turns into this class).
+    """
 
 
 class NoSubprotocol(ConnectionRefused):

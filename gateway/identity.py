@@ -1,58 +1,29 @@
-"""Charge point identities: validation and the mapping to AWS IoT Thing names.
+"""Charge point identities in the gateway: the identity in a WebSocket request path.
 
-Pure functions, no I/O.  An identity is the one path segment after the
-gateway's base path (``/<cp-id>`` by default, ``--base-path``).  It becomes, unchanged, the MQTT client id and the first
-level of the CP's topics (``<cp-id>/in``, ``<cp-id>/out``), so it must never
-hold MQTT wildcards or a ``/``.  It is the HTTP Basic-auth user name of OCPP
-security profiles 1 and 2, so it must not hold ``:`` either.
+The rules themselves (accepted characters, length, the identity <-> AWS IoT
+Thing name mapping) are shared with fakeiot and live in
+:mod:`iotshared.identity`; they are re-exported here, with
+:func:`validate_identity` raising the gateway's
+:class:`gateway.errors.InvalidIdentity` (a :class:`ConnectionRefused` with its
+close code) instead of iotshared's.
 
-Accepted characters are those of OCPP 2.0.1's identifierString without the
-three above: ``A-Z a-z 0-9 * - _ = | @ .``, 1 to 48 characters.
-
-AWS IoT Thing names allow only ``[a-zA-Z0-9:_-]``.  Since ``:`` can never be
-part of an identity, it serves as an escape character: every character
-outside ``[a-zA-Z0-9_-]`` becomes ``:`` plus its two hex digits (``CP.1`` ->
-``CP:2E1``).  The mapping is one-to-one and reversible, and identities made
-of letters, digits, ``_`` and ``-`` (nearly all real ones) are their own
-Thing name.
+An identity is the one path segment after the gateway's base path
+(``/<cp-id>`` by default, ``--base-path``).
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from urllib.parse import unquote
 
+from iotshared import errors as shared_errors
+from iotshared import identity as shared
+from iotshared.identity import MAX_IDENTITY_LENGTH as MAX_IDENTITY_LENGTH
+from iotshared.identity import MAX_THING_NAME_LENGTH as MAX_THING_NAME_LENGTH
+from iotshared.identity import ChargePointIdentity as ChargePointIdentity
+from iotshared.identity import cp_id_for as cp_id_for
+from iotshared.identity import thing_name_for as thing_name_for
+
 from .errors import InvalidIdentity
-
-MAX_IDENTITY_LENGTH = 48
-MAX_THING_NAME_LENGTH = 128
-
-_IDENTITY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789*-_=|@.")
-_THING_PLAIN = re.compile(r"[A-Za-z0-9_-]")
-_THING_NAME = re.compile(r"[A-Za-z0-9:_-]{1,128}")
-_WHY_NOT = {
-    ":": "':' is not allowed (it separates user and password in HTTP Basic auth)",
-    "/": "'/' is not allowed (it separates MQTT topic levels)",
-    "+": "'+' is not allowed (it is an MQTT wildcard)",
-    "#": "'#' is not allowed (it is an MQTT wildcard)",
-}
-
-
-@dataclass(frozen=True)
-class ChargePointIdentity:
-    """A validated charge point identity and its AWS IoT Thing name."""
-
-    cp_id: str
-    thing_name: str
-
-    @property
-    def in_topic(self) -> str:
-        return f"{self.cp_id}/in"
-
-    @property
-    def out_topic(self) -> str:
-        return f"{self.cp_id}/out"
 
 
 def identity_from_path(path: str, base_path: str = "") -> ChargePointIdentity:
@@ -84,36 +55,9 @@ def identity_from_path(path: str, base_path: str = "") -> ChargePointIdentity:
 
 
 def validate_identity(cp_id: str) -> ChargePointIdentity:
-    """Check ``cp_id`` against the rules above and map it to its Thing name."""
-    if not cp_id:
-        raise InvalidIdentity(
-            "Missing charge point identity: connect to ws(s)://host/<charge-point-id>"
-        )
-    if len(cp_id) > MAX_IDENTITY_LENGTH:
-        raise InvalidIdentity(
-            f"Invalid charge point identity: {len(cp_id)} characters, at most {MAX_IDENTITY_LENGTH} are allowed"
-        )
-    for char in cp_id:
-        if char not in _IDENTITY_CHARS:
-            why = _WHY_NOT.get(
-                char, f"character {char!r} is not allowed (allowed: A-Z a-z 0-9 * - _ = | @ .)"
-            )
-            raise InvalidIdentity(f"Invalid charge point identity: {why}")
-    thing_name = thing_name_for(cp_id)
-    if len(thing_name) > MAX_THING_NAME_LENGTH:
-        raise InvalidIdentity(
-            "Invalid charge point identity: too many special characters to map to an AWS IoT Thing name"
-        )
-    return ChargePointIdentity(cp_id=cp_id, thing_name=thing_name)
-
-
-def thing_name_for(cp_id: str) -> str:
-    """Map an (already valid) identity to its Thing name."""
-    return "".join(c if _THING_PLAIN.fullmatch(c) else f":{ord(c):02X}" for c in cp_id)
-
-
-def cp_id_for(thing_name: str) -> str:
-    """Invert :func:`thing_name_for`.  Raises ValueError on a malformed name."""
-    if not _THING_NAME.fullmatch(thing_name):
-        raise ValueError(f"not an AWS IoT Thing name: {thing_name!r}")
-    return re.sub(r":([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), thing_name)
+    """Check ``cp_id`` (:func:`iotshared.identity.validate_identity`); raises the gateway's
+    :class:`InvalidIdentity` (a close code and a reason for the close frame)."""
+    try:
+        return shared.validate_identity(cp_id)
+    except shared_errors.InvalidIdentity as exc:
+        raise InvalidIdentity(exc.reason) from None

@@ -10,33 +10,31 @@ answered with the id ``"-1"``.
 
 Hostile input is bounded here, before anything recurses over it: JSON that
 nests deeper than :data:`MAX_JSON_DEPTH` is refused by a scan of the text
-(:func:`json_depth`) before ``json.loads`` or schema validation see it, and
-``NaN``/``Infinity`` (not JSON) are refused by :func:`strict_loads`.  Every
+(:func:`iotshared.strict_json.json_depth`) before ``json.loads`` or schema validation see it, and
+``NaN``/``Infinity`` (not JSON) are refused by :func:`iotshared.strict_json.strict_loads`.  Every
 CALLERROR built by :func:`call_error` is bounded too (description and
 details clipped), so an answer never echoes a large payload back.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-import math
-import operator
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from ocpp.messages import Call, CallError, CallResult, MessageType
 
+# The JSON bounds live in iotshared (fakeiot parses with them too); re-exported by name.
+from iotshared.errors import JsonRejected as JsonRejected
+from iotshared.errors import JsonTooDeep as JsonTooDeep
+from iotshared.strict_json import MAX_JSON_DEPTH as MAX_JSON_DEPTH
+from iotshared.strict_json import json_depth as json_depth
+from iotshared.strict_json import strict_loads as strict_loads
+
 UNKNOWN_MESSAGE_ID = "-1"
 MAX_MESSAGE_ID_LENGTH = 36
 
-# Nesting limit for every JSON text the gateway parses (frames, shadow documents), counting every
-# array and object, the OCPP-J frame array included.  The deepest OCPP 2.0.1 CALL payloads
-# (SetChargingProfile, NotifyEVChargingNeeds ...) nest about 8 levels below the frame, customData
-# adds one per level a vendor uses: 32 leaves ample room.  It must stay far below CPython's recursion
-# limit (1000, shared by json.loads, jsonschema and repr), which is what a deep document exhausts.
-MAX_JSON_DEPTH = 32
 # OCPP-J 2.0.1 4.2.3: ErrorDescription is at most 255 characters.
 MAX_DESCRIPTION_CHARS = 255
 # ErrorDetails and ErrorDescription, each as JSON text: with a message id of at most 36 characters,
@@ -119,82 +117,6 @@ def bounded_details(details: dict[str, Any] | None) -> dict[str, Any]:
 
 def call_result(message_id: str, payload: dict[str, Any]) -> str:
     return CallResult(message_id, payload).to_json()
-
-
-class JsonRejected(ValueError):
-    """Text refused as JSON; ``str()`` says why in a few words."""
-
-
-class JsonTooDeep(JsonRejected):
-    """Arrays and objects nest deeper than the limit."""
-
-
-_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
-_FOLD_BRACKETS = bytes.maketrans(b"{}", b"[]")
-_BRACKET_RUNS = re.compile(rb"\[+|\]+")
-
-
-def json_depth(text: str, *, limit: int = MAX_JSON_DEPTH) -> int:
-    """How deep arrays and objects nest in the JSON ``text`` (pure, no parsing).
-
-    Counts ``[``/``{`` against ``]``/``}`` outside strings (escapes honoured): exact for valid
-    JSON; for invalid text an upper bound of the depth ``json.loads`` reaches before it fails
-    (it stops at the first bracket that does not match, or at the end of the first value).
-    Counting stops past ``limit``: anything deeper returns ``limit + 1``.  Every step runs in C
-    (``str.replace``, ``bytes.translate``, ``re.findall``, ``itertools.accumulate``): whatever the
-    shape of a 128 KB text, a fraction of what ``json.loads`` spends on it.
-    """
-    if "[" not in text and "{" not in text:
-        return 0
-    if "\\" in text:
-        # Drop escaped backslashes, then escaped quotes: the quotes left delimit the strings.  (Outside
-        # strings a backslash is invalid JSON: json.loads stops there, whatever follows.)
-        text = text.replace("\\\\", "").replace('\\"', "")
-    outside = "".join(
-        text.split('"')[0::2]
-    )  # even pieces lie outside strings (an unclosed one: inside)
-    brackets = outside.encode("utf-8", "surrogatepass").translate(_FOLD_BRACKETS, _NOT_BRACKETS)
-    # The depth is the highest running count of open brackets.  Summed over runs of "[" and "]",
-    # not byte by byte; while innermost pairs ("[]") are so many that the runs would be too, each
-    # pass removing them all takes one level off every nest, far more cheaply.
-    depth = 0
-    while brackets.count(b"[]") * 16 > len(brackets):
-        brackets = brackets.replace(b"[]", b"")
-        depth += 1
-        if depth > limit:
-            return limit + 1
-    runs = _BRACKET_RUNS.findall(brackets)
-    if runs:
-        signs = itertools.cycle((1, -1) if runs[0][:1] == b"[" else (-1, 1))
-        depth += max(0, max(itertools.accumulate(map(operator.mul, map(len, runs), signs))))
-    return min(depth, limit + 1)
-
-
-def _reject_constant(name: str) -> Any:
-    raise JsonRejected(f"{name} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):
-        raise JsonRejected("Number out of range")
-    return value
-
-
-def strict_loads(text: str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
-    """``json.loads`` for untrusted text: nesting bounded first, no NaN/Infinity, finite numbers.
-
-    Raises :class:`JsonTooDeep`, or :class:`JsonRejected` (a ValueError) for anything else that is
-    not acceptable JSON; never RecursionError.
-    """
-    if json_depth(text, limit=max_depth) > max_depth:
-        raise JsonTooDeep(f"JSON nests deeper than {max_depth} levels")
-    try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
-    except JsonRejected:
-        raise
-    except (ValueError, RecursionError):
-        raise JsonRejected("Message is not valid JSON") from None
 
 
 # `[2, "<id>"` at the start of a frame json.loads refused: a CALL whose id can still be echoed.

@@ -29,7 +29,7 @@ import re
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,24 @@ SUPPORTED_ACTIONS = ("dynamoDBv2", "republish")
 
 class RuleError(ValueError):
     """A rule cannot be created as given."""
+
+
+@dataclass(frozen=True)
+class TableItem:
+    """An item a rule's dynamoDBv2 action stores."""
+
+    rule: str
+    table: str
+    key: str
+    item: dict[str, Any]
+
+
+@dataclass
+class RuleOutput:
+    """What the rules made of one message."""
+
+    republish: list[tuple[str, bytes, int]] = field(default_factory=list)  # (topic, payload, qos)
+    items: list[TableItem] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -163,11 +181,26 @@ class RulesEngine:
     def on_message(
         self, topic: str, payload: bytes, client_id: str | None
     ) -> list[tuple[str, bytes, int]]:
-        """Run the matching rules; returns the messages to republish (topic, payload, qos)."""
+        """Run the matching rules and store their table items; returns the messages to republish.
+
+        Blocking (the store); the broker calls :meth:`evaluate` on its loop and
+        :meth:`store_items` in its store thread instead.
+        """
+        output = self.evaluate(topic, payload, client_id)
+        self.store_items(output.items)
+        return output.republish
+
+    @property
+    def active(self) -> bool:
+        """Whether any rule is defined (a message needs no evaluation otherwise)."""
+        return bool(self._rules)
+
+    def evaluate(self, topic: str, payload: bytes, client_id: str | None) -> RuleOutput:
+        """Run the matching rules on one message, without I/O: what to republish and what to store."""
         rules = self._rules  # copy-on-write: no lock needed to read
-        out: list[tuple[str, bytes, int]] = []
+        output = RuleOutput()
         if not rules:
-            return out
+            return output
         message = Message(topic, payload, client_id, int(time.time() * 1000))
         for rule in rules.values():
             if rule.disabled or not rule.statement.matches_topic(topic):
@@ -187,15 +220,31 @@ class RulesEngine:
                         )
                         continue
                     key = result[key_column]
-                    self._store.put_item(
-                        table, key if isinstance(key, str) else json.dumps(key), result
+                    output.items.append(
+                        TableItem(
+                            rule.name,
+                            table,
+                            key if isinstance(key, str) else json.dumps(key),
+                            result,
+                        )
                     )
                 for action in rule.republish:
-                    out.append((_render(action, message), json.dumps(result).encode(), action.qos))
+                    output.republish.append(
+                        (_render(action, message), json.dumps(result).encode(), action.qos)
+                    )
             except Exception:  # one rule's failure must not affect the broker or other rules
                 self.errors += 1
                 log.exception("rule %s failed on a message on %s", rule.name, topic)
-        return out
+        return output
+
+    def store_items(self, items: list[TableItem]) -> None:
+        """Store what :meth:`evaluate` produced, in order (blocking: SQLite)."""
+        for item in items:
+            try:
+                self._store.put_item(item.table, item.key, item.item)
+            except Exception:  # a failed write must not affect the broker or the other items
+                self.errors += 1
+                log.exception("rule %s: storing an item in %s failed", item.rule, item.table)
 
 
 def _render(action: _Republish, message: Message) -> str:
