@@ -21,10 +21,11 @@ from __future__ import annotations
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from iotshared.attributes import SERIAL_NUMBER_ATTRIBUTE
+
 from .errors import ConnectionRefused
 from .identity import ChargePointIdentity
 
-SERIAL_NUMBER_ATTRIBUTE = "ocppSerialNumber"
 BINDINGS = ("cn-or-san", "cn", "san")
 
 
