@@ -25,6 +25,17 @@ from . import options
 from .client_certs import BINDINGS
 from .errors import ConfigError
 from .options import option
+from .subconfigs import (
+    DevStackOptions,
+    LimitsOptions,
+    MqttOptions,
+    ProcessorOptions,
+    RegistryOptions,
+    RuntimeOptions,
+    ServerOptions,
+    TlsOptions,
+    split_endpoint,
+)
 from .subprotocol import DEFAULT_SUBPROTOCOLS, OCPP_VERSIONS
 
 PREFIX = "GATEWAY_"
@@ -59,14 +70,6 @@ def _check_subprotocols(offered: tuple[str, ...]) -> str | None:
     if unknown or not offered:
         return f"has unknown {unknown or 'empty list'}; known: {', '.join(OCPP_VERSIONS)}"
     return None
-
-
-def split_endpoint(endpoint: str) -> tuple[str, int]:
-    """``host[:port]`` of an AWS IoT data endpoint -> (host, port); port 8883 by default."""
-    host, colon, port = endpoint.rpartition(":")
-    if not colon:
-        return endpoint, 8883
-    return host, int(port)
 
 
 def _check_endpoint(endpoint: str) -> str | None:
@@ -412,118 +415,6 @@ class GatewayConfig:
         return self.mqtt.embedded
 
 
-@dataclass(frozen=True)
-class ServerOptions:
-    host: str
-    port: int
-    base_path: str
-    subprotocols: tuple[str, ...]
-    max_frame_size: int
-    handshake_timeout: float
-
-
-@dataclass(frozen=True)
-class TlsOptions:
-    certfile: Path | None
-    keyfile: Path | None
-    terminated_upstream: bool
-    client_ca_file: Path | None
-    cpo_name: str | None
-    cert_binding: str
-    min_security_profile: int
-
-    @property
-    def direct(self) -> bool:
-        """The gateway terminates TLS itself (it serves wss://, it sees client certificates)."""
-        return self.certfile is not None
-
-    @property
-    def secure_transport(self) -> bool:
-        """Connections count as TLS for security profile 2."""
-        return self.direct or self.terminated_upstream
-
-
-@dataclass(frozen=True)
-class LimitsOptions:
-    max_connections: int
-    max_message_rate: float
-    max_message_burst: int
-    cp_reconnect_rate: float
-    cp_reconnect_burst: int
-    ping_interval: float
-    pong_timeout: float
-    call_timeout: float
-    close_timeout: float
-    drain_timeout: float
-
-
-@dataclass(frozen=True)
-class MqttOptions:
-    max_backlog_bytes: int
-    iot_endpoint: str | None
-    ca_file: Path | None
-    cert_file: Path | None
-    key_file: Path | None
-    host: str | None
-    port: int
-    require_broker: bool
-    username: str | None
-    password: str | None = field(repr=False)
-    password_file: Path | None
-    keepalive: int
-    connect_rate: float
-    connect_burst: int
-    connect_max_wait: float
-
-    @property
-    def embedded(self) -> bool:
-        return self.host is None and self.iot_endpoint is None
-
-    @property
-    def address(self) -> tuple[str, int] | None:
-        """(host, port) of the broker; None: none configured."""
-        if self.iot_endpoint is not None:
-            return split_endpoint(self.iot_endpoint)
-        if self.host is not None:
-            return self.host, self.port
-        return None
-
-
-@dataclass(frozen=True)
-class RegistryOptions:
-    iot_api_url: str | None
-    region: str
-    ttl: float
-    negative_ttl: float
-    rate: float
-
-
-@dataclass(frozen=True)
-class ProcessorOptions:
-    processor: bool | None  # None: only with the development stack, which sets it
-    mqtt_username: str | None
-    mqtt_password: str | None = field(repr=False)
-    mqtt_password_file: Path | None
-    heartbeat_interval: int
-
-    @property
-    def run(self) -> bool:
-        return bool(self.processor)
-
-
-@dataclass(frozen=True)
-class DevStackOptions:
-    fakeiot_api_port: int
-    data_dir: Path
-
-
-@dataclass(frozen=True)
-class RuntimeOptions:
-    full_interval: float
-    young_interval: float
-    log_level: str
-
-
 def read_password(value: str | None, file: Path | None, flag: str) -> str | None:
     """The password given directly or read from its file (never both)."""
     if file is None:
@@ -621,6 +512,10 @@ def load_config(
     return config
 
 
+def _labels(name: str) -> str:
+    return f"--{name.replace('_', '-')} ({PREFIX}{name.upper()})"
+
+
 def dev_stack_refusal(config: GatewayConfig) -> str | None:
     """Why this configuration must not fall back to the development stack, or None.
 
@@ -632,55 +527,26 @@ def dev_stack_refusal(config: GatewayConfig) -> str | None:
     broker = "set --iot-endpoint (GATEWAY_IOT_ENDPOINT) or --mqtt-host (GATEWAY_MQTT_HOST)"
     if config.require_broker:
         return (
-            f"no MQTT broker configured and {PREFIX}REQUIRE_BROKER is set: {broker}; "
-            "the development stack is not started"
+            f"no MQTT broker configured: {broker}; --require-broker ({PREFIX}REQUIRE_BROKER) "
+            "rules out the development stack"
         )
-    for name in ("cert_file", "key_file", "ca_file", "region"):
+    for name in ("cert_file", "key_file", "ca_file"):
         if name in config.given:
-            flag = "--" + name.replace("_", "-")
             return (
-                f"{flag} ({PREFIX}{name.upper()}) is a production setting but no MQTT broker is "
-                f"configured: {broker}"
+                f"--iot-endpoint ({PREFIX}IOT_ENDPOINT) is missing: {_labels(name)} is set for "
+                "AWS IoT Core, so the development stack does not start"
             )
+    if "region" in config.given:
+        return (
+            f"no MQTT broker configured: {broker}; {_labels('region')} is set for AWS, so the "
+            "development stack does not start"
+        )
     if config.iot_api_url is not None:
         return (
             "--iot-api-url names a registry API but no MQTT broker is configured: the development "
             f"stack would use its own fakeiot instead; {broker} too, or drop --iot-api-url"
         )
     return None
-
-
-def configuration_markdown() -> str:
-    """docs/configuration.md, generated from the declarations of both programs."""
-    from .processor.config import PROCESSOR_GROUPS, PROCESSOR_PREFIX, ProcessorConfig
-
-    return "\n".join(
-        [
-            "# Configuration",
-            "",
-            "<!-- Generated by `python -m gateway.config --markdown > docs/configuration.md`: "
-            "edit the declarations in gateway/config.py and gateway/processor/config.py, "
-            "not this file. -->",
-            "",
-            "Every option is a command-line flag and an environment variable of the same name; "
-            "a flag wins over the variable, the variable over the default, and an empty variable "
-            "counts as unset.  Secrets (passwords) are never logged; prefer their environment "
-            "variable or their `-file` option to the flag.",
-            "",
-            "## `python -m gateway`",
-            "",
-            "Without `--iot-endpoint` or `--mqtt-host`, `python -m gateway` runs the development "
-            "stack (an embedded fakeiot and the message processor; `pip install -e '.[dev]'`), "
-            "and says so loudly.  It refuses to (exit status 2) when `GATEWAY_REQUIRE_BROKER` is "
-            "set, as in the container, or when a production setting (`--cert-file`, `--key-file`, "
-            "`--ca-file`, `--region`) or `--iot-api-url` is given.",
-            "",
-            options.markdown(GatewayConfig, PREFIX, GROUPS),
-            "## `python -m gateway.processor`",
-            "",
-            options.markdown(ProcessorConfig, PROCESSOR_PREFIX, PROCESSOR_GROUPS),
-        ]
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -691,6 +557,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--markdown", action="store_true", help="print docs/configuration.md", required=True
     )
     parser.parse_args(argv)
+    from .config_docs import configuration_markdown
+
     sys.stdout.write(configuration_markdown())
     return 0
 
