@@ -220,7 +220,6 @@ class GatewayConfig:
         "bytes from <cp-id>/out buffered for a CP that does not read them; beyond: close 1008 "
         "(at least --max-frame-size)",
         group="mqtt",
-        min=1024,
     )
     # mqtt
     iot_endpoint: str | None = option(
