@@ -490,8 +490,19 @@ def parse_config(
     """
     environ = os.environ if environ is None else environ
     parser, found = options.build_parser(GatewayConfig, PREFIX)
+    return _resolve(parser, found, argv, environ)
+
+
+def _resolve(
+    parser: argparse.ArgumentParser,
+    found: list[options.Spec],
+    argv: Sequence[str] | None,
+    environ: Mapping[str, str],
+) -> GatewayConfig:
     config, given = options.resolve(GatewayConfig, parser, found, argv, environ)
-    return _cross_check(replace(config, given=given))
+    config = _cross_check(replace(config, given=frozenset(given)))
+    options.check_files(config, found, given)
+    return config
 
 
 def load_config(
@@ -501,10 +512,7 @@ def load_config(
     environ = os.environ if environ is None else environ
     parser = build_parser()
     try:
-        config, given = options.resolve(
-            GatewayConfig, parser, options.specs(GatewayConfig, PREFIX), argv, environ
-        )
-        config = _cross_check(replace(config, given=given))
+        config = _resolve(parser, options.specs(GatewayConfig, PREFIX), argv, environ)
     except ConfigError as exc:
         parser.error(str(exc))
     logging.getLogger(__name__).debug("configuration: %s", config)

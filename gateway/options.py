@@ -172,8 +172,6 @@ class Spec:
             return f"must be > {_number(o.above)}{note}"
         if o.max is not None and value > o.max:
             return f"must be <= {_number(o.max)}{note}"
-        if o.is_file and not Path(value).is_file():
-            return f"names no such file: {value}"
         return o.check(value) if o.check is not None else None
 
     def shown_default(self) -> str | None:
@@ -277,15 +275,19 @@ def resolve(
     found: list[Spec],
     argv: Sequence[str] | None,
     environ: Mapping[str, str],
-) -> tuple[T, frozenset[str]]:
-    """Parse ``argv``, read ``environ``, check each option: the configuration and the options set.
+) -> tuple[T, dict[str, str]]:
+    """Parse ``argv``, read ``environ``, check each option's value on its own.
+
+    Returns the configuration and the options set, each with where it came from (its flag or
+    its variable, for messages).  Files are checked later, by :func:`check_files`, once the
+    program has checked how its options go together.
 
     Argparse's own errors (an unknown flag, ``--port eighty``) exit with its usage message; an
     option's bad value raises ConfigError naming the flag or the variable it came from.
     """
     args = vars(parser.parse_args(argv))
     values: dict[str, Any] = {}
-    given = set()
+    given: dict[str, str] = {}
     for spec in found:
         text = environ.get(spec.env, "")
         if spec.name in args:
@@ -302,14 +304,22 @@ def resolve(
         if why is not None:
             raise ConfigError(f"{label} {why}")
         values[spec.name] = value
-        given.add(spec.name)
+        given[spec.name] = label
     defaults = cls()  # type: ignore[call-arg]
     for spec in found:
         if spec.name not in values:
             why = spec.complaint(getattr(defaults, spec.name))
             if why is not None:  # a default that fails its own check is a bug: say where
                 raise ConfigError(f"{spec.flag} (default) {why}")
-    return replace(defaults, **values), frozenset(given)  # type: ignore[type-var]
+    return replace(defaults, **values), given  # type: ignore[type-var]
+
+
+def check_files(config: Any, found: list[Spec], given: Mapping[str, str]) -> None:
+    """Every file option set names an existing file (ConfigError naming the flag or variable)."""
+    for spec in found:
+        value = getattr(config, spec.name)
+        if spec.option.is_file and value is not None and not Path(value).is_file():
+            raise ConfigError(f"{given.get(spec.name, spec.flag)} names no such file: {value}")
 
 
 def markdown(cls: type[Any], prefix: str, groups: Mapping[str, str]) -> str:

@@ -182,7 +182,21 @@ def test_an_empty_variable_counts_as_unset() -> None:
             "GATEWAY_MIN_SECURITY_PROFILE must be one of 0, 1, 2, 3, not 5",
         ),
         ([], {"GATEWAY_PROCESSOR": "maybe"}, "GATEWAY_PROCESSOR: expected true or false"),
-        (["--certfile", "/no/such.pem"], {}, "--certfile names no such file: /no/such.pem"),
+        (
+            ["--certfile", "/no/such.pem", "--keyfile", __file__],
+            {},
+            "--certfile names no such file: /no/such.pem",
+        ),
+        (
+            ["--keyfile", "/no/key.pem"],
+            {"GATEWAY_CERTFILE": __file__},
+            "--keyfile names no such file: /no/key.pem",
+        ),
+        (
+            ["--keyfile", __file__],
+            {"GATEWAY_CERTFILE": "/no/cert.pem"},
+            "GATEWAY_CERTFILE names no such file: /no/cert.pem",
+        ),
         (["--certfile", __file__], {}, "--certfile and --keyfile go together"),
         (["--iot-endpoint", "host:99999"], {}, "--iot-endpoint must be HOST[:PORT]"),
         (["--iot-endpoint", ":8883"], {}, "--iot-endpoint must be HOST[:PORT]"),
@@ -382,7 +396,11 @@ def test_shared_defaults_are_declared_once() -> None:
         ([], {"PROCESSOR_HEARTBEAT_INTERVAL": "0"}, "PROCESSOR_HEARTBEAT_INTERVAL must be >= 1"),
         ([], {"PROCESSOR_MQTT_PORT": "x"}, "PROCESSOR_MQTT_PORT: invalid int value: 'x'"),
         (["--log-level", "loud"], {}, "--log-level must be one of DEBUG, INFO, WARNING, ERROR"),
-        (["--ca-file", "/no/ca.pem"], {}, "--ca-file names no such file: /no/ca.pem"),
+        (
+            ["--ca-file", "/no/ca.pem", "--cert-file", __file__, "--key-file", __file__],
+            {},
+            "--ca-file names no such file: /no/ca.pem",
+        ),
         (["--ca-file", __file__], {}, "MQTT over TLS needs --cert-file and --key-file"),
         (["--cert-file", __file__], {}, "MQTT over TLS needs --cert-file and --key-file"),
         (

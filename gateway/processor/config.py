@@ -103,17 +103,13 @@ def parse_processor_config(
     argv: Sequence[str] | None, environ: Mapping[str, str], parser: argparse.ArgumentParser
 ) -> ProcessorConfig:
     """Flags and environment -> the configuration; raises ConfigError naming the bad option."""
-    config, _ = options.resolve(
-        ProcessorConfig,
-        parser,
-        options.specs(ProcessorConfig, PROCESSOR_PREFIX),
-        argv,
-        environ,
-    )
+    found = options.specs(ProcessorConfig, PROCESSOR_PREFIX)
+    config, given = options.resolve(ProcessorConfig, parser, found, argv, environ)
     if (config.cert_file or config.key_file or config.ca_file) and not (
         config.cert_file and config.key_file
     ):
         raise ConfigError("MQTT over TLS needs --cert-file and --key-file")
+    options.check_files(config, found, given)
     password = read_password(config.mqtt_password, config.mqtt_password_file, "--mqtt-password")
     return replace(config, mqtt_password=password)
 
