@@ -16,7 +16,7 @@ from functools import partial
 import trio
 
 from .aws import AwsSettings, make_clients
-from .config import GatewayConfig, MqttOptions, TlsOptions
+from .config import GatewayConfig
 from .errors import ConfigError
 from .gcpolicy import GcPolicy
 from .looplag import LoopMonitor
@@ -25,6 +25,7 @@ from .processor import Processor, ProcessorSettings
 from .registry import Registry
 from .revocation import RegistryWatch
 from .session import Bridge, LocalSessions
+from .subconfigs import MqttOptions, TlsOptions
 from .websocket import GatewayWebSocketServer, serve
 
 log = logging.getLogger(__name__)

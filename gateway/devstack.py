@@ -43,6 +43,11 @@ class RunningDevStack:
     gateway: RunningGateway
     fakeiot: FakeIot
 
+    @property
+    def url(self) -> str:
+        """The gateway's WebSocket URL, before ``/<cp-id>``."""
+        return self.gateway.url
+
 
 def wired_to(config: GatewayConfig, iot: FakeIot) -> GatewayConfig:
     """``config`` pointed at the embedded fakeiot, with its credentials; the processor runs unless
@@ -81,7 +86,8 @@ async def run_dev_stack(
     async with AsyncExitStack() as stack:
         try:
             iot = await stack.enter_async_context(running_fakeiot(embedded))
-        except FakeIotError as exc:
+        except (FakeIotError, OSError) as exc:
+            # One line for the operator (a busy port, a data directory another process holds).
             raise DevStackError(f"the embedded fakeiot cannot start: {exc}") from None
         async with trio.open_nursery() as nursery:
             gateway: RunningGateway = await nursery.start(run_gateway, wired_to(config, iot))

@@ -305,7 +305,7 @@ def resolve(
             raise ConfigError(f"{label} {why}")
         values[spec.name] = value
         given[spec.name] = label
-    defaults = cls()  # type: ignore[call-arg]
+    defaults = cls()
     for spec in found:
         if spec.name not in values:
             why = spec.complaint(getattr(defaults, spec.name))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -272,7 +273,7 @@ def test_password_files_are_read_and_secrets_never_shown(tmp_path: Path) -> None
 
 def test_every_option_belongs_to_exactly_one_sub_configuration() -> None:
     config = GatewayConfig()
-    sections = [
+    sections: list[Any] = [
         config.server,
         config.tls,
         config.limits,
