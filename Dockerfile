@@ -1,25 +1,30 @@
-# The OCPP gateway as a container.  Production: set GATEWAY_IOT_ENDPOINT,
+# The OCPP gateway as a container: the product only.  Set GATEWAY_IOT_ENDPOINT,
 # GATEWAY_CERT_FILE, GATEWAY_KEY_FILE, GATEWAY_CA_FILE and GATEWAY_REGION (and
-# mount the certificate files); without GATEWAY_IOT_ENDPOINT it runs the embedded
-# fakeiot, for trying it out.  See docs/deploying.md.
+# mount the certificate files), or GATEWAY_MQTT_HOST for a plain MQTT broker.
+# Without a broker it refuses to start (GATEWAY_REQUIRE_BROKER=1): the development
+# stack (fakeiot, amqtt) is not installed here.  See docs/deploying.md and
+# docs/configuration.md.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     GATEWAY_HOST=0.0.0.0 \
-    GATEWAY_PORT=8080
+    GATEWAY_PORT=8080 \
+    GATEWAY_REQUIRE_BROKER=1
 
 RUN useradd --create-home --uid 10001 gateway
 WORKDIR /app
 COPY setup.cfg pyproject.toml README.md ./
 COPY gateway ./gateway
-COPY fakeiot ./fakeiot
+COPY iotshared ./iotshared
+# No extras: amqtt and fakeiot are development tools, not part of the product.
 RUN pip install . && rm -rf /app/build
 
 USER gateway
 EXPOSE 8080
-# A WebSocket upgrade to the gateway itself (answered with 1008, no MQTT, no registry call).
+# A WebSocket upgrade to the gateway itself (answered with 1008, no MQTT, no registry call),
+# configured by the same GATEWAY_* variables as the gateway.
 HEALTHCHECK --interval=15s --timeout=7s --start-period=20s --retries=3 CMD ["python", "-m", "gateway.healthcheck"]
 # SIGTERM closes every CP with 1001 and disconnects MQTT cleanly before exiting.
 STOPSIGNAL SIGTERM

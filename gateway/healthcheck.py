@@ -1,42 +1,96 @@
 """``python -m gateway.healthcheck``: exit 0 if the gateway accepts WebSocket upgrades.
 
-For container health checks (the Dockerfile's ``HEALTHCHECK``).  It opens a
-WebSocket to ``/`` on ``GATEWAY_PORT`` (default 8080) of the loopback
-interface: a gateway that is serving answers the upgrade and then closes
-with 1008 (an empty charge point id is not valid), without touching MQTT or
-the registry.  Any other outcome - refused, timed out - exits 1.
+For container health checks (the Dockerfile's ``HEALTHCHECK``).  It reads the
+gateway's own configuration (the same flags and ``GATEWAY_*`` variables, see
+gateway/config.py), opens a WebSocket to ``<base-path>/`` on the configured port
+of the loopback interface, ws:// or wss:// as the gateway serves: a gateway that
+is serving answers the upgrade and then closes with 1008 (an empty charge point
+id is not valid), without touching MQTT or the registry.  Anything else -
+refused, timed out, a bad configuration - exits 1.
 """
 
 from __future__ import annotations
 
-import os
+import ssl
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket
 
+from .config import GatewayConfig, parse_config
+from .errors import CLOSE_POLICY_VIOLATION, ConfigError
+
 TIMEOUT_S = 5.0
+# Where a gateway bound to every address is reached from inside its own container.
+LOOPBACK = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
 
 
-async def check(host: str, port: int, use_ssl: bool) -> bool:
+@dataclass(frozen=True)
+class Probe:
+    host: str
+    port: int
+    path: str
+    ssl_context: ssl.SSLContext | None
+
+
+def liveness_ssl_context() -> ssl.SSLContext:
+    """TLS without verifying the certificate: this checks that the local process answers.
+
+    The gateway's certificate names its public host, not 127.0.0.1, and may be signed by a
+    private CA: verifying it here would report a healthy gateway as unhealthy.  Nothing is
+    sent that needs protecting and no one is authenticated: it is a liveness check of a
+    process on this machine, not a connection to trust.
+    """
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def probe_for(config: GatewayConfig) -> Probe:
+    server = config.server
+    return Probe(
+        host=LOOPBACK.get(server.host, server.host),
+        port=server.port,
+        path=f"{server.base_path}/",
+        ssl_context=liveness_ssl_context() if config.tls.direct else None,
+    )
+
+
+async def check(probe: Probe) -> bool:
     with trio.move_on_after(TIMEOUT_S):
         try:
             async with open_websocket(
-                host, port, "/", use_ssl=use_ssl, subprotocols=["ocpp2.0.1", "ocpp1.6"]
+                probe.host,
+                probe.port,
+                probe.path,
+                use_ssl=probe.ssl_context or False,
+                subprotocols=["ocpp2.0.1", "ocpp1.6"],
             ) as ws:
                 await ws.get_message()
         except ConnectionClosed as exc:
-            return exc.reason is not None and exc.reason.code == 1008
+            return exc.reason is not None and exc.reason.code == CLOSE_POLICY_VIOLATION
         except (HandshakeError, OSError):
             return False
     return False
 
 
-def main() -> int:
-    port = int(os.environ.get("GATEWAY_PORT") or 8080)
-    use_ssl = bool(os.environ.get("GATEWAY_CERTFILE"))
-    healthy = trio.run(check, "127.0.0.1", port, use_ssl)
-    print("healthy" if healthy else f"unhealthy: no OCPP gateway answering on 127.0.0.1:{port}")
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config = parse_config(sys.argv[1:] if argv is None else argv)
+    except ConfigError as exc:
+        print(f"unhealthy: bad configuration: {exc}")
+        return 1
+    probe = probe_for(config)
+    if probe.port == 0:
+        print("unhealthy: the gateway is configured with port 0 (any free port): nothing to check")
+        return 1
+    healthy = trio.run(check, probe)
+    scheme = "wss" if probe.ssl_context else "ws"
+    where = f"{scheme}://{probe.host}:{probe.port}{probe.path}"
+    print("healthy" if healthy else f"unhealthy: no OCPP gateway answering on {where}")
     return 0 if healthy else 1
 
 

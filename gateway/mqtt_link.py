@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from .config import GatewayConfig
 from .errors import MqttConnectError
 from .mqtt_connection import FLUSH_TIMEOUT, Delivery, MqttLink
 from .ratelimit import Pacer
@@ -69,19 +70,22 @@ class MqttSettings:
     """Where and how MQTT connections are made."""
 
     host: str = "127.0.0.1"
-    port: int = 1883
-    keepalive: int = 60
+    # The defaults of the options (gateway/config.py declares them once).
+    port: int = GatewayConfig.mqtt_port
+    keepalive: int = GatewayConfig.mqtt_keepalive
     connect_timeout: float = 10.0
     max_inflight: int = 20
     ssl_context: ssl.SSLContext | None = None
     username: str | None = None
     password: str | None = field(default=None, repr=False)
-    connect_rate: float = 100.0  # new MQTT connections per second from this process (0: unlimited)
-    connect_burst: int = 100
-    connect_max_wait: float = 120.0  # a connection not admitted within this many seconds fails
+    connect_rate: float = (
+        GatewayConfig.mqtt_connect_rate
+    )  # new connections per second (0: unlimited)
+    connect_burst: int = GatewayConfig.mqtt_connect_burst
+    connect_max_wait: float = GatewayConfig.mqtt_connect_max_wait  # not admitted this soon: fails
     # Bytes received and not yet taken by the consumer; beyond it the link ends (MqttBacklogExceeded), so a
     # consumer that stops (a CP that does not read its socket) cannot grow memory whatever the broker sends.
-    max_backlog_bytes: int = 1024 * 1024
+    max_backlog_bytes: int = GatewayConfig.max_backlog_bytes
 
 
 class MqttDriver:

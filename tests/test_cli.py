@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import configparser
 import json
 import re
+import signal
 from pathlib import Path
-from typing import Any
 
-import trio
+import pytest
 
 from .processes import free_port, program, run
 
@@ -151,7 +152,7 @@ def test_cli_errors_are_clear() -> None:
         ("--close-timeout", "0", "--close-timeout must be > 0"),
         ("--call-timeout", "-1", "--call-timeout must be >= 0"),
         ("--base-path", "ocpp", "--base-path must look like /ocpp"),
-        ("--cp-reconnect-burst", "0", "--cp-reconnect-burst >= 1"),
+        ("--cp-reconnect-burst", "0", "--cp-reconnect-burst must be >= 1"),
         ("--max-backlog-bytes", "10", "--max-backlog-bytes must be at least --max-frame-size"),
         ("--registry-rate", "0", "--registry-rate must be > 0"),
     ):
@@ -199,23 +200,12 @@ def test_gateway_reports_a_busy_port(tmp_path: Path) -> None:
         assert f"fakeiot HTTP API cannot listen on 127.0.0.1:{api}" in clash.stderr
 
 
-async def test_container_healthcheck(gateway: Any) -> None:
-    """The Dockerfile's HEALTHCHECK command: healthy against a serving gateway, unhealthy on a dead port."""
-    healthy = await trio.to_thread.run_sync(
-        lambda: run("-m", "gateway.healthcheck", env={"GATEWAY_PORT": str(gateway.port)})
-    )
-    assert healthy.returncode == 0 and healthy.stdout.strip() == "healthy"
-    dead = await trio.to_thread.run_sync(
-        lambda: run("-m", "gateway.healthcheck", env={"GATEWAY_PORT": str(free_port())})
-    )
-    assert dead.returncode == 1 and "unhealthy" in dead.stdout
-
-
-def test_dockerfile_runs_as_non_root_with_a_healthcheck() -> None:
+def test_dockerfile_runs_as_non_root_with_a_healthcheck_and_requires_a_broker() -> None:
     """No Docker daemon in CI: check the Dockerfile's promises statically (see docs/deploying.md: what was not tested)."""
     dockerfile = (Path(__file__).parent.parent / "Dockerfile").read_text()
+    logical = dockerfile.replace("\\\n", " ")
     instructions = [
-        line.split(None, 1) for line in dockerfile.splitlines() if line and not line.startswith("#")
+        line.split(None, 1) for line in logical.splitlines() if line and not line.startswith("#")
     ]
     users = [rest for (op, *rest) in instructions if op == "USER"]
     assert users and users[-1] != ["root"]
@@ -223,4 +213,141 @@ def test_dockerfile_runs_as_non_root_with_a_healthcheck() -> None:
         op == "HEALTHCHECK" and "gateway.healthcheck" in rest[0] for op, *rest in instructions
     )
     copied = {rest[0].split()[0] for op, *rest in instructions if op == "COPY"}
-    assert {"gateway", "fakeiot"} <= copied
+    assert "gateway" in copied
+    # The product only: no stand-in, no amqtt, and no silent fall-back to the development stack.
+    assert "fakeiot" not in copied
+    installs = [rest[0] for op, *rest in instructions if op == "RUN" and "pip install" in rest[0]]
+    assert installs and not any("[dev]" in i or "[test]" in i or "amqtt" in i for i in installs)
+    env = " ".join(rest[0] for op, *rest in instructions if op == "ENV")
+    assert "GATEWAY_REQUIRE_BROKER=1" in env
+
+
+def test_amqtt_is_a_development_extra_not_a_requirement() -> None:
+    setup = configparser.ConfigParser()
+    setup.read(Path(__file__).parent.parent / "setup.cfg")
+    required = setup["options"]["install_requires"]
+    extras = setup["options.extras_require"]
+    assert "amqtt" not in required
+    assert "amqtt" in extras["dev"] and "amqtt" in extras["test"]
+
+
+def test_the_development_stack_says_loudly_what_it_is(tmp_path: Path) -> None:
+    with program(
+        "-m",
+        "gateway",
+        "--port",
+        "0",
+        "--mqtt-port",
+        "0",
+        "--fakeiot-api-port",
+        "0",
+        "--data-dir",
+        str(tmp_path),
+    ) as gw:
+        gw.wait_for_line("OCPP gateway listening on")
+        warnings = [line for line in gw.lines if " WARNING gateway.devstack: " in line]
+        assert len(warnings) >= 3
+        text = " ".join(warnings)
+        assert "DEVELOPMENT STACK" in text and "NOT for production" in text
+        assert "--iot-endpoint" in text and "GATEWAY_REQUIRE_BROKER" in text
+        assert "(not for production)" in gw.wait_for_line("development stack: embedded fakeiot")
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "names"),
+    [
+        ((), {"GATEWAY_REQUIRE_BROKER": "1"}, "--iot-endpoint (GATEWAY_IOT_ENDPOINT)"),
+        (("--cert-file", __file__, "--key-file", __file__), {}, "--iot-endpoint (GATEWAY_IOT_"),
+        (("--region", "eu-west-1"), {}, "--region (GATEWAY_REGION)"),
+        (("--iot-api-url", "http://127.0.0.1:9"), {}, "drop --iot-api-url"),
+    ],
+)
+def test_a_production_setting_without_a_broker_refuses_to_start(
+    args: tuple[str, ...], env: dict[str, str], names: str
+) -> None:
+    refused = run("-m", "gateway", "--port", "0", *args, env=env)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: ") and len(refused.stderr.splitlines()) == 1
+    assert names in refused.stderr, refused.stderr
+    assert refused.stdout == ""  # nothing started, not even the development stack's banner
+
+
+def test_without_amqtt_the_development_stack_asks_for_the_dev_extra() -> None:
+    code = (
+        "import sys; sys.modules['amqtt'] = None\n"
+        "from gateway.__main__ import main\n"
+        "sys.exit(main(['--port', '0', '--mqtt-port', '0', '--fakeiot-api-port', '0']))"
+    )
+    missing = run("-c", code)
+    assert missing.returncode == 2
+    assert len(missing.stderr.splitlines()) == 1, missing.stderr
+    assert "no module named 'amqtt'" in missing.stderr
+    assert "pip install -e '.[dev]'" in missing.stderr and "--iot-endpoint" in missing.stderr
+
+
+def test_ctrl_c_stops_the_development_stack_with_one_line_per_stage(tmp_path: Path) -> None:
+    api = free_port()
+    with program(
+        "-m",
+        "gateway",
+        "--port",
+        "0",
+        "--mqtt-port",
+        "0",
+        "--fakeiot-api-port",
+        str(api),
+        "--data-dir",
+        str(tmp_path),
+    ) as gw:
+        url = re.search(
+            r"listening on (ws://\S+)/<charge-point-id>", gw.wait_for_line("listening on")
+        ).group(1)  # type: ignore[union-attr]
+        run("-m", "fakeiot", "thing", "create", "CP1", "--api-url", f"http://127.0.0.1:{api}")
+        with program(
+            "scripts/simulate.py", "--url", url, "--cp-id", "CP1", "--heartbeats", "100"
+        ) as cp:
+            cp.wait_for_line("heartbeat interval set to")
+            gw.wait_for_line("CP1: connected from")
+            gw.proc.send_signal(signal.SIGINT)
+            gw.wait_for_line("gateway stopped: event loop lag")
+            cp.wait_for_line("code 1001, reason 'Gateway shutting down'")
+        assert gw.proc.wait(timeout=15) == 0
+    after = gw.lines[gw.lines.index(next(line for line in gw.lines if "received SIGINT" in line)) :]
+    assert not any("Traceback" in line or "KeyboardInterrupt" in line for line in gw.lines)
+    stages = [line.split(" ", 3)[-1] for line in after if " INFO " in line or " WARNING " in line]
+    assert len(stages) == len(set(stages)), after  # no line said twice
+    assert any("draining: closing 1 charge point connection(s) with 1001" in s for s in stages)
+    assert any("CP1: disconnected (1001 Gateway shutting down)" in s for s in stages)
+
+
+def test_a_second_development_stack_on_the_same_data_directory_is_refused(tmp_path: Path) -> None:
+    with program(
+        "-m",
+        "gateway",
+        "--port",
+        "0",
+        "--mqtt-port",
+        "0",
+        "--fakeiot-api-port",
+        "0",
+        "--data-dir",
+        str(tmp_path),
+    ) as first:
+        first.wait_for_line("OCPP gateway listening on")
+        second = run(
+            "-m",
+            "gateway",
+            "--port",
+            "0",
+            "--mqtt-port",
+            "0",
+            "--fakeiot-api-port",
+            "0",
+            "--data-dir",
+            str(tmp_path),
+            timeout=10,
+        )
+        assert second.returncode == 2
+        errors = [line for line in second.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and str(first.proc.pid) in errors[0], second.stderr
+        assert "Traceback" not in second.stderr

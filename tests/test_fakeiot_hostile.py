@@ -28,10 +28,10 @@ from botocore.exceptions import ClientError
 
 from fakeiot import FakeIot, FakeIotConfig, FakeIotError, running_fakeiot
 from fakeiot.policy import BACKEND_USERNAME, GATEWAY_USERNAME
-from gateway.app import run_gateway
 from gateway.aws import AwsSettings, make_clients
 from gateway.chargepoint import connect, heartbeat
 from gateway.config import GatewayConfig
+from gateway.devstack import run_dev_stack
 from gateway.errors import MqttConnectError
 from gateway.mqtt_link import MqttDriver, MqttSettings, open_mqtt_driver
 
@@ -335,8 +335,7 @@ async def test_the_embedded_gateway_connects_its_charge_points_with_the_gateway_
     config = GatewayConfig(
         port=0, mqtt_port=0, fakeiot_api_port=0, data_dir=tmp_path, registry_negative_ttl=0.0
     )
-    gateway = await nursery.start(run_gateway, config)
-    assert gateway.fakeiot is not None
+    gateway = await nursery.start(run_dev_stack, config)
     password_file = tmp_path / "gateway-password"
     assert password_file.read_text().strip() == gateway.fakeiot.gateway_password
     assert stat.S_IMODE(password_file.stat().st_mode) == 0o600

@@ -32,7 +32,7 @@ def utc_now() -> str:
 
 @dataclass
 class Context:
-    heartbeat_interval: int = 10
+    heartbeat_interval: int  # the option's default lives in gateway/config.py
     now: Callable[[], str] = utc_now
     # Transaction ids: seeded from the clock so a restarted processor does not reuse recent ones.
     transaction_ids: itertools.count[int] = field(

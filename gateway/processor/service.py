@@ -75,6 +75,7 @@ from ..errors import (
 from ..identity import cp_id_for, thing_name_for, validate_identity
 from ..mqtt_link import Delivery, MqttDriver, MqttLink
 from ..subprotocol import OCPP_VERSIONS
+from .config import ProcessorConfig
 from .handlers import (
     HANDLERS,
     RECENT_ANSWER_TTL,
@@ -103,8 +104,8 @@ CRASH_BACKOFF_RESET = 60.0
 
 @dataclass(frozen=True)
 class ProcessorSettings:
-    client_id: str = "cpo:processor"
-    heartbeat_interval: int = 10
+    client_id: str = ProcessorConfig.client_id
+    heartbeat_interval: int = ProcessorConfig.heartbeat_interval
     max_concurrent: int = 256
     recent_answers: int = (
         RECENT_ANSWERS  # CALLs whose answers are kept to answer a redelivery alike

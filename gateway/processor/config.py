@@ -1,0 +1,125 @@
+"""The options of ``python -m gateway.processor``, declared once (see gateway/options.py).
+
+Each is a flag and a ``PROCESSOR_...`` environment variable (``--mqtt-host`` /
+``PROCESSOR_MQTT_HOST``); a flag wins over the variable, the variable over the
+default.  Options the gateway also has take the gateway's default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import ssl
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .. import options
+from ..config import LOG_LEVELS, GatewayConfig, read_password
+from ..errors import ConfigError
+from ..options import option
+
+PROCESSOR_PREFIX = "PROCESSOR_"
+PROCESSOR_GROUPS = {"mqtt": "MQTT broker", "processor": "Processor"}
+
+
+@dataclass(frozen=True)
+class ProcessorConfig:
+    """Every option of ``python -m gateway.processor``; build it with :func:`load_processor_config`."""
+
+    mqtt_host: str = option("127.0.0.1", "MQTT broker host", group="mqtt")
+    mqtt_port: int = option(
+        GatewayConfig.mqtt_port, "MQTT broker port", group="mqtt", min=0, max=65535
+    )
+    mqtt_username: str | None = option(
+        None, "MQTT user name (fakeiot's backend role: fakeiot-backend)", group="mqtt"
+    )
+    mqtt_password: str | None = option(
+        None,
+        "MQTT password; prefer the environment variable to the flag",
+        group="mqtt",
+        secret=True,
+    )
+    mqtt_password_file: Path | None = option(
+        None,
+        "file holding the MQTT password (fakeiot: <data-dir>/backend-password)",
+        group="mqtt",
+    )
+    ca_file: Path | None = option(
+        None, "MQTT over TLS: CA bundle that signs the broker", group="mqtt", is_file=True
+    )
+    cert_file: Path | None = option(
+        None, "MQTT over TLS: client certificate (PEM)", group="mqtt", is_file=True
+    )
+    key_file: Path | None = option(
+        None, "MQTT over TLS: private key of --cert-file", group="mqtt", is_file=True
+    )
+    iot_api_url: str | None = option(
+        None, "registry/shadow API (fakeiot); unset: AWS IoT", group="processor"
+    )
+    region: str = option(GatewayConfig.region, "AWS region", group="processor")
+    client_id: str = option(
+        "cpo:processor", "MQTT client id (persistent session)", group="processor"
+    )
+    heartbeat_interval: int = option(
+        GatewayConfig.heartbeat_interval,
+        "interval returned in BootNotification responses, seconds",
+        group="processor",
+        min=1,
+    )
+    log_level: str = option("INFO", "how much to log", group="processor", choices=LOG_LEVELS)
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """Mutual TLS 1.2+ to the broker when a client certificate is configured."""
+        if self.cert_file is None or self.key_file is None:
+            return None
+        try:
+            context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.load_cert_chain(str(self.cert_file), str(self.key_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load --ca-file/--cert-file/--key-file: {exc}") from None
+        return context
+
+
+def build_processor_parser() -> argparse.ArgumentParser:
+    parser, _ = options.build_parser(
+        ProcessorConfig,
+        PROCESSOR_PREFIX,
+        PROCESSOR_GROUPS,
+        prog="python -m gateway.processor",
+        usage="%(prog)s [options]   (python -m gateway.processor --help lists them)",
+        description=(
+            "Run the message processor on its own: an MQTT client of the broker (fakeiot, "
+            "Mosquitto, AWS IoT...) that answers the CPs' CALLs on +/in, using the registry/shadow "
+            "API the gateways use.  Each option can also be set with the environment variable "
+            "PROCESSOR_<OPTION>."
+        ),
+    )
+    return parser
+
+
+def parse_processor_config(
+    argv: Sequence[str] | None, environ: Mapping[str, str], parser: argparse.ArgumentParser
+) -> ProcessorConfig:
+    """Flags and environment -> the configuration; raises ConfigError naming the bad option."""
+    found = options.specs(ProcessorConfig, PROCESSOR_PREFIX)
+    config, given = options.resolve(ProcessorConfig, parser, found, argv, environ)
+    if (config.cert_file or config.key_file or config.ca_file) and not (
+        config.cert_file and config.key_file
+    ):
+        raise ConfigError("MQTT over TLS needs --cert-file and --key-file")
+    options.check_files(config, found, given)
+    password = read_password(config.mqtt_password, config.mqtt_password_file, "--mqtt-password")
+    return replace(config, mqtt_password=password)
+
+
+def load_processor_config(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> ProcessorConfig:
+    """Parse flags and environment; exits with a usage error (status 2) on bad input."""
+    parser = build_processor_parser()
+    try:
+        return parse_processor_config(argv, os.environ if environ is None else environ, parser)
+    except ConfigError as exc:
+        parser.error(str(exc))
