@@ -37,7 +37,7 @@ def make_cert(
     if org is not None:
         attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
     name = x509.Name(attributes)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(name)
