@@ -28,9 +28,9 @@ def boot(version: str = "2.0.1") -> tuple[str, dict[str, Any]]:
     return boot_notification(version, vendor="ACME", model="M1", serial="SN-1", firmware="1.2.3")
 
 
-async def closed_with(ws: Any) -> tuple[int, str]:
+async def closed_with(ws: Any, *, timeout: float = 5) -> tuple[int, str]:
     """Wait for the server to close ``ws``; return (code, reason)."""
-    with trio.fail_after(5):
+    with trio.fail_after(timeout):
         with pytest.raises(ConnectionClosed) as info:
             while True:
                 await ws.get_message()
