@@ -44,7 +44,7 @@ def test_a_released_slot_goes_to_the_next_caller_first() -> None:
     pacer = Pacer(rate=1.0, burst=1, max_wait=10.0)
     assert pacer.reserve(0.0) == 0.0
     abandoned = pacer.reserve(0.0)
-    assert abandoned == pytest.approx(1.0)
+    assert abandoned is not None and abandoned == pytest.approx(1.0)
     pacer.release(0.0 + abandoned, now=0.2)  # its CP went away while waiting for t = 1
     assert pacer.reserve(0.3) == pytest.approx(
         0.7
