@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -18,9 +19,43 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
+    """A port free at this moment, for a program that must be told its port before it starts.
+
+    Racy (another program may take it before ours binds it): only for programs that cannot report
+    the port they bound (HAProxy, Mosquitto), whose start-up the caller retries on a bind failure.
+    Everything else binds port 0 and reports its port: see :func:`gateway_url`, :func:`fakeiot_urls`.
+    """
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def gateway_url(gateway: Program) -> str:
+    """The ws(s):// base URL that ``python -m gateway`` reports once it serves (``--port 0`` too)."""
+    line = gateway.wait_for_line("OCPP gateway listening on")
+    found = re.search(r"listening on (wss?://\S+)/<charge-point-id>", line)
+    assert found, line
+    return found.group(1)
+
+
+def gateway_port(gateway: Program) -> int:
+    return int(gateway_url(gateway).rsplit(":", 1)[1].split("/", 1)[0])
+
+
+def embedded_fakeiot_api_url(gateway: Program) -> str:
+    """The API URL of the fakeiot embedded in ``python -m gateway`` (``--fakeiot-api-port 0`` too)."""
+    line = gateway.wait_for_line("embedded fakeiot: MQTT")
+    found = re.search(r", API (http://\S+), data in ", line)
+    assert found, line
+    return found.group(1)
+
+
+def fakeiot_urls(fakeiot: Program) -> tuple[int, str]:
+    """(MQTT port, API URL) that ``python -m fakeiot`` reports once it serves (ports 0 too)."""
+    line = fakeiot.wait_for_line("fakeiot: MQTT mqtt://")
+    found = re.search(r"MQTT mqtt://[^:\s]+:(\d+).*, API (http://\S+), data in ", line)
+    assert found, line
+    return int(found.group(1)), found.group(2)
 
 
 def run(

@@ -23,7 +23,7 @@ from gateway.credentials import (
     verify_password,
 )
 
-from .processes import free_port, program, run
+from .processes import embedded_fakeiot_api_url, gateway_url, program, run
 
 PASSWORD = "correct-horse-battery-9"
 
@@ -117,8 +117,6 @@ async def test_cp_without_password_attribute_needs_no_auth(
 
 
 def test_cli_generated_password_works_with_the_simulator(tmp_path: Path) -> None:
-    api = free_port()
-    api_url = f"http://127.0.0.1:{api}"
     with program(
         "-m",
         "gateway",
@@ -127,13 +125,14 @@ def test_cli_generated_password_works_with_the_simulator(tmp_path: Path) -> None
         "--mqtt-port",
         "0",
         "--fakeiot-api-port",
-        str(api),
+        "0",
         "--data-dir",
         str(tmp_path),
         "--heartbeat-interval",
         "1",
     ) as gw:
-        url = re.search(r"(ws://\S+)/<charge-point-id>", gw.wait_for_line("listening on")).group(1)  # type: ignore[union-attr]
+        url = gateway_url(gw)
+        api_url = embedded_fakeiot_api_url(gw)
         created = run(
             "-m", "fakeiot", "thing", "create", "CP1", "--generate-password", "--api-url", api_url
         )

@@ -8,6 +8,9 @@ import json
 import os
 import re
 import shutil
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, CloseConnection, Ping, Request
+from wsproto.events import AcceptConnection, CloseConnection, Ping, Request, TextMessage
 
 from fakeiot import FakeIot
 from gateway.app import RunningGateway, run_gateway
@@ -25,22 +28,41 @@ from gateway.config import GatewayConfig
 from gateway.session import MQTT_ENDED_REASON
 
 from .conftest import Spy, gateway_config
-from .processes import free_port, program, run
+from .processes import (
+    Program,
+    embedded_fakeiot_api_url,
+    fakeiot_urls,
+    free_port,
+    gateway_port,
+    gateway_url,
+    program,
+    run,
+)
 from .test_gateway_loop import closed_with
+from .waiting import until
 
 
 async def _raw_handshake(port: int, cp_id: str) -> tuple[trio.SocketStream, WSConnection]:
     """A charge point that completes the handshake and then answers nothing at all."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)
-    ws = WSConnection(ConnectionType.CLIENT)
-    await stream.send_all(
-        ws.send(Request(host=f"127.0.0.1:{port}", target=f"/{cp_id}", subprotocols=["ocpp2.0.1"]))
-    )
-    with trio.fail_after(5):
-        while True:
-            ws.receive_data(await stream.receive_some())
-            if any(isinstance(event, AcceptConnection) for event in ws.events()):
-                return stream, ws
+    try:
+        ws = WSConnection(ConnectionType.CLIENT)
+        await stream.send_all(
+            ws.send(
+                Request(host=f"127.0.0.1:{port}", target=f"/{cp_id}", subprotocols=["ocpp2.0.1"])
+            )
+        )
+        with trio.fail_after(5):
+            while True:
+                data = await stream.receive_some()
+                if not data:
+                    raise AssertionError(f"{cp_id}: the gateway closed during the handshake")
+                ws.receive_data(data)
+                if any(isinstance(event, AcceptConnection) for event in ws.events()):
+                    return stream, ws
+    except BaseException:
+        await trio.aclose_forcefully(stream)  # the test fails anyway: leave no socket behind
+        raise
 
 
 async def test_a_cp_that_stops_answering_pings_is_closed_and_its_mqtt_released(
@@ -51,10 +73,9 @@ async def test_a_cp_that_stops_answering_pings_is_closed_and_its_mqtt_released(
         run_gateway, gateway_config(fakeiot, ping_interval=0.3, pong_timeout=0.5, processor=False)
     )
     stream, ws = await _raw_handshake(gateway.port, "CP1")
-    assert fakeiot.broker is not None
-    with trio.fail_after(5):
-        while "CP1" not in fakeiot.broker.connected_client_ids():
-            await trio.sleep(0.02)
+    broker = fakeiot.broker
+    assert broker is not None
+    await until(lambda: "CP1" in broker.connected_client_ids(), what="CP1 bridged to MQTT")
     pings = 0
     close: CloseConnection | None = None
     with trio.fail_after(10):
@@ -71,25 +92,43 @@ async def test_a_cp_that_stops_answering_pings_is_closed_and_its_mqtt_released(
     await stream.aclose()
     assert pings >= 1
     assert close is not None and close.code == 1011 and close.reason.startswith("Keepalive timeout")
-    with trio.fail_after(5):
-        while "CP1" in fakeiot.broker.connected_client_ids():
-            await trio.sleep(0.02)
+    await until(lambda: "CP1" not in broker.connected_client_ids(), what="CP1's MQTT released")
 
 
 async def test_pings_answered_keep_the_connection(
     fakeiot: FakeIot, nursery: trio.Nursery, register: Any
 ) -> None:
+    """The gateway pings every ``ping_interval`` and waits for each pong before the next ping: a CP
+    that answers them is pinged again and again, past ``pong_timeout``, and still gets its CALLs
+    answered.  (One that does not is closed after one ping: the test above.)"""
     register("CP1")
     gateway = await nursery.start(
-        run_gateway, gateway_config(fakeiot, ping_interval=0.2, pong_timeout=0.5)
+        run_gateway, gateway_config(fakeiot, ping_interval=0.1, pong_timeout=0.3)
     )
-    async with connect(gateway.url, "CP1") as cp:  # trio-websocket answers pings by itself
-        await trio.sleep(1.0)
-        assert (
-            await cp.call(
-                *boot_notification("2.0.1", vendor="V", model="M", serial="S", firmware="F")
-            )
-        )["status"] == "Accepted"
+    stream, ws = await _raw_handshake(gateway.port, "CP1")
+    async with stream:
+        pings = 0
+        reply: str | None = None
+        with trio.fail_after(10):
+            while reply is None:
+                data = await stream.receive_some()
+                assert data, f"the gateway hung up after {pings} pings"
+                ws.receive_data(data)
+                for event in ws.events():
+                    assert not isinstance(event, CloseConnection), (event.code, event.reason)
+                    if isinstance(event, Ping):
+                        pings += 1
+                        await stream.send_all(ws.send(event.response()))
+                        if pings == 5:  # 0.5 s of answered pings: longer than pong_timeout
+                            await stream.send_all(
+                                ws.send(TextMessage(data='[2,"hb","Heartbeat",{}]'))
+                            )
+                    elif isinstance(event, TextMessage):
+                        reply = event.data
+        await stream.send_all(ws.send(CloseConnection(code=1000)))
+    assert pings >= 5
+    answer = json.loads(reply)
+    assert answer[:2] == [3, "hb"] and "currentTime" in answer[2]
 
 
 async def test_slowloris_handshake_is_cut_off(fakeiot: FakeIot, nursery: trio.Nursery) -> None:
@@ -120,7 +159,6 @@ async def test_capacity_limit_refuses_with_try_again_later(
 
 
 def test_sigterm_closes_cps_with_going_away_and_exits(tmp_path: Path) -> None:
-    api = free_port()
     with program(
         "-m",
         "gateway",
@@ -129,18 +167,13 @@ def test_sigterm_closes_cps_with_going_away_and_exits(tmp_path: Path) -> None:
         "--mqtt-port",
         "0",
         "--fakeiot-api-port",
-        str(api),
+        "0",
         "--data-dir",
         str(tmp_path),
     ) as gw:
-        line = gw.wait_for_line("listening on")
-        url = re.search(r"(ws://\S+)/<charge-point-id>", line).group(1)  # type: ignore[union-attr]
-        assert (
-            run(
-                "-m", "fakeiot", "thing", "create", "CP1", "--api-url", f"http://127.0.0.1:{api}"
-            ).returncode
-            == 0
-        )
+        url = gateway_url(gw)
+        api_url = embedded_fakeiot_api_url(gw)
+        assert run("-m", "fakeiot", "thing", "create", "CP1", "--api-url", api_url).returncode == 0
 
         async def cp_sees_going_away() -> tuple[int, str]:
             async with connect(url, "CP1") as cp:
@@ -159,7 +192,6 @@ def test_sigterm_closes_cps_with_going_away_and_exits(tmp_path: Path) -> None:
 
 def test_sigterm_drain_is_bounded_by_the_drain_timeout(tmp_path: Path) -> None:
     """A CP that never answers the close frame cannot hold the gateway past --drain-timeout."""
-    api = free_port()
     with program(
         "-m",
         "gateway",
@@ -168,23 +200,20 @@ def test_sigterm_drain_is_bounded_by_the_drain_timeout(tmp_path: Path) -> None:
         "--mqtt-port",
         "0",
         "--fakeiot-api-port",
-        str(api),
+        "0",
         "--data-dir",
         str(tmp_path),
         "--drain-timeout",
         "1",
     ) as gw:
-        port = int(re.search(r"ws://127.0.0.1:(\d+)/", gw.wait_for_line("listening on")).group(1))  # type: ignore[union-attr]
-        assert (
-            run(
-                "-m", "fakeiot", "thing", "create", "CP1", "--api-url", f"http://127.0.0.1:{api}"
-            ).returncode
-            == 0
-        )
+        port = gateway_port(gw)
+        api_url = embedded_fakeiot_api_url(gw)
+        assert run("-m", "fakeiot", "thing", "create", "CP1", "--api-url", api_url).returncode == 0
 
         async def mute_cp() -> float:
             stream, _ = await _raw_handshake(port, "CP1")
-            await trio.sleep(0.5)  # connected and bridged
+            # The gateway holds the connection (logged once it is claimed): SIGTERM must drain it.
+            await trio.to_thread.run_sync(gw.wait_for_line, "CP1: connected from")
             started = trio.current_time()
             gw.proc.terminate()
             await trio.to_thread.run_sync(lambda: gw.proc.wait(timeout=8))
@@ -299,20 +328,6 @@ async def test_connect_admission_gives_up_after_max_wait(
     assert code == 1013 and "not admitted within 0.5 s" in reason
 
 
-def test_token_bucket() -> None:
-    from gateway.ratelimit import TokenBucket
-
-    bucket = TokenBucket(rate=2.0, burst=3)
-    assert [bucket.take(0.0) for _ in range(4)] == [True, True, True, False]
-    assert bucket.take(0.5) and not bucket.take(0.5)  # one token back after 0.5 s at 2/s
-    assert [bucket.take(10.0) for _ in range(4)] == [
-        True,
-        True,
-        True,
-        False,
-    ]  # never more than the burst
-
-
 async def test_a_flooding_cp_is_closed_and_others_carry_on(
     fakeiot: FakeIot, nursery: trio.Nursery, register: Any
 ) -> None:
@@ -351,7 +366,7 @@ async def _boot_with_retries(url: str, cp_id: str, deadline: float) -> int:
         ):
             if trio.current_time() > deadline:
                 raise
-            await trio.sleep(0.2)
+            await trio.sleep(0.2)  # a charge point's own reconnect delay, not a synchronisation
 
 
 async def test_broker_restart_cps_are_closed_then_reconnect(
@@ -359,20 +374,9 @@ async def test_broker_restart_cps_are_closed_then_reconnect(
 ) -> None:
     """Broker killed (SIGKILL) and restarted: each CP is told (close 1000) and reconnects; the processor
     reconnects with backoff; nothing waits silently."""
-    mqtt, api = free_port(), free_port()
-    iot_args = (
-        "-m",
-        "fakeiot",
-        "--mqtt-port",
-        str(mqtt),
-        "--api-port",
-        str(api),
-        "--data-dir",
-        str(tmp_path),
-    )
-    api_url = f"http://127.0.0.1:{api}"
-    with program(*iot_args) as iot:
-        iot.wait_for_line("fakeiot: MQTT")
+    iot_args = ("-m", "fakeiot", "--data-dir", str(tmp_path))
+    with program(*iot_args, "--mqtt-port", "0", "--api-port", "0") as iot:
+        mqtt, api_url = fakeiot_urls(iot)
         assert run("-m", "fakeiot", "thing", "create", "CP1", "--api-url", api_url).returncode == 0
         password = (tmp_path / "backend-password").read_text().strip()
         config = replace(
@@ -390,8 +394,11 @@ async def test_broker_restart_cps_are_closed_then_reconnect(
             iot.proc.kill()
             iot.proc.wait()
             assert await closed_with(cp.ws) == (1000, MQTT_ENDED_REASON)
-        with program(*iot_args) as iot_again:
-            iot_again.wait_for_line("fakeiot: MQTT")
+        # The broker comes back where it was (the gateway knows only that address): the ports the
+        # first run reported, released a moment ago.
+        api_port = api_url.rsplit(":", 1)[1]
+        with program(*iot_args, "--mqtt-port", str(mqtt), "--api-port", api_port) as iot_again:
+            assert fakeiot_urls(iot_again) == (mqtt, api_url)
             with trio.fail_after(60):
                 await _boot_with_retries(gateway.url, "CP1", deadline=trio.current_time() + 50)
             assert gateway.processor is not None and gateway.processor.reconnects >= 1
@@ -410,22 +417,18 @@ async def test_gateway_sigkill_behind_a_load_balancer(tmp_path: Path) -> None:
     """Two gateway processes behind HAProxy on one broker; one is SIGKILLed: every CP it held
     reconnects through the balancer to the survivor, boots and heartbeats again."""
     assert HAPROXY is not None, "REQUIRE_HAPROXY is set but haproxy is not installed"
-    mqtt, api, lb, port_a, port_b = (free_port() for _ in range(5))
-    api_url = f"http://127.0.0.1:{api}"
-    config = tmp_path / "haproxy.cfg"
-    config.write_text(HAPROXY_CONFIG.format(lb=lb, a=port_a, b=port_b))
     ids = [f"LB{i}" for i in range(10)]
     with program(
         "-m",
         "fakeiot",
         "--mqtt-port",
-        str(mqtt),
+        "0",
         "--api-port",
-        str(api),
+        "0",
         "--data-dir",
         str(tmp_path / "iot"),
     ) as iot:
-        iot.wait_for_line("fakeiot: MQTT")
+        mqtt, api_url = fakeiot_urls(iot)
         for cp_id in [*ids, "DUP"]:
             assert (
                 run("-m", "fakeiot", "thing", "create", cp_id, "--api-url", api_url).returncode == 0
@@ -455,31 +458,14 @@ async def test_gateway_sigkill_behind_a_load_balancer(tmp_path: Path) -> None:
                 "--mqtt-password-file",
                 str(tmp_path / "iot" / "backend-password"),
             ) as proc,
-            program(HAPROXY, "-f", str(config), "-db", python=False) as haproxy,
+            program("-m", "gateway", "--port", "0", *gateway_args) as gw_a,
+            program("-m", "gateway", "--port", "0", *gateway_args) as gw_b,
         ):
-            # HAProxy logs a server's state only when it changes: start the gateways once both are DOWN
-            # (nothing listens yet), so that their coming UP is always logged.
-            await trio.to_thread.run_sync(
-                lambda: (
-                    haproxy.wait_for_line("gateways/a is DOWN"),
-                    haproxy.wait_for_line("gateways/b is DOWN"),
-                )
-            )
-            with (
-                program("-m", "gateway", "--port", str(port_a), *gateway_args) as gw_a,
-                program("-m", "gateway", "--port", str(port_b), *gateway_args) as gw_b,
-            ):
-                proc.wait_for_line("processor: answering")
-                gw_a.wait_for_line("listening on")
-                gw_b.wait_for_line("listening on")
+            proc.wait_for_line("processor: answering")
+            port_a, port_b = gateway_port(gw_a), gateway_port(gw_b)
+            # HAProxy needs the gateways' ports in its configuration: they start first, on port 0.
+            async with _haproxy(tmp_path / "haproxy.cfg", port_a, port_b) as (haproxy, lb):
                 url = f"ws://127.0.0.1:{lb}"
-                await _wait_for_port(lb)
-                await trio.to_thread.run_sync(
-                    lambda: (
-                        haproxy.wait_for_line("gateways/a is UP"),
-                        haproxy.wait_for_line("gateways/b is UP"),
-                    )
-                )
                 boots = dict.fromkeys(ids, 0)
                 last_beat = dict.fromkeys(ids, 0.0)
 
@@ -498,7 +484,7 @@ async def test_gateway_sigkill_behind_a_load_balancer(tmp_path: Path) -> None:
                                         "currentTime"
                                     ]
                                     last_beat[cp_id] = trio.current_time()
-                                    await trio.sleep(0.2)
+                                    await trio.sleep(0.2)  # the CP's heartbeat interval
                         except (
                             ConnectionClosed,
                             HandshakeError,
@@ -506,24 +492,21 @@ async def test_gateway_sigkill_behind_a_load_balancer(tmp_path: Path) -> None:
                             trio.BrokenResourceError,
                             trio.TooSlowError,
                         ):
-                            await trio.sleep(0.2)
+                            await trio.sleep(0.2)  # the CP's reconnect delay
 
                 async with trio.open_nursery() as cps:
                     for cp_id in ids:
                         cps.start_soon(charge_point, cp_id)
-                    with trio.fail_after(30):
-                        while not all(last_beat.values()):
-                            await trio.sleep(0.05)
-                    with trio.fail_after(
-                        10
-                    ):  # both gateways' log lines are read by threads: wait for all of them
-                        while True:
-                            _drain(gw_a)
-                            _drain(gw_b)
-                            on_a, on_b = _connected_ids(gw_a.lines), _connected_ids(gw_b.lines)
-                            if len(on_a) + len(on_b) >= len(ids):
-                                break
-                            await trio.sleep(0.05)
+                    await until(lambda: all(last_beat.values()), timeout=30, what="every CP beats")
+
+                    def connected() -> tuple[list[str], list[str]]:
+                        _drain(gw_a)
+                        _drain(gw_b)
+                        return _connected_ids(gw_a.lines), _connected_ids(gw_b.lines)
+
+                    # Both gateways' log lines are read by threads: wait for all of them.
+                    await until(lambda: sum(map(len, connected())) >= len(ids), timeout=10)
+                    on_a, on_b = connected()
                     assert sorted(on_a + on_b) == sorted(ids), (
                         f"each CP connected once: A {on_a}, B {on_b}"
                     )
@@ -532,13 +515,15 @@ async def test_gateway_sigkill_behind_a_load_balancer(tmp_path: Path) -> None:
                     gw_a.proc.kill()  # SIGKILL: no drain, no clean MQTT disconnect
                     gw_a.proc.wait()
                     killed_at = trio.current_time()
-                    with trio.fail_after(60):
-                        # Every CP A held booted again (through the balancer, so on B), and all heartbeat again.
-                        while (
-                            any(boots[cp] == boots_before[cp] for cp in on_a)
-                            or min(last_beat.values()) < killed_at + 0.5
-                        ):
-                            await trio.sleep(0.05)
+                    # Every CP A held booted again (through the balancer, so on B), and all heartbeat again.
+                    await until(
+                        lambda: (
+                            all(boots[cp] != boots_before[cp] for cp in on_a)
+                            and min(last_beat.values()) >= killed_at + 0.5
+                        ),
+                        timeout=60,
+                        what="the CPs of the killed gateway are back, on the survivor",
+                    )
                     disturbed = {
                         cp: (boots_before[cp], boots[cp])
                         for cp in on_b
@@ -557,15 +542,38 @@ async def test_gateway_sigkill_behind_a_load_balancer(tmp_path: Path) -> None:
                 assert haproxy.proc.poll() is None
 
 
-async def _wait_for_port(port: int) -> None:
-    with trio.fail_after(10):
-        while True:
-            try:
-                stream = await trio.open_tcp_stream("127.0.0.1", port)
-                await stream.aclose()
-                return
-            except OSError:
-                await trio.sleep(0.1)
+@asynccontextmanager
+async def _haproxy(config: Path, a: int, b: int) -> AsyncIterator[tuple[Program, int]]:
+    """HAProxy balancing over gateways on ports ``a`` and ``b``, on a free port of its own.
+
+    HAProxy cannot listen on port 0 and report it: it is given a free port, which another
+    program may take first; it is then started again on another one (3 tries)."""
+    assert HAPROXY is not None
+    with socket.socket() as closed:
+        # Bound, never listening: connections to it are refused, so the probe's first health
+        # check fails at once, and HAProxy checks only once it has bound its frontend.
+        closed.bind(("127.0.0.1", 0))
+        for _ in range(3):
+            lb = free_port()
+            config.write_text(
+                HAPROXY_CONFIG.format(lb=lb, a=a, b=b, closed=closed.getsockname()[1])
+            )
+            with program(HAPROXY, "-f", str(config), "-db", python=False) as haproxy:
+                if await trio.to_thread.run_sync(_haproxy_started, haproxy):
+                    yield haproxy, lb
+                    return
+    raise AssertionError("HAProxy found no free port to listen on in 3 tries")
+
+
+def _haproxy_started(haproxy: Program) -> bool:
+    """True once HAProxy serves; False if it could not bind its port."""
+    try:
+        haproxy.wait_for_line("probe/p is DOWN", timeout=10)
+    except AssertionError:
+        if any("cannot bind" in line for line in haproxy.lines):
+            return False
+        raise
+    return True
 
 
 def _connected_ids(lines: list[str]) -> list[str]:
@@ -600,4 +608,6 @@ backend gateways
     balance roundrobin
     server a 127.0.0.1:{a} check inter 200ms fall 1 rise 2
     server b 127.0.0.1:{b} check inter 200ms fall 1 rise 2
+backend probe
+    server p 127.0.0.1:{closed} check inter 100ms fall 1
 """

@@ -22,6 +22,7 @@ from gateway.mqtt_link import MqttDriver
 
 from .conftest import gateway_config
 from .test_gateway_loop import closed_with
+from .waiting import until
 
 OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 
@@ -221,7 +222,7 @@ async def test_chaos_many_clients_random_frames(hostile_gateway: RunningGateway)
             if rng.random() < 0.8:
                 await raw.send(upgrade_request(gateway.port, path))
             for _ in range(rng.randint(1, 6)):
-                await trio.sleep(rng.random() * 0.05)
+                await trio.sleep(rng.random() * 0.05)  # seeded random pauses: the storm's input
                 await raw.send(FRAMES[rng.choice(kinds)])
 
     async with connect(gateway.url, "BYSTANDER") as bystander:
@@ -317,9 +318,7 @@ async def test_a_cp_that_never_reads_is_closed_before_its_backlog_grows(
     async with raw_client(gateway.port) as raw, connect(gateway.url, "BYSTANDER") as bystander:
         await raw.send(upgrade_request(gateway.port, "/CP1"))
         assert b" 101 " in await raw.read_response_head()
-        with trio.fail_after(5):
-            while "CP1" not in gateway.bridge.sessions:
-                await trio.sleep(0.01)
+        await until(lambda: "CP1" in gateway.bridge.sessions, what="CP1 bridged")
         big = b'[2,"x","DataTransfer",{"vendorId":"' + b"A" * 100_000 + b'"}]'
         async with mqtt_driver.link("test:flood") as flood:
             with trio.fail_after(30):
@@ -328,7 +327,7 @@ async def test_a_cp_that_never_reads_is_closed_before_its_backlog_grows(
                     await flood.publish("CP1/out", big, qos=sent % 2)
                     sent += 1
                     assert sent < 2_000, "the gateway kept buffering for a CP that does not read"
-                    await trio.sleep(0)
+                    await trio.sleep(0)  # a checkpoint: let the gateway's tasks run
             assert any("does not read" in r.getMessage() for r in caplog.records)
             # The bystander's own /out is unaffected.
             await flood.publish("BYSTANDER/out", b'[3,"b1",{}]', qos=1)
@@ -375,12 +374,11 @@ async def test_two_chargers_with_one_id_on_two_gateways_settle_into_a_bounded_vi
             chargers.start_soon(count_connects, presence)
             chargers.start_soon(charger, 0)
             chargers.start_soon(charger, 1)
-            with trio.fail_after(20):
-                while (
-                    broker_connects < 3
-                ):  # both connected and one took the id over: the flapping began
-                    await trio.sleep(0.05)
+            # Both connected and one took the id over: the flapping began.
+            await until(lambda: broker_connects >= 3, timeout=20, what="3 broker connects")
             start = broker_connects
+            # A rate measured over real time: the chargers' reconnects cross paho's threads and
+            # the broker, so the autojump clock cannot stand in.  No signal ends a rate window.
             await trio.sleep(6)
             in_window = broker_connects - start
             chargers.cancel_scope.cancel()

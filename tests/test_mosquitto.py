@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from gateway.chargepoint import boot_notification, connect, heartbeat
 from .conftest import gateway_config, shadow_of
 from .processes import free_port
 from .test_gateway_loop import closed_with
+from .waiting import until
 
 MOSQUITTO = shutil.which("mosquitto") or (
     "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
@@ -37,37 +39,64 @@ if MOSQUITTO is None:
     pytestmark = [pytest.mark.mosquitto, pytest.mark.skip(reason="mosquitto is not installed")]
 
 
+# An MQTT 3.1.1 CONNECT (client id "probe", clean session): a broker answers it with a CONNACK.
+PROBE_CONNECT = b"\x10\x11\x00\x04MQTT\x04\x02\x00\x3c\x00\x05probe"
+
+
+@asynccontextmanager
+async def running_mosquitto(directory: Path, settings: str) -> AsyncIterator[int]:
+    """Mosquitto on 127.0.0.1 with these ``settings``; yields its port.
+
+    Mosquitto cannot listen on port 0 and report the port: it is given a free one, which another
+    program may take first; it is then started again on another (3 tries)."""
+    assert MOSQUITTO is not None
+    for _ in range(3):
+        port = free_port()
+        config = directory / "mosquitto.conf"
+        config.write_text(f"listener {port} 127.0.0.1\n{settings}")
+        proc = await trio.lowlevel.open_process(
+            [MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            if await _answers_mqtt(proc, port):
+                yield port
+                return
+        finally:
+            proc.terminate()
+            with trio.move_on_after(5):
+                await proc.wait()
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    raise AssertionError("Mosquitto found no free port to listen on in 3 tries")
+
+
+async def _answers_mqtt(proc: trio.Process, port: int) -> bool:
+    """True once Mosquitto answers on ``port``; False if it exited (its port was taken)."""
+    with trio.fail_after(10):
+        while proc.poll() is None:
+            try:
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+            except OSError:
+                # Another process: nothing tells this one when it listens; poll for it.
+                await trio.sleep(0.05)
+                continue
+            async with stream:
+                await stream.send_all(PROBE_CONNECT)
+                reply = await stream.receive_some(4)
+            return reply == b"\x20\x02\x00\x00" and proc.poll() is None
+    return False
+
+
 @pytest.fixture
 async def mosquitto(tmp_path: Path) -> AsyncIterator[int]:
-    port = free_port()
-    config = tmp_path / "mosquitto.conf"
     # Queue limits as a production broker for a backend needs them: never drop silently.
-    config.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_queued_messages 0\nmax_inflight_messages 0\nset_tcp_nodelay true\nlog_dest stderr\n"
-    )
-    assert MOSQUITTO is not None
-    proc = await trio.lowlevel.open_process(
-        [MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        with trio.fail_after(10):
-            while True:
-                try:
-                    stream = await trio.open_tcp_stream("127.0.0.1", port)
-                except OSError:
-                    await trio.sleep(0.05)
-                    continue
-                await stream.aclose()
-                break
+    async with running_mosquitto(
+        tmp_path,
+        "allow_anonymous true\npersistence false\nmax_queued_messages 0\n"
+        "max_inflight_messages 0\nset_tcp_nodelay true\nlog_dest stderr\n",
+    ) as port:
         yield port
-    finally:
-        proc.terminate()
-        with trio.move_on_after(5):
-            await proc.wait()
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
 
 
 async def test_loop_over_mosquitto_both_versions_and_takeover(
@@ -134,7 +163,8 @@ async def _walkthrough(sub: Any, first: Any, second: Any, aws: Any) -> None:
         async with connect(second.url, "CP16", subprotocols=["ocpp1.6"]) as newer:
             code, reason = await closed_with(cp16.ws)
             assert code == 1000 and reason.startswith("MQTT session ended")
-            await trio.sleep(1.5)
+            # The first gateway let go of CP16's MQTT link: no reconnect can take the id back.
+            await until(lambda: first.driver.link_count == 0, what="the first gateway's link gone")
             assert "currentTime" in await newer.call(*heartbeat())
     with trio.fail_after(20):
         while True:

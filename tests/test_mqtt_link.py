@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import replace
 
 import pytest
@@ -12,7 +13,6 @@ from gateway.errors import MqttConnectError, MqttConnectionLost
 from gateway.mqtt_link import MqttSettings, open_mqtt_driver
 
 from .conftest import backend_settings, device_settings
-from .processes import free_port
 
 
 async def test_many_concurrent_publishers_share_a_small_inflight_window(fakeiot: FakeIot) -> None:
@@ -55,11 +55,17 @@ async def test_request_reply_burst_does_not_deadlock(fakeiot: FakeIot) -> None:
 
 
 async def test_unreachable_broker_is_a_clear_connect_error() -> None:
-    port = free_port()
-    async with open_mqtt_driver(MqttSettings(port=port, connect_timeout=2)) as driver:
-        with pytest.raises(MqttConnectError, match=f"cannot reach MQTT broker 127.0.0.1:{port}"):
-            async with driver.link("CP1"):
-                pass
+    with socket.socket() as closed:
+        # Bound and never listening: held by this test (no other program can listen there), and
+        # every connection to it is refused.
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        async with open_mqtt_driver(MqttSettings(port=port, connect_timeout=2)) as driver:
+            with pytest.raises(
+                MqttConnectError, match=f"cannot reach MQTT broker 127.0.0.1:{port}"
+            ):
+                async with driver.link("CP1"):
+                    pass
 
 
 async def test_receive_raises_once_the_broker_is_gone(tmp_path: object) -> None:
@@ -102,13 +108,18 @@ async def test_messages_published_just_before_leaving_are_delivered(fakeiot: Fak
 async def test_publishes_larger_than_the_socket_buffer_are_written_once_it_drains() -> None:
     """A broker that stops reading fills the socket: the link starts a writer task that waits for room
     and then writes the rest, in order, without the caller blocking or anything being dropped."""
-    listener = trio.socket.socket()
-    await listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
+    with trio.socket.socket() as listener:
+        await listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        await _fill_and_drain(listener)
+
+
+async def _fill_and_drain(listener: trio.socket.SocketType) -> None:
     port = listener.getsockname()[1]
     payload_size, count = 256 * 1024, 40
     received = bytearray()
     resume = trio.Event()
+    drained = trio.Event()
 
     async def broker() -> None:
         conn, _ = await listener.accept()
@@ -121,6 +132,7 @@ async def test_publishes_larger_than_the_socket_buffer_are_written_once_it_drain
                 if not chunk:
                     break
                 received.extend(chunk)
+        drained.set()
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(broker)
@@ -134,9 +146,7 @@ async def test_publishes_larger_than_the_socket_buffer_are_written_once_it_drain
                 assert link._writer_running
                 resume.set()
                 with trio.fail_after(20):
-                    while len(received) < payload_size * count:
-                        await trio.sleep(0.01)
-        listener.close()
+                    await drained.wait()
     # Every payload arrived, in order, after its PUBLISH header.
     position = 0
     for i in range(count):

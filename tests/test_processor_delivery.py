@@ -17,7 +17,6 @@ SIGKILL.
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -33,9 +32,9 @@ from gateway.processor import Processor, ProcessorSettings
 from gateway.processor.handlers import HANDLERS, RecentAnswers, call_key
 
 from .conftest import gateway_config, shadow_of
-from .processes import free_port
-from .test_mosquitto import MOSQUITTO
+from .test_mosquitto import MOSQUITTO, running_mosquitto
 from .test_processor_hostile import next_frame
+from .waiting import until
 
 needs_mosquitto = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed")
 
@@ -45,30 +44,12 @@ CLIENT_ID = "cpo:processor"
 @pytest.fixture
 async def mosquitto_20(tmp_path: Path) -> AsyncIterator[int]:
     """Mosquitto with its default in-flight window (20 QoS 1 messages per client), in memory."""
-    port = free_port()
-    config = tmp_path / "mosquitto.conf"
-    config.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_queued_messages 0\nmax_inflight_messages 20\nset_tcp_nodelay true\n"
-    )
-    assert MOSQUITTO is not None
-    proc = await trio.lowlevel.open_process(
-        [MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        with trio.fail_after(10):
-            while True:
-                try:
-                    stream = await trio.open_tcp_stream("127.0.0.1", port)
-                except OSError:
-                    await trio.sleep(0.05)
-                    continue
-                await stream.aclose()
-                break
+    async with running_mosquitto(
+        tmp_path,
+        "allow_anonymous true\npersistence false\nmax_queued_messages 0\n"
+        "max_inflight_messages 20\nset_tcp_nodelay true\n",
+    ) as port:
         yield port
-    finally:
-        proc.kill()
-        await proc.wait()
 
 
 class ProcessorInstance:
@@ -164,9 +145,7 @@ async def test_answered_and_dropped_messages_are_acknowledged(
         with trio.fail_after(20):
             ids = sorted([json.loads((await cp.receive())[1])[1] for _ in range(100)])
         assert ids == sorted(f"hb-{n}" for n in range(100))
-        with trio.fail_after(10):
-            while first.processor.handled < 200:
-                await trio.sleep(0.05)
+        await until(lambda: first.processor.handled >= 200, timeout=10)
         first.kill()
         second = await start_processor(nursery, mosquitto_20, aws[1])
         await cp.publish("CPA/in", b'[2,"after","Heartbeat",{}]')
@@ -234,11 +213,8 @@ async def test_a_duplicate_arriving_while_the_first_is_answered_waits_for_its_an
         await link.subscribe("CP2/out", 1)
         await link.publish("CP2/in", boot)
         await link.publish("CP2/in", boot)
-        with trio.fail_after(10):
-            while (
-                runs == 0 or gateway.processor.duplicates == 0
-            ):  # the second copy is waiting for the first
-                await trio.sleep(0.01)
+        # The second copy is waiting for the first (the frames arrive through paho's thread).
+        await until(lambda: runs > 0 and gateway.processor.duplicates > 0, timeout=10)
         release.set()
         with trio.fail_after(10):
             answers = [(await link.receive())[1] for _ in range(2)]

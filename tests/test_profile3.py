@@ -56,17 +56,18 @@ async def _raw_upgrade(port: int, context: ssl.SSLContext) -> bytes:
         "127.0.0.1", port, ssl_context=context, https_compatible=True
     )
     received = b""
-    with trio.fail_after(10):
-        try:
+    try:
+        with trio.fail_after(10):
             await stream.send_all(
                 b"GET /CP3 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
             )
             while chunk := await stream.receive_some(4096):
                 received += chunk
-        except trio.BrokenResourceError:
-            pass
-    await trio.aclose_forcefully(stream)
+    except trio.BrokenResourceError:
+        pass
+    finally:
+        await trio.aclose_forcefully(stream)  # on every path, a failed test's too
     return received
 
 

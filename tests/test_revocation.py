@@ -13,6 +13,7 @@ from gateway.identity import thing_name_for
 from gateway.revocation import CREDENTIALS_CHANGED_REASON, DEREGISTERED_REASON, thing_of_event
 
 from .test_gateway_loop import closed_with
+from .waiting import until
 
 PASSWORD = "correct-horse-battery-9"
 
@@ -29,10 +30,9 @@ def test_thing_of_event() -> None:
 
 
 async def _subscribed(gateway: RunningGateway) -> None:
-    assert gateway.watch is not None
-    with trio.fail_after(10):
-        while not gateway.watch.subscribed:
-            await trio.sleep(0.02)
+    watch = gateway.watch
+    assert watch is not None
+    await until(lambda: watch.subscribed, timeout=10, what="the registry watch subscribed")
 
 
 async def test_deleting_the_thing_closes_the_live_connection(

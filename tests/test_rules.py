@@ -4,6 +4,7 @@ filling its table from real heartbeats through the gateway."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,9 @@ from gateway.app import RunningGateway, run_gateway
 from gateway.chargepoint import connect, heartbeat
 
 from .conftest import Spy, gateway_config
-from .processes import free_port, run
+from .processes import run
 from .test_gateway_loop import boot
+from .waiting import until
 
 HEARTBEAT_SQL = "SELECT topic(1) AS chargePointId, timestamp() AS lastTimestamp FROM '+/in' WHERE get(*, 2) = 'Heartbeat'"
 HEARTBEAT_RULE = {
@@ -128,7 +130,9 @@ async def test_heartbeat_rule_from_a_file_fills_its_table(tmp_path: Path) -> Non
             assert iot.store is not None
             first = iot.store.scan_items("chargePointHeartbeat")
             assert [item["chargePointId"] for item in first] == ["CP1"]  # boots do not count
-            await trio.sleep(0.01)
+            # timestamp() counts wall-clock milliseconds: the second beat must fall in a later one.
+            stamp = first[0]["lastTimestamp"]
+            await until(lambda: time.time() * 1000 > stamp + 1, what="a later millisecond")
             await cp1.call(*heartbeat())
             await cp2.call(*heartbeat())
         scan = await trio.to_thread.run_sync(
@@ -218,7 +222,7 @@ def test_serve_reports_a_bad_rules_file(tmp_path: Path) -> None:
         "--mqtt-port",
         "0",
         "--api-port",
-        str(free_port()),
+        "0",
         "--data-dir",
         str(tmp_path),
         "--rules",
