@@ -44,7 +44,7 @@ def gateway_port(gateway: Program) -> int:
 
 def embedded_fakeiot_api_url(gateway: Program) -> str:
     """The API URL of the fakeiot embedded in ``python -m gateway`` (``--fakeiot-api-port 0`` too)."""
-    line = gateway.wait_for_line("embedded fakeiot: MQTT")
+    line = gateway.wait_for_line("development stack: embedded fakeiot MQTT")
     found = re.search(r", API (http://\S+), data in ", line)
     assert found, line
     return found.group(1)
