@@ -126,7 +126,7 @@ class FakeIotBroker(SessionsBroker, RoutingBroker):
 
     @staticmethod
     def _create_ssl_context(listener: Any) -> ssl.SSLContext:
-        context = Broker._create_ssl_context(listener)
+        context: ssl.SSLContext = Broker._create_ssl_context(listener)  # amqtt is untyped
         context.verify_mode = ssl.CERT_REQUIRED
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         return context

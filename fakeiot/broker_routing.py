@@ -35,9 +35,9 @@ import asyncio
 import logging
 from typing import Any
 
-from amqtt.broker import Broker  # type: ignore[import-untyped]
-from amqtt.contexts import Action  # type: ignore[import-untyped]
-from amqtt.events import BrokerEvents  # type: ignore[import-untyped]
+from amqtt.broker import Broker
+from amqtt.contexts import Action
+from amqtt.events import BrokerEvents
 
 from . import presence
 from .broker_sessions import ROLE_ATTRIBUTE

@@ -29,12 +29,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from amqtt.broker import Broker  # type: ignore[import-untyped]
-from amqtt.errors import AMQTTError, MQTTError, NoDataError  # type: ignore[import-untyped]
-from amqtt.mqtt.connack import ConnackPacket  # type: ignore[import-untyped]
-from amqtt.mqtt.disconnect import DisconnectPacket  # type: ignore[import-untyped]
-from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler  # type: ignore[import-untyped]
-from amqtt.utils import gen_client_id  # type: ignore[import-untyped]
+from amqtt.broker import Broker
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.mqtt.connack import ConnackPacket
+from amqtt.mqtt.disconnect import DisconnectPacket
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.utils import gen_client_id
 
 from . import presence
 from .connection import BoundedStreamReader, FakeIotProtocolHandler, LimitCounters

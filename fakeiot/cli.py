@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import boto3  # type: ignore[import-untyped]
-from botocore.config import Config  # type: ignore[import-untyped]
+import boto3
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from iotshared.attributes import PASSWORD_HASH_ATTRIBUTE, SECURITY_PROFILE_ATTRIBUTE
@@ -55,11 +55,24 @@ def make_clients(api_url: str) -> tuple[Any, Any]:
     config = Config(
         retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=3, read_timeout=10
     )
-    keys: dict[str, str] = {}
+    # fakeiot checks signatures only when started with --api-access-key-id; any key signs otherwise.
+    key = secret = None
     if session.get_credentials() is None:
-        keys = {"aws_access_key_id": "fakeiot", "aws_secret_access_key": "fakeiot"}
-    iot = session.client("iot", endpoint_url=api_url, config=config, **keys)
-    iot_data = session.client("iot-data", endpoint_url=api_url, config=config, **keys)
+        key = secret = "fakeiot"
+    iot = session.client(
+        "iot",
+        endpoint_url=api_url,
+        config=config,
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+    )
+    iot_data = session.client(
+        "iot-data",
+        endpoint_url=api_url,
+        config=config,
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+    )
     return iot, iot_data
 
 

@@ -77,7 +77,7 @@ class LimitCounters:
     oversized: int = 0  # connections closed for a payload or packet over the limit
 
 
-class BoundedStreamReader(StreamReaderAdapter):
+class BoundedStreamReader(StreamReaderAdapter):  # type: ignore[misc]  # amqtt is untyped
     """amqtt's stream reader behind a :class:`PacketSizeGuard`: once it refuses, every read is end-of-stream."""
 
     def __init__(self, reader: asyncio.StreamReader, *, peer: str, counters: LimitCounters) -> None:
@@ -103,7 +103,7 @@ class BoundedStreamReader(StreamReaderAdapter):
         )  # amqtt: no more data, the connection ends
 
 
-class FakeIotProtocolHandler(BrokerProtocolHandler):
+class FakeIotProtocolHandler(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt is untyped
     """amqtt's broker-side handler with a bounded outbox, an in-flight window and the payload limit."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

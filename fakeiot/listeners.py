@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from amqtt.adapters import StreamWriterAdapter  # type: ignore[import-untyped]
+from amqtt.adapters import StreamWriterAdapter
 
 CLOSE_FLUSH_TIMEOUT = 2.0  # seconds a closing connection may take to flush what it was sending
 

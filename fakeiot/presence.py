@@ -71,7 +71,7 @@ def disconnected_event(
     }
 
 
-class PresencePlugin(BasePlugin[BrokerContext]):
+class PresencePlugin(BasePlugin[BrokerContext]):  # type: ignore[misc]  # amqtt is untyped
     """Publishes presence events for every client that connects or disconnects."""
 
     def __init__(self, context: BrokerContext) -> None:

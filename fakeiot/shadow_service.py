@@ -113,7 +113,8 @@ class ShadowService:
             return self._rejected(prefix, ShadowError(500, "Internal service failure"), payload)
         if operation == "get":
             return [(f"{prefix}/accepted", _encode(outcome.document))]
-        return outcome.publications
+        publications: list[tuple[str, bytes]] = outcome.publications
+        return publications
 
     @staticmethod
     def _rejected(prefix: str, exc: ShadowError, payload: bytes) -> list[Publication]:

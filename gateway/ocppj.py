@@ -116,7 +116,8 @@ def bounded_details(details: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def call_result(message_id: str, payload: dict[str, Any]) -> str:
-    return CallResult(message_id, payload).to_json()
+    text: str = CallResult(message_id, payload).to_json()  # ocpp is untyped
+    return text
 
 
 # `[2, "<id>"` at the start of a frame json.loads refused: a CALL whose id can still be echoed.

@@ -149,7 +149,7 @@ class FailureBackoff:
         if entry is None or entry[0] < self.free:
             return 0.0
         count, last = entry
-        return max(0.0, last + min(self.cap, self.base * 2 ** min(count - self.free, 30)) - now)
+        return max(0.0, last + min(self.cap, self.base * 2.0 ** min(count - self.free, 30)) - now)
 
     def failed(self, key: str, now: float) -> None:
         if now >= self._next_prune:

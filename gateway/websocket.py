@@ -226,4 +226,5 @@ async def serve(
         connect_timeout=connect_timeout,
         disconnect_timeout=disconnect_timeout,
     )
-    await server.run(task_status=task_status)
+    # started() reports the server itself: a GatewayWebSocketServer, typed by trio-websocket as its base.
+    await server.run(task_status=task_status)  # type: ignore[arg-type]
