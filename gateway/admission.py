@@ -240,8 +240,8 @@ def check_security_profile(
     cp_id = identity.cp_id
     if profile < settings.min_security_profile:
         raise ConnectionRefused(
-            f"Charge Point {cp_id} is registered for security profile {profile}; "
-            f"this gateway requires {settings.min_security_profile} or higher"
+            f"Charge Point {cp_id}: security profile {profile} is below this gateway's "
+            f"minimum {settings.min_security_profile}"
         )
     if profile >= 2 and not settings.tls:
         raise ConnectionRefused(
@@ -249,9 +249,10 @@ def check_security_profile(
         )
     if profile >= 3:
         if not settings.tls_direct or settings.cpo_name is None:
+            # Short enough for a close frame (123 bytes) with a 48-character id; the options it
+            # needs (--certfile/--keyfile, --client-ca-file, --cpo-name) are in the docs.
             raise ConnectionRefused(
-                f"Charge Point {cp_id} uses security profile 3, which this gateway does not serve "
-                "(needs --certfile/--keyfile, --client-ca-file and --cpo-name)"
+                f"Charge Point {cp_id} uses security profile 3, not served by this gateway"
             )
         check_client_certificate(
             peer_certificate,

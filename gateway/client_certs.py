@@ -66,9 +66,9 @@ def check_client_certificate(
     by_cn = binding in ("cn-or-san", "cn") and cp_id in common_names
     by_san = binding in ("cn-or-san", "san") and cp_id in sans
     if not (by_cn or by_san):
-        where = {"cn-or-san": "CN or a SAN", "cn": "CN", "san": "a SAN"}[binding]
+        where = {"cn-or-san": "no CN or SAN", "cn": "no CN", "san": "no SAN"}[binding]
         raise ConnectionRefused(
-            f"Charge Point {cp_id}: client certificate is not issued to this charge point ({where} must equal the id)"
+            f"Charge Point {cp_id}: {where} of the client certificate equals the id"
         )
     serial = attributes.get(SERIAL_NUMBER_ATTRIBUTE)
     if not serial:

@@ -40,7 +40,7 @@ from gateway.admission import (
     requires_password,
     security_profile,
 )
-from gateway.errors import ConnectionRefused, clip_reason
+from gateway.errors import ConnectionRefused
 from gateway.identity import validate_identity
 from gateway.subprotocol import DEFAULT_SUBPROTOCOLS
 
@@ -280,8 +280,7 @@ ROWS: list[tuple[str, AdmissionFacts, SessionSettings, Answers, Verdict, list[st
         Answers(registry=Registered(CP3_ATTRIBUTES)),
         Refuse(
             1008,
-            "Charge Point CP1: client certificate is not issued to this charge point "
-            "(CN or a SAN must equal the id)",
+            "Charge Point CP1: no CN or SAN of the client certificate equals the id",
             "ocpp2.0.1",
         ),
         ["LookUp"],
@@ -317,10 +316,7 @@ ROWS: list[tuple[str, AdmissionFacts, SessionSettings, Answers, Verdict, list[st
         Answers(registry=Registered(CP3_ATTRIBUTES)),
         Refuse(
             1008,
-            clip_reason(  # longer than a close frame holds
-                "Charge Point CP1 uses security profile 3, which this gateway does not serve "
-                "(needs --certfile/--keyfile, --client-ca-file and --cpo-name)"
-            ),
+            "Charge Point CP1 uses security profile 3, not served by this gateway",
             "ocpp2.0.1",
         ),
         ["LookUp"],
@@ -332,8 +328,7 @@ ROWS: list[tuple[str, AdmissionFacts, SessionSettings, Answers, Verdict, list[st
         Answers(registry=Registered(HASH)),
         Refuse(
             1008,
-            "Charge Point CP1 is registered for security profile 1; "
-            "this gateway requires 2 or higher",
+            "Charge Point CP1: security profile 1 is below this gateway's minimum 2",
             "ocpp2.0.1",
         ),
         ["LookUp"],
@@ -458,3 +453,20 @@ def test_credential_fingerprint_changes_with_profile_or_hash_only() -> None:
         base
     )
     assert credential_fingerprint(None) == ("", "")
+
+
+LONGEST_ID = "C" * 48  # iotshared.identity.MAX_IDENTITY_LENGTH
+
+
+@pytest.mark.parametrize(
+    ("facts", "settings", "answers"),
+    [row[1:4] for row in ROWS if row[1].path in ("/CP1", "/CP2")],
+    ids=[row[0] for row in ROWS if row[1].path in ("/CP1", "/CP2")],
+)
+def test_no_refusal_is_clipped_for_the_longest_identity(
+    facts: AdmissionFacts, settings: SessionSettings, answers: Answers
+) -> None:
+    """Every reason the gateway writes fits a close frame whole, whatever the CP's id."""
+    verdict, _ = run(replace(facts, path=f"/{LONGEST_ID}"), settings, answers)
+    if isinstance(verdict, Refuse):
+        assert len(verdict.reason.encode()) <= 123 and not verdict.reason.endswith("..."), verdict
