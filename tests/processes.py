@@ -30,6 +30,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextmanager
+def closed_port() -> Iterator[int]:
+    """A port on 127.0.0.1 where nothing listens, for as long as the ``with`` block runs.
+
+    A socket bound there that never listens: every connection to it is refused, and no other
+    program can take the port meanwhile (a port merely found free by :func:`free_port` could be).
+    """
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        yield int(closed.getsockname()[1])
+
+
 def gateway_url(gateway: Program) -> str:
     """The ws(s):// base URL that ``python -m gateway`` reports once it serves (``--port 0`` too)."""
     line = gateway.wait_for_line("OCPP gateway listening on")
