@@ -270,8 +270,7 @@ class MqttLink:
 
     def _close_socket(self, reason: str) -> None:
         if self._client.socket() is not None:
-            # paho has no public call that drops the socket without sending DISCONNECT.
-            self._client._sock_close()
+            self._client.drop_socket()
         self._mark_closed(reason)
 
     def _mark_closed(self, reason: str) -> None:

@@ -32,6 +32,14 @@ class PahoClient(paho.Client):
     the only way this module configures TLS, paho adds no check of its own.
     """
 
+    def drop_socket(self) -> None:
+        """Close the socket without sending DISCONNECT (a link that is already lost or abandoned).
+
+        paho has no public call for this (``disconnect()`` sends a packet first); its private
+        ``_sock_close`` is reached here only, so a paho upgrade has one place to check.
+        """
+        self._sock_close()
+
     def _ssl_wrap_socket(self, tcp_sock: socket.socket) -> ssl.SSLSocket:
         context = self._ssl_context
         if context is None:
