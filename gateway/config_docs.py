@@ -7,7 +7,7 @@ fails when the file is out of date.
 from __future__ import annotations
 
 from . import options
-from .config import GROUPS, PREFIX, GatewayConfig
+from .config_options import GROUPS, PREFIX, GatewayConfig
 from .processor.config import PROCESSOR_GROUPS, PROCESSOR_PREFIX, ProcessorConfig
 
 

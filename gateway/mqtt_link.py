@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from .config import GatewayConfig
+from .config_options import GatewayConfig
 from .errors import MqttConnectError
 from .mqtt_connection import FLUSH_TIMEOUT, Delivery, MqttLink
 from .ratelimit import Pacer
