@@ -3,7 +3,9 @@ fakeiot AND moto's server mode with the same tests: the calls are the real AWS A
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +19,7 @@ from gateway.aws import AwsSettings, make_clients
 from gateway.identity import validate_identity
 from gateway.registry import Registry
 
-from .processes import free_port, program, run
+from .processes import program, run
 
 BACKENDS = ["fakeiot", "moto"]
 
@@ -25,10 +27,13 @@ BACKENDS = ["fakeiot", "moto"]
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
     pytest.importorskip("moto.server", reason="moto[server] is in the test extras")
-    port = free_port()
-    with program("-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)) as moto:
-        moto.wait_for_line("Running on", timeout=60)
-        yield f"http://127.0.0.1:{port}"
+    # Port 0: moto's server binds a port of its own and reports it, so no other program can
+    # take it first.
+    with program("-m", "moto.server", "-H", "127.0.0.1", "-p", "0") as moto:
+        line = moto.wait_for_line("Running on", timeout=60)
+        found = re.search(r"Running on (http://127\.0\.0\.1:[1-9]\d*)", line)
+        assert found, line
+        yield found.group(1)
         moto.stop()
 
 
@@ -54,9 +59,12 @@ def clients(endpoint: str) -> Iterator[tuple[Any, Any]]:
         client.close()
 
 
+_SERIAL = itertools.count(1)
+
+
 def _unique(prefix: str) -> str:
-    # moto's server lives for the whole module: keep names apart between tests.
-    return f"{prefix}-{free_port()}"
+    # moto's server lives for the whole module (in this process): keep names apart between tests.
+    return f"{prefix}-{next(_SERIAL)}"
 
 
 async def test_registry_lookup_and_cache(clients: tuple[Any, Any]) -> None:

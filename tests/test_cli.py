@@ -10,23 +10,21 @@ from pathlib import Path
 
 import pytest
 
-from .processes import free_port, program, run
+from .processes import closed_port, embedded_fakeiot_api_url, fakeiot_urls, program, run
 
 
 def test_standalone_fakeiot_gateway_and_simulator(tmp_path: Path) -> None:
-    mqtt, api = free_port(), free_port()
-    api_url = f"http://127.0.0.1:{api}"
     with program(
         "-m",
         "fakeiot",
         "--mqtt-port",
-        str(mqtt),
+        "0",
         "--api-port",
-        str(api),
+        "0",
         "--data-dir",
         str(tmp_path),
     ) as iot:
-        iot.wait_for_line("fakeiot: MQTT")
+        mqtt, api_url = fakeiot_urls(iot)
         created = run("-m", "fakeiot", "thing", "create", "CP1", "--api-url", api_url)
         assert created.returncode == 0, created.stderr
         assert "created Thing CP1" in created.stdout
@@ -103,7 +101,6 @@ def test_standalone_fakeiot_gateway_and_simulator(tmp_path: Path) -> None:
 
 
 def test_gateway_with_embedded_fakeiot_starts_and_stops_cleanly(tmp_path: Path) -> None:
-    api = free_port()
     with program(
         "-m",
         "gateway",
@@ -112,17 +109,16 @@ def test_gateway_with_embedded_fakeiot_starts_and_stops_cleanly(tmp_path: Path) 
         "--mqtt-port",
         "0",
         "--fakeiot-api-port",
-        str(api),
+        "0",
         "--data-dir",
         str(tmp_path),
         "--log-level",
         "DEBUG",
     ) as gw:
         gw.wait_for_line("OCPP gateway listening on ws://127.0.0.1:")
-        gw.wait_for_line(f"API http://127.0.0.1:{api}")
-        created = run(
-            "-m", "fakeiot", "thing", "create", "CP.7", "--api-url", f"http://127.0.0.1:{api}"
-        )
+        api_url = embedded_fakeiot_api_url(gw)
+        assert re.fullmatch(r"http://127\.0\.0\.1:[1-9]\d*", api_url), api_url
+        created = run("-m", "fakeiot", "thing", "create", "CP.7", "--api-url", api_url)
         assert "created Thing CP:2E7" in created.stdout
         assert gw.stop() == 0
     assert (tmp_path / "fakeiot.sqlite3").exists()
@@ -139,9 +135,8 @@ def test_cli_errors_are_clear() -> None:
     )  # one usage line and the error, not the whole option list
     bad_sub = run("-m", "gateway", "--subprotocols", "ocpp1.5")
     assert bad_sub.returncode == 2 and "unknown ['ocpp1.5']" in bad_sub.stderr
-    unreachable = run(
-        "-m", "fakeiot", "thing", "list", "--api-url", f"http://127.0.0.1:{free_port()}"
-    )
+    with closed_port() as dead:
+        unreachable = run("-m", "fakeiot", "thing", "list", "--api-url", f"http://127.0.0.1:{dead}")
     assert unreachable.returncode == 1 and "cannot reach fakeiot" in unreachable.stderr
     no_scheme = run("-m", "fakeiot", "thing", "list", "--api-url", "127.0.0.1:8090")
     assert (
@@ -179,11 +174,12 @@ def test_cli_errors_are_clear() -> None:
 
 
 def test_gateway_reports_a_busy_port(tmp_path: Path) -> None:
-    api = free_port()
     with program(
-        "-m", "fakeiot", "--mqtt-port", "0", "--api-port", str(api), "--data-dir", str(tmp_path)
+        "-m", "fakeiot", "--mqtt-port", "0", "--api-port", "0", "--data-dir", str(tmp_path)
     ) as iot:
-        iot.wait_for_line("fakeiot: MQTT")
+        # The port is taken by the running fakeiot (bound on port 0, then reported): no race.
+        _, taken_url = fakeiot_urls(iot)
+        api = int(taken_url.rsplit(":", 1)[1])
         clash = run(
             "-m",
             "gateway",
@@ -286,7 +282,6 @@ def test_without_amqtt_the_development_stack_asks_for_the_dev_extra() -> None:
 
 
 def test_ctrl_c_stops_the_development_stack_with_one_line_per_stage(tmp_path: Path) -> None:
-    api = free_port()
     with program(
         "-m",
         "gateway",
@@ -295,14 +290,14 @@ def test_ctrl_c_stops_the_development_stack_with_one_line_per_stage(tmp_path: Pa
         "--mqtt-port",
         "0",
         "--fakeiot-api-port",
-        str(api),
+        "0",
         "--data-dir",
         str(tmp_path),
     ) as gw:
         url = re.search(
             r"listening on (ws://\S+)/<charge-point-id>", gw.wait_for_line("listening on")
         ).group(1)  # type: ignore[union-attr]
-        run("-m", "fakeiot", "thing", "create", "CP1", "--api-url", f"http://127.0.0.1:{api}")
+        run("-m", "fakeiot", "thing", "create", "CP1", "--api-url", embedded_fakeiot_api_url(gw))
         with program(
             "scripts/simulate.py", "--url", url, "--cp-id", "CP1", "--heartbeats", "100"
         ) as cp:

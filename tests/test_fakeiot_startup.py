@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import struct
@@ -15,7 +16,7 @@ import pytest
 
 from fakeiot import DataDirError, DataDirLocked, FakeIot, FakeIotConfig, running_fakeiot
 
-from .processes import ROOT, free_port, program, run
+from .processes import ROOT, program, run
 from .test_fakeiot_limits import connect_packet
 
 
@@ -143,9 +144,8 @@ def test_help_shows_the_server_options_with_each_default_once() -> None:
 def test_ctrl_c_stops_quietly_and_a_dropped_api_connection_is_one_debug_line(
     tmp_path: Path,
 ) -> None:
-    api = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fakeiot", "--mqtt-port", "0", "--api-port", str(api)]
+        [sys.executable, "-m", "fakeiot", "--mqtt-port", "0", "--api-port", "0"]
         + ["--data-dir", str(tmp_path), "--log-level", "DEBUG"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -159,7 +159,9 @@ def test_ctrl_c_stops_quietly_and_a_dropped_api_connection_is_one_debug_line(
         while "fakeiot: MQTT mqtt://" not in line:
             line = proc.stdout.readline()
             assert line, "fakeiot ended before it was ready"
-        mqtt_port = int(line.split("mqtt://127.0.0.1:")[1].split(",")[0])
+        found = re.search(r"MQTT mqtt://127\.0\.0\.1:(\d+), API http://127\.0\.0\.1:(\d+)", line)
+        assert found, line
+        mqtt_port, api = int(found.group(1)), int(found.group(2))
         password = (tmp_path / "backend-password").read_text().strip()
         with socket.create_connection(("127.0.0.1", mqtt_port), timeout=5) as client:
             client.sendall(connect_packet("test:connected", "fakeiot-backend", password))

@@ -18,7 +18,7 @@ from fakeiot.certs import make_development_pki
 from gateway.app import RunningGateway, run_gateway
 
 from .conftest import gateway_config
-from .processes import free_port, run
+from .processes import closed_port, run
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +39,8 @@ async def test_a_serving_ws_gateway_is_healthy_and_a_dead_port_is_not(
 ) -> None:
     healthy = await healthcheck({"GATEWAY_PORT": str(gateway.port)})
     assert (healthy.returncode, healthy.stdout.strip()) == (0, "healthy")
-    port = free_port()
-    dead = await healthcheck({"GATEWAY_PORT": str(port)})
+    with closed_port() as port:
+        dead = await healthcheck({"GATEWAY_PORT": str(port)})
     assert dead.returncode == 1
     assert dead.stdout.strip() == f"unhealthy: no OCPP gateway answering on ws://127.0.0.1:{port}/"
 
@@ -67,7 +67,8 @@ async def test_a_serving_wss_gateway_is_healthy(
     # The same port spoken to in plain ws:// does not pass for a gateway.
     plain = await healthcheck({"GATEWAY_PORT": str(secure.port)})
     assert plain.returncode == 1 and "unhealthy" in plain.stdout
-    dead = await healthcheck({**env, "GATEWAY_PORT": str(free_port())})
+    with closed_port() as port:
+        dead = await healthcheck({**env, "GATEWAY_PORT": str(port)})
     assert dead.returncode == 1 and "unhealthy: no OCPP gateway answering on wss://" in dead.stdout
 
 
