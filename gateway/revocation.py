@@ -16,6 +16,10 @@ event about a connected CP, looks the Thing up afresh:
   admitted with: closed with 1008 ``Credentials changed``, so it must
   connect (and authenticate) again.
 
+Events published while the watch's connection was down are lost (MQTT keeps
+nothing for a new client id), so after every re-subscription the watch looks
+up each connected CP afresh, one at a time (the registry's pacing applies).
+
 Where the broker refuses that subscription (an IoT policy without it), the
 watch says so once and re-checks every connected CP every
 ``fallback_interval`` seconds instead, through the registry's paced,
@@ -69,6 +73,7 @@ class RegistryWatch:
         self.events = 0
         self.revoked = 0
         self.subscribed = False
+        self.subscriptions = 0  # successful (re)subscriptions since start
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Watch until cancelled; ``started()`` at once (the gateway does not wait for the broker)."""
@@ -103,13 +108,24 @@ class RegistryWatch:
             for topic_filter in EVENT_FILTERS:
                 await link.subscribe(topic_filter, 1)
             self.subscribed = True
+            self.subscriptions += 1
             log.debug("registry events: subscribed")
-            while True:
-                topic, _ = await link.receive()
-                thing_name = thing_of_event(topic)
-                if thing_name is not None:
-                    self.events += 1
-                    await self.revalidate(thing_name)
+            async with trio.open_nursery() as nursery:
+                if self.subscriptions > 1:
+                    # Events may have been missed while the connection was down.
+                    nursery.start_soon(self._recheck_all)
+                while True:
+                    topic, _ = await link.receive()
+                    thing_name = thing_of_event(topic)
+                    if thing_name is not None:
+                        self.events += 1
+                        await self.revalidate(thing_name)
+
+    async def _recheck_all(self) -> None:
+        sessions = self._bridge.sessions.all()
+        log.info("registry events: re-subscribed; re-checking %d connected CP(s)", len(sessions))
+        for session in sessions:
+            await self.revalidate(session.identity.thing_name)
 
     async def _recheck_forever(self) -> None:
         while True:

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import trio
 
+from gateway.admission import credential_fingerprint
 from gateway.app import RunningGateway
 from gateway.chargepoint import connect, heartbeat
 from gateway.credentials import hash_password
-from gateway.identity import thing_name_for
-from gateway.revocation import CREDENTIALS_CHANGED_REASON, DEREGISTERED_REASON, thing_of_event
+from gateway.errors import MqttConnectionLost
+from gateway.identity import thing_name_for, validate_identity
+from gateway.local_sessions import ChargePointSession, LocalSessions
+from gateway.revocation import (
+    CREDENTIALS_CHANGED_REASON,
+    DEREGISTERED_REASON,
+    RegistryWatch,
+    thing_of_event,
+)
 
 from .test_gateway_loop import closed_with
 from .waiting import until
@@ -78,3 +89,74 @@ async def test_a_new_password_closes_the_live_connection_and_other_updates_do_no
         )
         assert await closed_with(cp1.ws) == (1008, CREDENTIALS_CHANGED_REASON)
     assert gateway.watch is not None and gateway.watch.revoked == 1
+
+
+class _Registry:
+    """The registry as the watch sees it: look-ups of the current Things, a cache to forget."""
+
+    def __init__(self, things: dict[str, dict[str, str]]) -> None:
+        self.things = things
+        self.lookups: list[str] = []
+
+    def forget(self, thing_name: str) -> None:
+        pass
+
+    async def lookup(self, thing_name: str) -> dict[str, str] | None:
+        self.lookups.append(thing_name)
+        return self.things.get(thing_name)
+
+
+class _Link:
+    def __init__(self, lost: trio.Event | None) -> None:
+        self.lost = lost
+
+    async def subscribe(self, topic_filter: str, qos: int) -> int:
+        return qos
+
+    async def receive(self) -> tuple[str, bytes]:
+        if self.lost is not None:
+            await self.lost.wait()
+            raise MqttConnectionLost("broker went away")
+        await trio.sleep_forever()
+        raise AssertionError
+
+
+class _Driver:
+    """Hands out links; the first one is lost when ``lose`` is set (no event ever arrives)."""
+
+    def __init__(self) -> None:
+        self.lose = trio.Event()
+        self.links = 0
+
+    @asynccontextmanager
+    async def link(self, client_id: str) -> AsyncIterator[_Link]:
+        self.links += 1
+        yield _Link(self.lose if self.links == 1 else None)
+
+
+async def test_a_thing_deleted_while_the_watch_was_disconnected_is_caught_on_resubscribing(
+    autojump_clock: Any,
+) -> None:
+    """An event published while the watch's connection was down is lost: it re-checks everyone."""
+    sessions = LocalSessions()
+    kept = ChargePointSession(validate_identity("CP1"), "ocpp2.0.1")
+    gone = ChargePointSession(validate_identity("CP2"), "ocpp2.0.1")
+    for session in (kept, gone):
+        assert await sessions.claim(session)
+    registry = _Registry({"CP1": {}, "CP2": {}})
+    bridge = SimpleNamespace(
+        sessions=sessions, registry=registry, credential_fingerprint=credential_fingerprint
+    )
+    driver = _Driver()
+    watch = RegistryWatch(bridge, driver)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(watch.run)
+        await until(lambda: watch.subscriptions == 1, timeout=5, what="first subscription")
+        assert registry.lookups == []  # the first subscription checks nobody
+        del registry.things["CP2"]  # deleted while ...
+        driver.lose.set()  # ... the connection is down: its event is never delivered
+        await until(lambda: watch.subscriptions == 2, timeout=60, what="re-subscription")
+        await until(lambda: gone.ending.code is not None, timeout=5, what="CP2 closed")
+        assert (gone.ending.code, gone.ending.reason) == (1008, DEREGISTERED_REASON)
+        assert kept.ending.code is None and sorted(registry.lookups) == ["CP1", "CP2"]
+        nursery.cancel_scope.cancel()
