@@ -143,11 +143,7 @@ class MqttLink:
         The gateway uses it to answer a CP in the CSMS's place, in order with
         what the broker sends, without a task of its own.
         """
-        if self._closed.is_set():
-            return
-        self._inbox_bytes += len(payload)
-        self._inbox.append((topic, payload, 0, 0))
-        self._inbox_changed = _wake_all(self._inbox_changed)
+        self._enqueue(topic, payload, 0, 0)
 
     @overload
     async def receive(self, *, ack: Literal[True] = True) -> tuple[str, bytes]: ...
@@ -362,9 +358,12 @@ class MqttLink:
         self._mark_closed(f"connection to the MQTT broker lost ({rc})")
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        self._enqueue(message.topic, bytes(message.payload), message.mid, message.qos)
+
+    def _enqueue(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
+        """Hand a message to the consumer; past ``max_backlog_bytes`` not taken, the link ends."""
         if self._closed.is_set():
             return
-        payload = bytes(message.payload)
         limit = self._settings.max_backlog_bytes
         if self._inbox_bytes + len(payload) > limit:
             self.backlog_exceeded = True
@@ -375,7 +374,7 @@ class MqttLink:
                 self.on_backlog_exceeded()
             return
         self._inbox_bytes += len(payload)
-        self._inbox.append((message.topic, payload, message.mid, message.qos))
+        self._inbox.append((topic, payload, mid, qos))
         self._inbox_changed = _wake_all(self._inbox_changed)
 
     def _on_publish(

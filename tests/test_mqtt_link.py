@@ -234,3 +234,18 @@ async def test_a_broker_that_never_answers_subscribe_ends_the_link_not_the_calle
                     except BaseExceptionGroup as group:
                         raise group.exceptions[0] from None
             nursery.cancel_scope.cancel()
+
+
+async def test_messages_the_gateway_queues_itself_count_against_the_backlog(
+    fakeiot: FakeIot,
+) -> None:
+    """Answers the gateway gives in the CSMS's place (``deliver_local``) are bounded like the broker's."""
+    settings = replace(backend_settings(fakeiot), max_backlog_bytes=1000)
+    async with open_mqtt_driver(settings) as driver, driver.link("test:local") as link:
+        for _ in range(3):  # 900 bytes: within the bound, nothing taken yet
+            link.deliver_local("$gateway/local", b"x" * 300)
+        assert link.connected and not link.backlog_exceeded
+        link.deliver_local("$gateway/local", b"x" * 300)  # 1200 bytes not taken
+        assert link.backlog_exceeded and not link.connected
+        with pytest.raises(MqttConnectionLost):
+            await link.receive()
