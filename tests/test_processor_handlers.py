@@ -81,9 +81,9 @@ async def test_later_modules_override_earlier_ones_and_say_so(
     with caplog.at_level(logging.INFO, logger="gateway.processor"):
         registry = load_registry(["cpo_a,cpo_b"], plugins=[])
     assert (await heartbeat_of(processor_with(registry=registry)))["currentTime"].startswith("2001")
-    assert (await heartbeat_of(processor_with(registry=load_registry(["cpo_b", "cpo_a"], plugins=[]))))[
-        "currentTime"
-    ].startswith("2000")
+    assert (
+        await heartbeat_of(processor_with(registry=load_registry(["cpo_b", "cpo_a"], plugins=[])))
+    )["currentTime"].startswith("2000")
     overrides = [r.getMessage() for r in caplog.records if "now answered by" in r.getMessage()]
     assert overrides == [
         "processor: OCPP 2.0.1 Heartbeat now answered by cpo_a.heartbeat "
@@ -121,7 +121,11 @@ def test_the_installed_entry_points_are_read_by_default(monkeypatch: pytest.Monk
     ("source", "plugin", "message"),
     [
         (None, None, "cannot import handler module 'cpo_missing': ModuleNotFoundError"),
-        ("raise RuntimeError('boom')", None, "cannot import handler module 'cpo_bad': RuntimeError: boom"),
+        (
+            "raise RuntimeError('boom')",
+            None,
+            "cannot import handler module 'cpo_bad': RuntimeError: boom",
+        ),
         (
             "from gateway.processor.handlers import handler\n"
             "@handler('2.0.1', 'MakeCoffee')\nasync def f(call):\n    return {}\n",
@@ -207,7 +211,9 @@ async def test_an_invalid_response_is_answered_internal_error_and_logged(
     assert json.loads(reply or "")[:3] == [4, "d3", "InternalError"]
     assert processor.internal_errors == 1
     (record,) = [r for r in caplog.records if "CPX: internal error on message d3" in r.getMessage()]
-    assert record.exc_info is not None and "DataTransfer handler returned" in str(record.exc_info[1])
+    assert record.exc_info is not None and "DataTransfer handler returned" in str(
+        record.exc_info[1]
+    )
     # The next CALL is answered as usual.
     assert "currentTime" in await heartbeat_of(processor)
 
