@@ -96,9 +96,9 @@ async def test_a_call_taken_by_a_killed_processor_is_answered_by_the_next_one(
     """The CALL the processor was handling when it died is answered, once, by its successor."""
     register("CPK")
     stalled = trio.Event()
-    original = Processor._update_shadow
+    original = Context.update_shadow
 
-    async def stall_first(self: Processor, cp_id: str, reported: dict[str, Any]) -> None:
+    async def stall_first(self: Context, cp_id: str, reported: dict[str, Any]) -> None:
         if not stalled.is_set():
             stalled.set()
             await (
@@ -106,7 +106,7 @@ async def test_a_call_taken_by_a_killed_processor_is_answered_by_the_next_one(
             )  # the processor dies here, after the handler ran, before it answered
         await original(self, cp_id, reported)
 
-    monkeypatch.setattr(Processor, "_update_shadow", stall_first)
+    monkeypatch.setattr(Context, "update_shadow", stall_first)
     gateway = await nursery.start(
         run_gateway, gateway_config(fakeiot, mqtt_port=mosquitto_20, processor=False)
     )
