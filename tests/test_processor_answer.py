@@ -18,7 +18,8 @@ import trio
 from gateway.chargepoint import boot_notification
 from gateway.mqtt_link import MqttDriver
 from gateway.processor import Processor, ProcessorSettings
-from gateway.processor.handlers import HANDLERS, boot_shadow_document
+from gateway.processor.boot import boot_shadow_document
+from gateway.processor.handlers import Call, Context
 
 
 class RecordingIotData:
@@ -63,8 +64,10 @@ CALL_ERRORS = [
     ("2.0.1", '[2, "' + "x" * 37 + '", "Heartbeat", {}]', [4, "-1", "FormatViolation"]),
     ("1.6", '[2, "' + "y" * 5000 + '", "Heartbeat", {}]', [4, "-1", "FormationViolation"]),
     ("2.0.1", '[9, "id9", "Heartbeat", {}]', [4, "id9", "MessageTypeNotSupported"]),
-    ("2.0.1", '[2, "id2", "DataTransfer", {"vendorId": "x"}]', [4, "id2", "NotImplemented"]),
-    ("1.6", '[2, "id3", "DataTransfer", {"vendorId": "x"}]', [4, "id3", "NotImplemented"]),
+    ("2.0.1", '[2, "id2", "NoSuchAction", {"vendorId": "x"}]', [4, "id2", "NotImplemented"]),
+    ("1.6", '[2, "id3", "NoSuchAction", {}]', [4, "id3", "NotImplemented"]),
+    ("1.6", '[2, "id3b", "RemoteStartTransaction", {"idTag": "T"}]', [4, "id3b", "NotSupported"]),
+    ("2.0.1", '[2, "id3c", "RequestStartTransaction", {}]', [4, "id3c", "NotSupported"]),
     ("2.0.1", '[2, "id4", "Heartbeat", {"unexpected": 1}]', [4, "id4", "FormatViolation"]),
     ("1.6", '[2, "id5", "Authorize", {}]', [4, "id5", "ProtocolError"]),
     (
@@ -135,14 +138,15 @@ async def test_a_call_received_again_gets_its_first_answer_and_is_handled_once(
     processor: Processor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runs = 0
-    original = HANDLERS["1.6"]["StartTransaction"]
+    original = processor.handlers.get("1.6", "StartTransaction")
+    assert original is not None
 
-    def counting(payload: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    async def counting(call: Call) -> dict[str, Any]:
         nonlocal runs
         runs += 1
-        return original(payload, ctx)
+        return await original(call)
 
-    monkeypatch.setitem(HANDLERS["1.6"], "StartTransaction", counting)
+    processor.handlers.register("1.6", "StartTransaction", counting)
     start = (
         '[2,"tx-1","StartTransaction",{"connectorId":1,"idTag":"T","meterStart":0,'
         '"timestamp":"2024-01-01T00:00:00Z"}]'
@@ -160,12 +164,12 @@ async def test_a_call_received_again_gets_its_first_answer_and_is_handled_once(
 
 
 async def test_a_handler_bug_is_answered_internal_error_with_the_message_id(
-    processor: Processor, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    processor: Processor, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken(payload: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    async def broken(call: Call) -> dict[str, Any]:
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setitem(HANDLERS["2.0.1"], "Heartbeat", broken)
+    processor.handlers.register("2.0.1", "Heartbeat", broken)
     with caplog.at_level(logging.ERROR, logger="gateway.processor"):
         reply = await answer(processor, '[2, "hb-bug", "Heartbeat", {}]')
     assert reply == [4, "hb-bug", "InternalError", "The CSMS could not process this message", {}]
@@ -177,13 +181,13 @@ async def test_a_duplicate_arriving_while_the_first_is_answered_waits_for_it(
     processor: Processor, monkeypatch: pytest.MonkeyPatch, iot_data: RecordingIotData
 ) -> None:
     release = trio.Event()
-    original_update = Processor._update_shadow
+    original_update = Context.update_shadow
 
-    async def slow_update(self: Processor, cp_id: str, reported: dict[str, Any]) -> None:
+    async def slow_update(self: Context, cp_id: str, reported: dict[str, Any]) -> None:
         await release.wait()
         await original_update(self, cp_id, reported)
 
-    monkeypatch.setattr(Processor, "_update_shadow", slow_update)
+    monkeypatch.setattr(Context, "update_shadow", slow_update)
     action, payload = boot_notification("2.0.1", vendor="V", model="M", serial="S", firmware="F")
     boot = json.dumps([2, "boot-d", action, payload]).encode()
     answers: list[str | None] = []

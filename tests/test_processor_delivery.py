@@ -29,7 +29,8 @@ from gateway.app import run_gateway
 from gateway.chargepoint import boot_notification, connect
 from gateway.mqtt_link import MqttDriver, MqttSettings, open_mqtt_driver
 from gateway.processor import Processor, ProcessorSettings
-from gateway.processor.handlers import HANDLERS, RecentAnswers, call_key
+from gateway.processor.handlers import Call, Context
+from gateway.processor.recent import RecentAnswers, call_key
 
 from .conftest import gateway_config, shadow_of
 from .test_mosquitto import MOSQUITTO, running_mosquitto
@@ -95,9 +96,9 @@ async def test_a_call_taken_by_a_killed_processor_is_answered_by_the_next_one(
     """The CALL the processor was handling when it died is answered, once, by its successor."""
     register("CPK")
     stalled = trio.Event()
-    original = Processor._update_shadow
+    original = Context.update_shadow
 
-    async def stall_first(self: Processor, cp_id: str, reported: dict[str, Any]) -> None:
+    async def stall_first(self: Context, cp_id: str, reported: dict[str, Any]) -> None:
         if not stalled.is_set():
             stalled.set()
             await (
@@ -105,7 +106,7 @@ async def test_a_call_taken_by_a_killed_processor_is_answered_by_the_next_one(
             )  # the processor dies here, after the handler ran, before it answered
         await original(self, cp_id, reported)
 
-    monkeypatch.setattr(Processor, "_update_shadow", stall_first)
+    monkeypatch.setattr(Context, "update_shadow", stall_first)
     gateway = await nursery.start(
         run_gateway, gateway_config(fakeiot, mqtt_port=mosquitto_20, processor=False)
     )
@@ -159,14 +160,14 @@ async def test_a_duplicate_call_gets_the_same_answer_and_is_handled_once(
 ) -> None:
     """A backend client publishes the same StartTransaction twice: one transaction id, sent twice."""
     runs = 0
-    original = HANDLERS["1.6"]["StartTransaction"]
+    original = gateway.processor.handlers.get("1.6", "StartTransaction")
 
-    def counting(payload: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    async def counting(call: Call) -> dict[str, Any]:
         nonlocal runs
         runs += 1
-        return original(payload, ctx)
+        return await original(call)
 
-    monkeypatch.setitem(HANDLERS["1.6"], "StartTransaction", counting)
+    gateway.processor.handlers.register("1.6", "StartTransaction", counting)
     start = b'[2,"tx-1","StartTransaction",{"connectorId":1,"idTag":"T","meterStart":0,"timestamp":"2024-01-01T00:00:00Z"}]'
     async with mqtt_driver.link("test:backend") as link:
         await link.subscribe("CP1/out", 1)
@@ -193,20 +194,20 @@ async def test_a_duplicate_arriving_while_the_first_is_answered_waits_for_its_an
     """Handled concurrently, the second copy of a CALL does not run the handler again: it gets the first's answer."""
     runs = 0
     release = trio.Event()
-    original_handler = HANDLERS["2.0.1"]["BootNotification"]
-    original_update = Processor._update_shadow
+    original_handler = gateway.processor.handlers.get("2.0.1", "BootNotification")
+    original_update = Context.update_shadow
 
-    def counting(payload: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    async def counting(call: Call) -> dict[str, Any]:
         nonlocal runs
         runs += 1
-        return original_handler(payload, ctx)
+        return await original_handler(call)
 
-    async def slow_update(self: Processor, cp_id: str, reported: dict[str, Any]) -> None:
+    async def slow_update(self: Context, cp_id: str, reported: dict[str, Any]) -> None:
         await release.wait()
         await original_update(self, cp_id, reported)
 
-    monkeypatch.setitem(HANDLERS["2.0.1"], "BootNotification", counting)
-    monkeypatch.setattr(Processor, "_update_shadow", slow_update)
+    gateway.processor.handlers.register("2.0.1", "BootNotification", counting)
+    monkeypatch.setattr(Context, "update_shadow", slow_update)
     action, payload = boot_notification("2.0.1", vendor="V", model="M2", serial="S", firmware="F")
     boot = json.dumps([2, "boot-d", action, payload]).encode()
     async with mqtt_driver.link("test:backend") as link:

@@ -25,7 +25,7 @@ from gateway.chargepoint import CallErrorReceived, ChargePoint, connect, heartbe
 from gateway.errors import MqttConnectError
 from gateway.mqtt_link import MqttDriver
 from gateway.processor import Processor
-from gateway.processor.handlers import HANDLERS
+from gateway.processor.handlers import Call
 
 from .conftest import gateway_config, shadow_of
 
@@ -233,10 +233,11 @@ async def test_handler_bug_answers_internal_error_and_the_next_call(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    def broken(payload: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    async def broken(call: Call) -> dict[str, Any]:
         raise ZeroDivisionError("handler bug")
 
-    monkeypatch.setitem(HANDLERS["2.0.1"], "Heartbeat", broken)
+    assert gateway.processor is not None
+    gateway.processor.handlers.register("2.0.1", "Heartbeat", broken)
     register("CPH")
     async with connect(gateway.url, "CPH") as cp:
         with pytest.raises(CallErrorReceived) as info:

@@ -19,22 +19,27 @@ from ..errors import ConfigError, GatewayError
 from ..looplag import LoopMonitor
 from ..mqtt_link import MqttSettings, open_mqtt_driver
 from .config import ProcessorConfig, load_processor_config
+from .registry import HandlerLoadError, HandlerRegistry, load_registry
 from .service import Processor, ProcessorSettings
 
 
-async def _run(config: ProcessorConfig, mqtt: MqttSettings) -> None:
+async def _run(config: ProcessorConfig, mqtt: MqttSettings, registry: HandlerRegistry) -> None:
     _, iot_data = await trio.to_thread.run_sync(
         make_clients, AwsSettings(region=config.region, iot_endpoint_url=config.iot_api_url)
     )
     settings = ProcessorSettings(
-        client_id=config.client_id, heartbeat_interval=config.heartbeat_interval
+        client_id=config.client_id,
+        heartbeat_interval=config.heartbeat_interval,
+        handler_modules=config.handlers,
     )
     loop = LoopMonitor()
     try:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with open_mqtt_driver(mqtt) as driver, trio.open_nursery() as nursery:
                 await nursery.start(loop.run)
-                await nursery.start(Processor(driver, iot_data, settings).run_supervised)
+                await nursery.start(
+                    Processor(driver, iot_data, settings, registry=registry).run_supervised
+                )
                 print(f"processor: answering +/in on {mqtt.host}:{mqtt.port}", flush=True)
                 async for _ in signals:
                     nursery.cancel_scope.cancel()
@@ -61,7 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        trio.run(_run, config, mqtt)
+        registry = load_registry(config.handlers)  # the CPO's modules: before anything connects
+    except HandlerLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        trio.run(_run, config, mqtt, registry)
     except BaseException as exc:  # noqa: BLE001 - start-up errors arrive wrapped in exception groups
         leaves = exc.exceptions if isinstance(exc, BaseExceptionGroup) else (exc,)
         if all(isinstance(e, GatewayError) for e in leaves):

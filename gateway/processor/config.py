@@ -23,6 +23,11 @@ PROCESSOR_PREFIX = "PROCESSOR_"
 PROCESSOR_GROUPS = {"mqtt": "MQTT broker", "processor": "Processor"}
 
 
+def _check_module_names(names: tuple[str, ...]) -> str | None:
+    bad = [n for n in names if not all(part.isidentifier() for part in n.split("."))]
+    return f"has {bad[0]!r}, not a Python module name (e.g. mypackage.handlers)" if bad else None
+
+
 @dataclass(frozen=True)
 class ProcessorConfig:
     """Every option of ``python -m gateway.processor``; build it with :func:`load_processor_config`."""
@@ -67,6 +72,15 @@ class ProcessorConfig:
         group="processor",
         min=1,
     )
+    handlers: tuple[str, ...] = option(
+        (),
+        "Python modules whose @handler functions answer CALLs, replacing the defaults "
+        "(comma-separated; later ones win); see docs/processor.md",
+        group="processor",
+        check=_check_module_names,
+        metavar="MODULES",
+        default_text="none",
+    )
     log_level: str = option("INFO", "how much to log", group="processor", choices=LOG_LEVELS)
 
     def ssl_context(self) -> ssl.SSLContext | None:
@@ -103,6 +117,9 @@ def parse_processor_config(
     argv: Sequence[str] | None, environ: Mapping[str, str], parser: argparse.ArgumentParser
 ) -> ProcessorConfig:
     """Flags and environment -> the configuration; raises ConfigError naming the bad option."""
+    given_twice = [a for a in argv or () if a == "--handlers" or a.startswith("--handlers=")]
+    if len(given_twice) > 1:
+        raise ConfigError("--handlers given more than once: list the modules comma-separated")
     found = options.specs(ProcessorConfig, PROCESSOR_PREFIX)
     config, given = options.resolve(ProcessorConfig, parser, found, argv, environ)
     if (config.cert_file or config.key_file or config.ca_file) and not (

@@ -1,28 +1,56 @@
-"""What the CPO's message processor answers to each OCPP CALL (pure).
+"""The public API for the CPO's OCPP handlers: ``@handler``, :class:`Call`, :class:`Context`.
 
-Each handler takes the CALL's payload and a :class:`Context` and returns the
-CALLRESULT payload.  BootNotification also yields the document that goes
-into the charge point's device shadow as ``state.reported``; OCPP 1.6 boot
-attributes are mapped to the 2.0.1 shape (``chargingStation.vendorName``...)
-so that every shadow looks the same whatever the charge point speaks.
+A handler answers one CALL of one OCPP version::
 
-:class:`RecentAnswers` remembers the answers to the last CALLs, so that a
-CALL delivered again (the processor takes each at least once) gets the
-answer it got the first time instead of being handled twice.
+    from gateway.processor.handlers import Call, handler
+
+    @handler("2.0.1", "TransactionEvent")
+    async def transaction_event(call: Call) -> dict[str, Any]:
+        ...  # await the CPO's services
+        return {}
+
+It receives the CALL, its request payload already validated against the
+action's JSON schema, and returns the CALLRESULT payload, which the processor
+validates against the response schema before sending it.  To answer with a
+CALLERROR, raise one of the ``ocpp`` package's errors (``ocpp.exceptions``:
+``NotSupportedError``, ``PropertyConstraintViolationError``,
+``GenericError``...): its code and description become the CALLERROR's.  Any
+other exception, or an invalid response, is answered ``InternalError`` and
+logged with the CP id.
+
+``@handler`` only marks the function; the processor registers the marked
+functions of the modules it loads (the built-in defaults, then the
+``ocpp_gateway.handlers`` entry points, then each ``--handlers`` module), a
+later registration replacing an earlier one for the same (version, action).
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
+import json
+import logging
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
+
+import trio
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..identity import thing_name_for
+from .authorization import AcceptAll, Authorizer
+
+log = logging.getLogger(__name__)
 
 Json = dict[str, Any]
+
+# The OCPP versions a handler can be registered for (``ocpp2.0`` CPs are answered as 2.0.1).
+VERSIONS: Final = ("1.6", "2.0.1")
+# The entry-point group whose modules are loaded as handler modules.
+ENTRY_POINT_GROUP: Final = "ocpp_gateway.handlers"
+# The attribute ``@handler`` sets on a function: the (version, action) pairs it answers.
+_MARK: Final = "__ocpp_handler_for__"
 
 
 def utc_now() -> str:
@@ -30,146 +58,75 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+def _transaction_ids() -> itertools.count[int]:
+    # Seeded from the clock so that a restarted processor does not reuse recent ids.
+    return itertools.count(int(time.time()) % 1_000_000_000)
+
+
 @dataclass
 class Context:
-    heartbeat_interval: int  # the option's default lives in gateway/config.py
+    """What every handler may use; one per processor, shared by all its CALLs.
+
+    ``iot_data`` is the boto3 ``iot-data`` client (blocking: call it in a
+    worker thread, as :meth:`update_shadow` does).
+    """
+
+    heartbeat_interval: int
+    authorizer: Authorizer = field(default_factory=AcceptAll)
+    iot_data: Any = None
     now: Callable[[], str] = utc_now
-    # Transaction ids: seeded from the clock so a restarted processor does not reuse recent ones.
-    transaction_ids: itertools.count[int] = field(
-        default_factory=lambda: itertools.count(int(time.time()) % 1_000_000_000)
-    )
+    transaction_ids: itertools.count[int] = field(default_factory=_transaction_ids)
+
+    async def update_shadow(self, cp_id: str, reported: Json) -> None:
+        """Merge ``reported`` into the CP's device shadow (``state.reported``) in a worker thread.
+
+        A refusal of the shadow service is logged, not raised: the CALL is
+        still answered.
+        """
+        document = json.dumps({"state": {"reported": reported}}).encode()
+        thing_name = thing_name_for(cp_id)
+        try:
+            await trio.to_thread.run_sync(
+                lambda: self.iot_data.update_thing_shadow(thingName=thing_name, payload=document)
+            )
+        except (ClientError, BotoCoreError) as exc:
+            log.error("%s: could not update the shadow: %s", cp_id, exc)
 
 
-Handler = Callable[[Json, Context], Json]
+@dataclass(frozen=True)
+class Call:
+    """One CALL from a charge point, as a handler receives it."""
 
-_ACCEPTED = {"status": "Accepted"}
-
-
-def boot_notification(payload: Json, ctx: Context) -> Json:
-    return {"currentTime": ctx.now(), "interval": ctx.heartbeat_interval, "status": "Accepted"}
-
-
-def heartbeat(payload: Json, ctx: Context) -> Json:
-    return {"currentTime": ctx.now()}
-
-
-def empty(payload: Json, ctx: Context) -> Json:
-    return {}
+    cp_id: str
+    version: str  # "1.6" or "2.0.1"
+    action: str
+    message_id: str
+    payload: Json  # valid against the action's request schema
+    context: Context
 
 
-def authorize_16(payload: Json, ctx: Context) -> Json:
-    return {"idTagInfo": dict(_ACCEPTED)}
+Handler = Callable[[Call], Awaitable[Json]]
 
 
-def start_transaction_16(payload: Json, ctx: Context) -> Json:
-    return {"transactionId": next(ctx.transaction_ids), "idTagInfo": dict(_ACCEPTED)}
+def handler(version: str, action: str) -> Callable[[Handler], Handler]:
+    """Mark an ``async def f(call: Call) -> dict`` as the answer to ``action`` of OCPP ``version``.
 
-
-def stop_transaction_16(payload: Json, ctx: Context) -> Json:
-    return {"idTagInfo": dict(_ACCEPTED)} if payload.get("idTag") else {}
-
-
-def authorize_201(payload: Json, ctx: Context) -> Json:
-    return {"idTokenInfo": dict(_ACCEPTED)}
-
-
-def transaction_event_201(payload: Json, ctx: Context) -> Json:
-    # idTokenInfo only when the CP sent an idToken (OCPP 2.0.1 E01-E04).
-    return {"idTokenInfo": dict(_ACCEPTED)} if payload.get("idToken") else {}
-
-
-HANDLERS: dict[str, dict[str, Handler]] = {
-    "2.0.1": {
-        "BootNotification": boot_notification,
-        "Heartbeat": heartbeat,
-        "StatusNotification": empty,
-        "Authorize": authorize_201,
-        "TransactionEvent": transaction_event_201,
-        "MeterValues": empty,
-    },
-    "1.6": {
-        "BootNotification": boot_notification,
-        "Heartbeat": heartbeat,
-        "StatusNotification": empty,
-        "Authorize": authorize_16,
-        "StartTransaction": start_transaction_16,
-        "StopTransaction": stop_transaction_16,
-        "MeterValues": empty,
-    },
-}
-
-
-def boot_shadow_document(payload: Json, version: str) -> Json:
-    """The ``state.reported`` document for a BootNotification payload."""
-    if version != "1.6":
-        return dict(payload)
-    station: Json = {
-        "vendorName": payload.get("chargePointVendor"),
-        "model": payload.get("chargePointModel"),
-        "serialNumber": payload.get("chargePointSerialNumber"),
-        "firmwareVersion": payload.get("firmwareVersion"),
-        "chargeBoxSerialNumber": payload.get("chargeBoxSerialNumber"),
-        "meterType": payload.get("meterType"),
-        "meterSerialNumber": payload.get("meterSerialNumber"),
-    }
-    modem = {k: payload[k] for k in ("iccid", "imsi") if k in payload}
-    if modem:
-        station["modem"] = modem
-    return {"chargingStation": {k: v for k, v in station.items() if v is not None}}
-
-
-# A CALL seen again within this window (and among this many answers) gets the answer it got before.
-# One minute: a redelivery is only useful within the gateway's --call-timeout (30 s), and a charger that
-# restarts its message ids must not get a stale answer (a Heartbeat's currentTime) for long.
-RECENT_ANSWERS = 10_000
-RECENT_ANSWER_TTL = 60.0
-
-CallKey = tuple[str, str, bytes]
-
-
-def call_key(cp_id: str, message_id: str, frame: bytes) -> CallKey:
-    """What makes a CALL the same CALL again: its CP, its message id and its exact bytes.
-
-    A redelivery (and a CP's own retry) repeats the frame byte for byte;
-    the bytes are in the key because some charge points restart counting
-    message ids when they reconnect, and a new CALL with an old id must be
-    handled, not answered from the cache.
+    Stackable (one function for both versions).  The function is returned
+    unchanged; the processor registers it when it loads the function's module.
     """
-    return cp_id, message_id, hashlib.blake2b(frame, digest_size=16).digest()
+    if version not in VERSIONS:
+        raise ValueError(f"@handler: OCPP version {version!r} is not one of {', '.join(VERSIONS)}")
+
+    def mark(function: Handler) -> Handler:
+        marks: list[tuple[str, str]] = list(getattr(function, _MARK, ()))
+        marks.append((version, action))
+        setattr(function, _MARK, tuple(marks))
+        return function
+
+    return mark
 
 
-@dataclass
-class RecentAnswers:
-    """The answers to the last ``capacity`` CALLs of the last ``ttl`` seconds (pure: the caller passes the clock).
-
-    Entries expire in the order they were made (a hit does not extend one),
-    so both bounds evict from the oldest end.  Memory: ``capacity``
-    answers, each an OCPP-J frame the processor built (CALLERRORs are capped
-    below 4 KB; CALLRESULTs are a few hundred bytes).
-    """
-
-    capacity: int = RECENT_ANSWERS
-    ttl: float = RECENT_ANSWER_TTL
-    _answers: OrderedDict[CallKey, tuple[float, str]] = field(default_factory=OrderedDict)
-
-    def __len__(self) -> int:
-        return len(self._answers)
-
-    def get(self, key: CallKey, now: float) -> str | None:
-        """The answer given to this CALL, if it is recent enough."""
-        entry = self._answers.get(key)
-        if entry is None:
-            return None
-        if entry[0] <= now:
-            del self._answers[key]
-            return None
-        return entry[1]
-
-    def put(self, key: CallKey, answer: str, now: float) -> None:
-        self._answers.pop(key, None)
-        self._answers[key] = (now + self.ttl, answer)
-        while self._answers:
-            oldest = next(iter(self._answers.values()))
-            if len(self._answers) <= self.capacity and oldest[0] > now:
-                break
-            self._answers.popitem(last=False)
+def marks_of(function: object) -> tuple[tuple[str, str], ...]:
+    """The (version, action) pairs ``@handler`` marked ``function`` for (none: not a handler)."""
+    marks = getattr(function, _MARK, ())
+    return tuple(marks) if isinstance(marks, tuple) else ()

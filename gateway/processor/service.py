@@ -1,8 +1,10 @@
 """The CPO message processor: answers charge points over the broker.
 
 It plays the part of the AWS sample's Lambda: subscribed to ``+/in``, it
-answers every OCPP CALL on ``<cp-id>/out`` and writes BootNotification
-payloads into the device shadow through ``iot-data`` (boto3).  It is a plain
+answers every OCPP CALL on ``<cp-id>/out`` with the handler registered for
+its (version, action) (:mod:`.registry`, :mod:`.dispatch`); the
+BootNotification handler writes the boot attributes into the device shadow
+through ``iot-data`` (boto3).  It is a plain
 MQTT client, so it runs beside fakeiot, Mosquitto or AWS IoT Core alike.
 
 Which OCPP version a charge point speaks is not visible in its frames, so
@@ -33,7 +35,7 @@ CALLs are answered at once: with Mosquitto's default of 20, raise
 
 Every CALL may therefore arrive twice (and a CP may retry one).  The answers
 to the last 10,000 CALLs of the last minute are kept
-(:class:`~.handlers.RecentAnswers`, keyed by CP id, message id and the
+(:class:`~.recent.RecentAnswers`, keyed by CP id, message id and the
 frame's bytes): a CALL seen again gets the same answer text, and one that
 arrives while its first copy is still being answered waits for that answer;
 either way it is handled once (a StartTransaction gets one transaction id).
@@ -52,7 +54,6 @@ anything else escape it.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -62,8 +63,7 @@ from typing import Any
 import ocpp.messages
 import trio
 from botocore.exceptions import BotoCoreError, ClientError
-from ocpp.exceptions import OCPPError
-from ocpp.messages import Call, CallError, CallResult, validate_payload
+from ocpp.messages import Call, CallError, CallResult
 
 from .. import ocppj
 from ..errors import (
@@ -72,20 +72,17 @@ from ..errors import (
     MqttConnectionLost,
     MqttSubscriptionRefused,
 )
-from ..identity import cp_id_for, thing_name_for, validate_identity
+from ..identity import cp_id_for, validate_identity
 from ..mqtt_link import Delivery, MqttDriver, MqttLink
 from ..subprotocol import OCPP_VERSIONS
+from .authorization import AcceptAll, Authorizer
 from .config import ProcessorConfig
-from .handlers import (
-    HANDLERS,
-    RECENT_ANSWER_TTL,
-    RECENT_ANSWERS,
-    CallKey,
-    Context,
-    RecentAnswers,
-    boot_shadow_document,
-    call_key,
-)
+from .defaults_16 import sign_certificate as sign_certificate_16
+from .defaults_201 import sign_certificate as sign_certificate_201
+from .dispatch import dispatch
+from .handlers import Context
+from .recent import RECENT_ANSWER_TTL, RECENT_ANSWERS, CallKey, RecentAnswers, call_key
+from .registry import HandlerRegistry, load_registry
 
 log = logging.getLogger(__name__)
 
@@ -111,14 +108,37 @@ class ProcessorSettings:
         RECENT_ANSWERS  # CALLs whose answers are kept to answer a redelivery alike
     )
     recent_answer_ttl: float = RECENT_ANSWER_TTL
+    # --handlers: modules whose @handler functions replace the defaults (see registry.py)
+    handler_modules: tuple[str, ...] = ()
 
 
 class Processor:
-    def __init__(self, driver: MqttDriver, iot_data: Any, settings: ProcessorSettings) -> None:
+    """Answers the CALLs on ``+/in``.
+
+    ``authorizer`` decides id tokens (default :class:`AcceptAll`);
+    ``registry`` the handlers (default: :func:`load_registry` of
+    ``settings.handler_modules``, which raises HandlerLoadError, a
+    ConfigError, for a module that cannot be loaded).
+    """
+
+    def __init__(
+        self,
+        driver: MqttDriver,
+        iot_data: Any,
+        settings: ProcessorSettings,
+        *,
+        authorizer: Authorizer | None = None,
+        registry: HandlerRegistry | None = None,
+    ) -> None:
         self._driver = driver
         self._iot_data = iot_data
         self.settings = settings
-        self._ctx = Context(heartbeat_interval=settings.heartbeat_interval)
+        self.handlers = load_registry(settings.handler_modules) if registry is None else registry
+        self.context = Context(
+            heartbeat_interval=settings.heartbeat_interval,
+            authorizer=AcceptAll() if authorizer is None else authorizer,
+            iot_data=iot_data,
+        )
         self._versions: dict[str, str] = {}
         self._limiter = trio.CapacityLimiter(settings.max_concurrent)
         self._recent = RecentAnswers(settings.recent_answers, settings.recent_answer_ttl)
@@ -150,6 +170,7 @@ class Processor:
         again after a backoff (0.5 s doubling to 30 s), so a gateway that
         embeds the processor keeps serving its charge points.
         """
+        self._announce()
         status = _StartedProbe(task_status)
         in_a_row = 0
         while True:
@@ -171,6 +192,24 @@ class Processor:
                     delay,
                 )
             await trio.sleep(delay)
+
+    def _announce(self) -> None:
+        """Say once at start-up what a development default means for charge points."""
+        if isinstance(self.context.authorizer, AcceptAll):
+            log.warning(
+                "processor: every id token is accepted (authorizer: %s)",
+                AcceptAll.description,
+            )
+        defaults = (("1.6", sign_certificate_16), ("2.0.1", sign_certificate_201))
+        rejecting = [
+            v for v, default in defaults if self.handlers.get(v, "SignCertificate") is default
+        ]
+        if rejecting:
+            log.info(
+                "processor: no certificate authority is configured: SignCertificate (OCPP %s) is "
+                "answered Rejected",
+                " and ".join(rejecting),
+            )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; ``started()`` once subscribed.
@@ -426,35 +465,7 @@ class Processor:
         return frame
 
     async def _answer_call(self, cp_id: str, version: str, frame: Call) -> str:
-        handler = HANDLERS[version].get(frame.action)
-        if handler is None:
-            return ocppj.call_error(
-                frame.unique_id, "NotImplemented", f"{frame.action} is not implemented by this CSMS"
-            )
-        try:
-            await validate_payload(frame, version)
-        except OCPPError as exc:
-            cause = exc.details.get("cause") if isinstance(exc.details, dict) else None
-            return ocppj.call_error(
-                frame.unique_id,
-                ocppj.error_code_for(version, exc.code),
-                exc.description or f"Invalid {frame.action} payload",
-                {"cause": str(cause)} if cause else {},
-            )
-        result = handler(frame.payload, self._ctx)
-        if frame.action == "BootNotification":
-            await self._update_shadow(cp_id, boot_shadow_document(frame.payload, version))
-        return ocppj.call_result(frame.unique_id, result)
-
-    async def _update_shadow(self, cp_id: str, reported: dict[str, Any]) -> None:
-        document = json.dumps({"state": {"reported": reported}}).encode()
-        thing_name = thing_name_for(cp_id)
-        try:
-            await trio.to_thread.run_sync(
-                lambda: self._iot_data.update_thing_shadow(thingName=thing_name, payload=document)
-            )
-        except (ClientError, BotoCoreError) as exc:
-            log.error("%s: could not store BootNotification in the shadow: %s", cp_id, exc)
+        return await dispatch(self.handlers, self.context, cp_id, version, frame)
 
 
 class _StartedProbe:
