@@ -15,7 +15,7 @@ from typing import Any
 import trio
 
 from ..aws import AwsSettings, make_clients
-from ..errors import ConfigError, MqttError
+from ..errors import ConfigError, MqttError, only_error
 from ..mqtt_link import MqttDriver, MqttSettings, open_mqtt_driver
 from .command_http import serve_command_api
 from .command_service import CommandService, CommandSettings
@@ -83,7 +83,10 @@ def call_main(args: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        outcome = trio.run(_call, config, mqtt, cp_id, action, payload)
+        try:
+            outcome = trio.run(_call, config, mqtt, cp_id, action, payload)
+        except BaseExceptionGroup as group:  # the service's nursery wraps what call() raised
+            raise only_error(group) from None
     except InvalidCommand as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
