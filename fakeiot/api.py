@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from .certs import CertificateAuthority
 from .errors import ApiError
+from .publish import PublishApi
 from .registry import RegistryApi, check_thing_name
 from .rules import RulesEngine
 from .rules.api import RulesApi
@@ -180,6 +181,12 @@ class IotApi:
             ),
             Route(
                 "DELETE", "/things/{thing}/shadow", lambda r: self.delete_shadow(r["thing"], b"")
+            ),
+            # data-plane Publish (iot-data): fakeiot/publish.py
+            Route(
+                "POST",
+                "/topics/{topic}",
+                lambda r: PublishApi(self.publish).publish_message(r["topic"], r.query, r.body),
             ),
         ]
 

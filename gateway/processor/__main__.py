@@ -18,13 +18,14 @@ from ..aws import AwsSettings, make_clients
 from ..errors import ConfigError, GatewayError
 from ..looplag import LoopMonitor
 from ..mqtt_link import MqttSettings, open_mqtt_driver
+from .command_cli import call_main, start_command_api
 from .config import ProcessorConfig, load_processor_config
 from .registry import HandlerLoadError, HandlerRegistry, load_registry
 from .service import Processor, ProcessorSettings
 
 
 async def _run(config: ProcessorConfig, mqtt: MqttSettings, registry: HandlerRegistry) -> None:
-    _, iot_data = await trio.to_thread.run_sync(
+    iot, iot_data = await trio.to_thread.run_sync(
         make_clients, AwsSettings(region=config.region, iot_endpoint_url=config.iot_api_url)
     )
     settings = ProcessorSettings(
@@ -40,16 +41,25 @@ async def _run(config: ProcessorConfig, mqtt: MqttSettings, registry: HandlerReg
                 await nursery.start(
                     Processor(driver, iot_data, settings, registry=registry).run_supervised
                 )
+                # -- commands to charge points: the HTTP API (commands.py / command_service.py) --
+                if config.http_port is not None:
+                    port = await nursery.start(start_command_api, config, driver, iot, iot_data)
+                    print(f"processor: command API on http://{config.http_host}:{port}", flush=True)
                 print(f"processor: answering +/in on {mqtt.host}:{mqtt.port}", flush=True)
                 async for _ in signals:
                     nursery.cancel_scope.cancel()
                     break
     finally:
+        iot.close()
         iot_data.close()
     print(f"processor stopped: {loop.describe()}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    # -- commands to charge points: `python -m gateway.processor call CP ACTION JSON [options]` --
+    if args[:1] == ["call"]:
+        return call_main(args[1:])
     config = load_processor_config(argv)
     try:
         mqtt = MqttSettings(

@@ -20,7 +20,11 @@ from ..errors import ConfigError
 from ..options import option
 
 PROCESSOR_PREFIX = "PROCESSOR_"
-PROCESSOR_GROUPS = {"mqtt": "MQTT broker", "processor": "Processor"}
+PROCESSOR_GROUPS = {
+    "mqtt": "MQTT broker",
+    "processor": "Processor",
+    "commands": "Commands to charge points (docs/commands.md)",
+}
 
 
 def _check_module_names(names: tuple[str, ...]) -> str | None:
@@ -82,6 +86,36 @@ class ProcessorConfig:
         default_text="none",
     )
     log_level: str = option("INFO", "how much to log", group="processor", choices=LOG_LEVELS)
+    # -- commands to charge points (gateway/processor/command_service.py, docs/commands.md) --
+    command_timeout: float = option(
+        30.0, "seconds a command sent to a CP waits for its answer", group="commands", above=0
+    )
+    command_queue: int = option(
+        10,
+        "commands per CP that may wait behind the outstanding one; beyond: refused (HTTP 429)",
+        group="commands",
+        min=0,
+    )
+    http_port: int | None = option(
+        None,
+        "serve the command API (POST /charge-points/{id}/calls/{action}) on this port; "
+        "unset: no HTTP API (0: any free port)",
+        group="commands",
+        min=0,
+        max=65535,
+    )
+    http_host: str = option(
+        "127.0.0.1",
+        "address of the command API; it has no authentication unless --http-token is set",
+        group="commands",
+    )
+    http_token: str | None = option(
+        None,
+        "bearer token the command API requires (Authorization: Bearer ...); prefer the "
+        "environment variable to the flag",
+        group="commands",
+        secret=True,
+    )
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """Mutual TLS 1.2+ to the broker when a client certificate is configured."""
