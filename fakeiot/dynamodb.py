@@ -140,7 +140,9 @@ class DynamoDbApi:
             "TableId": str(uuid.uuid4()),
         }
         if not self.store.create_dynamodb_table(name, definition):
-            raise DynamoDbError(_DYNAMODB + "ResourceInUseException", f"Table already exists: {name}")
+            raise DynamoDbError(
+                _DYNAMODB + "ResourceInUseException", f"Table already exists: {name}"
+            )
         return {"TableDescription": self._description(definition, 0)}
 
     def describe_table(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -310,7 +312,9 @@ def _item_key(item: Mapping[str, Any], key_name: str, key_type: str, where: str)
     """The store's key for the item's key attribute (its typed JSON, so types never collide)."""
     value = item.get(key_name)
     if value is None:
-        raise _invalid(f"One of the required keys was not given a value: {where} needs {key_name!r}")
+        raise _invalid(
+            f"One of the required keys was not given a value: {where} needs {key_name!r}"
+        )
     _check_value(value, key_name)
     (kind, raw) = next(iter(value.items()))
     if kind != key_type:

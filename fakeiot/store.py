@@ -264,7 +264,6 @@ class Store:
             ).fetchall()
         return [json.loads(r[0]) for r in rows]
 
-
     # -- DynamoDB API tables (fakeiot.dynamodb): items as DynamoDB AttributeValue maps ------
 
     def create_dynamodb_table(self, name: str, definition: dict[str, Any]) -> bool:
@@ -302,7 +301,9 @@ class Store:
             ).fetchall()
         return [r[0] for r in rows]
 
-    def put_dynamodb_item(self, table: str, key: str, item: dict[str, Any]) -> dict[str, Any] | None:
+    def put_dynamodb_item(
+        self, table: str, key: str, item: dict[str, Any]
+    ) -> dict[str, Any] | None:
         """Write (or replace) one item; returns the item it replaced, if any."""
         with self._transaction() as db:
             row = db.execute(
@@ -328,9 +329,7 @@ class Store:
             row = db.execute(
                 "SELECT item FROM dynamodb_items WHERE table_name = ? AND key = ?", (table, key)
             ).fetchone()
-            db.execute(
-                "DELETE FROM dynamodb_items WHERE table_name = ? AND key = ?", (table, key)
-            )
+            db.execute("DELETE FROM dynamodb_items WHERE table_name = ? AND key = ?", (table, key))
         return json.loads(row[0]) if row else None
 
     def scan_dynamodb_items(

@@ -45,6 +45,11 @@ async def _run(config: ProcessorConfig, mqtt: MqttSettings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["idtoken"]:  # the id-token table's CLI (docs/authorization.md)
+        from .idtoken_cli import main as idtoken_main
+
+        return idtoken_main(args[1:])
     config = load_processor_config(argv)
     try:
         mqtt = MqttSettings(
