@@ -168,7 +168,9 @@ def test_errors_in_dynamodb_shape(ddb: Any) -> None:
     assert _code(error) == "ValidationException"
     assert "partition key only" in error.value.response["Error"]["Message"]
     with pytest.raises(ClientError) as error:
-        ddb.scan(TableName=TABLE, FilterExpression="a = :a", ExpressionAttributeValues={":a": {"S": "1"}})
+        ddb.scan(
+            TableName=TABLE, FilterExpression="a = :a", ExpressionAttributeValues={":a": {"S": "1"}}
+        )
     assert _code(error) == "ValidationException"
     with pytest.raises(ddb.exceptions.ResourceNotFoundException):
         ddb.describe_table(TableName="sorted")  # refused, so not created
