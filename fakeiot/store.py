@@ -1,4 +1,5 @@
-"""Persistent state of fakeiot: the Thing registry and the device shadows.
+"""Persistent state of fakeiot: the Thing registry, the device shadows, the rules' tables and
+the tables of the DynamoDB subset (:mod:`fakeiot.dynamodb`).
 
 One SQLite file (``<data-dir>/fakeiot.sqlite3``) shared by the MQTT broker's
 thread and the HTTP API's threads; a lock serialises access, so each

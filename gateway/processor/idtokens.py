@@ -346,7 +346,8 @@ def _check_table(authorizer: Authorizer) -> None:
         return
     table = authorizer.table
     try:
-        table.get("\x00start-up check")  # any key: a missing table says so (needs only GetItem)
+        # Any key will do: a missing table says so, and GetItem is the only permission needed.
+        table.get("gateway-processor-start-up-check")
     except IdTokenTableMissing:
         raise
     except AuthorizationUnavailable as exc:
