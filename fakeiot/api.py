@@ -3,7 +3,8 @@
 Paths, methods, bodies and errors follow botocore's service models for
 ``iot`` (the registry calls of :mod:`fakeiot.registry`, the security calls of
 :mod:`fakeiot.security`, the topic-rule calls of :mod:`fakeiot.rules.api`)
-and ``iot-data`` (GetThingShadow, UpdateThingShadow, DeleteThingShadow), so
+and ``iot-data`` (GetThingShadow, UpdateThingShadow, DeleteThingShadow), and a DynamoDB subset
+(:mod:`fakeiot.dynamodb`, ``POST /`` with ``X-Amz-Target``), so
 ``boto3.client("iot", endpoint_url=...)`` and ``boto3.client("iot-data",
 endpoint_url=...)`` work against it unchanged.  :data:`IotApi.routes` is the
 whole surface: one :class:`Route` (method, path pattern, handler) per call.
@@ -22,6 +23,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from .certs import CertificateAuthority
+from .dynamodb import DynamoDbApi, Response
 from .errors import ApiError
 from .publish import PublishApi
 from .registry import RegistryApi, check_thing_name
@@ -112,6 +114,7 @@ class IotApi:
         self.registry = RegistryApi(store, publish, region, account_id)
         self.security = SecurityApi(store, ca, region, account_id, endpoint)
         self.rules = RulesApi(rules or RulesEngine(store), store, region, account_id)
+        self.dynamodb = DynamoDbApi(store, region, account_id)
         self.routes = self._routes()
 
     def _routes(self) -> list[Route]:
@@ -174,6 +177,10 @@ class IotApi:
             Route("GET", "/rules/{name}", lambda r: rules.get(r["name"])),
             Route("DELETE", "/rules/{name}", lambda r: rules.delete(r["name"])),
             Route("GET", "/fakeiot/tables/{table}", lambda r: rules.scan(r["table"])),
+            # DynamoDB's JSON protocol: the operation is named by a header
+            Route(
+                "POST", "/", lambda r: self.dynamodb.handle(r.headers.get("x-amz-target"), r.body)
+            ),
             # shadows (iot-data)
             Route("GET", "/things/{thing}/shadow", lambda r: self.get_shadow(r["thing"], b"")),
             Route(
@@ -205,7 +212,10 @@ class IotApi:
             request = Request(method, parts, params, query, body, headers or {})
             if route.json_body:
                 request.json()
-            return 200, route.handler(request)
+            result = route.handler(request)
+            if isinstance(result, Response):  # a protocol that puts its errors in the body
+                return result.status, result.doc
+            return 200, result
         raise ApiError(404, "ResourceNotFoundException", f"No such operation: {method} {url.path}")
 
     # -- shadows (iot-data) ----------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Persistent state of fakeiot: the Thing registry and the device shadows.
+"""Persistent state of fakeiot: the Thing registry, the device shadows, the rules' tables and
+the tables of the DynamoDB subset (:mod:`fakeiot.dynamodb`).
 
 One SQLite file (``<data-dir>/fakeiot.sqlite3``) shared by the MQTT broker's
 thread and the HTTP API's threads; a lock serialises access, so each
@@ -45,6 +46,12 @@ CREATE TABLE IF NOT EXISTS table_items (
     key TEXT NOT NULL,
     item TEXT NOT NULL,
     updated REAL NOT NULL,
+    PRIMARY KEY (table_name, key)
+);
+CREATE TABLE IF NOT EXISTS dynamodb_items (
+    table_name TEXT NOT NULL,
+    key TEXT NOT NULL,
+    item TEXT NOT NULL,
     PRIMARY KEY (table_name, key)
 );
 """
@@ -257,6 +264,89 @@ class Store:
                 "SELECT item FROM table_items WHERE table_name = ? ORDER BY key", (table,)
             ).fetchall()
         return [json.loads(r[0]) for r in rows]
+
+    # -- DynamoDB API tables (fakeiot.dynamodb): items as DynamoDB AttributeValue maps ------
+
+    def create_dynamodb_table(self, name: str, definition: dict[str, Any]) -> bool:
+        """Store a table's definition; False (nothing changed) if the table exists."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT 1 FROM resources WHERE kind = ? AND name = ?", (DYNAMODB_TABLE_KIND, name)
+            ).fetchone()
+            if row:
+                return False
+            db.execute(
+                "INSERT INTO resources VALUES (?, ?, ?)",
+                (DYNAMODB_TABLE_KIND, name, json.dumps(definition)),
+            )
+            return True
+
+    def dynamodb_table(self, name: str) -> tuple[dict[str, Any], int] | None:
+        """A table's definition and item count; None if it was never created."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT document FROM resources WHERE kind = ? AND name = ?",
+                (DYNAMODB_TABLE_KIND, name),
+            ).fetchone()
+            if row is None:
+                return None
+            (count,) = self._db.execute(
+                "SELECT COUNT(*) FROM dynamodb_items WHERE table_name = ?", (name,)
+            ).fetchone()
+        return json.loads(row[0]), int(count)
+
+    def dynamodb_table_names(self) -> list[str]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT name FROM resources WHERE kind = ? ORDER BY name", (DYNAMODB_TABLE_KIND,)
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def put_dynamodb_item(
+        self, table: str, key: str, item: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Write (or replace) one item; returns the item it replaced, if any."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT item FROM dynamodb_items WHERE table_name = ? AND key = ?", (table, key)
+            ).fetchone()
+            db.execute(
+                "INSERT INTO dynamodb_items VALUES (?, ?, ?) "
+                "ON CONFLICT(table_name, key) DO UPDATE SET item = excluded.item",
+                (table, key, json.dumps(item)),
+            )
+        return json.loads(row[0]) if row else None
+
+    def get_dynamodb_item(self, table: str, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT item FROM dynamodb_items WHERE table_name = ? AND key = ?", (table, key)
+            ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def delete_dynamodb_item(self, table: str, key: str) -> dict[str, Any] | None:
+        """Delete one item; returns it (None: there was none)."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT item FROM dynamodb_items WHERE table_name = ? AND key = ?", (table, key)
+            ).fetchone()
+            db.execute("DELETE FROM dynamodb_items WHERE table_name = ? AND key = ?", (table, key))
+        return json.loads(row[0]) if row else None
+
+    def scan_dynamodb_items(
+        self, table: str, *, after: str | None, limit: int
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Up to ``limit`` (key, item) pairs in key order, from the first key above ``after``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key, item FROM dynamodb_items WHERE table_name = ? AND key > ? "
+                "ORDER BY key LIMIT ?",
+                (table, after if after is not None else "", limit),
+            ).fetchall()
+        return [(r[0], json.loads(r[1])) for r in rows]
+
+
+DYNAMODB_TABLE_KIND = "dynamodb-table"
 
 
 def _thing(row: tuple[Any, ...]) -> Thing:

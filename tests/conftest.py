@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -22,6 +23,8 @@ from gateway.aws import AwsSettings, make_clients
 from gateway.config import GatewayConfig
 from gateway.errors import MqttConnectionLost
 from gateway.mqtt_link import MqttDriver, MqttLink, MqttSettings, open_mqtt_driver
+
+from .processes import program
 
 logging.getLogger("amqtt").setLevel(logging.WARNING)
 logging.getLogger("transitions").setLevel(logging.WARNING)
@@ -150,3 +153,16 @@ async def spy(mqtt_driver: MqttDriver, nursery: trio.Nursery) -> AsyncIterator[S
 
 def shadow_of(aws: tuple[Any, Any], thing_name: str) -> dict[str, Any]:
     return json.loads(aws[1].get_thing_shadow(thingName=thing_name)["payload"].read())  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")  # one moto server per test module
+def moto_url() -> Iterator[str]:
+    pytest.importorskip("moto.server", reason="moto[server] is in the test extras")
+    # Port 0: moto's server binds a port of its own and reports it, so no other program can
+    # take it first.
+    with program("-m", "moto.server", "-H", "127.0.0.1", "-p", "0") as moto:
+        line = moto.wait_for_line("Running on", timeout=60)
+        found = re.search(r"Running on (http://127\.0\.0\.1:[1-9]\d*)", line)
+        assert found, line
+        yield found.group(1)
+        moto.stop()

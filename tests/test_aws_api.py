@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,22 +18,9 @@ from gateway.aws import AwsSettings, make_clients
 from gateway.identity import validate_identity
 from gateway.registry import Registry
 
-from .processes import program, run
+from .processes import run
 
 BACKENDS = ["fakeiot", "moto"]
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    pytest.importorskip("moto.server", reason="moto[server] is in the test extras")
-    # Port 0: moto's server binds a port of its own and reports it, so no other program can
-    # take it first.
-    with program("-m", "moto.server", "-H", "127.0.0.1", "-p", "0") as moto:
-        line = moto.wait_for_line("Running on", timeout=60)
-        found = re.search(r"Running on (http://127\.0\.0\.1:[1-9]\d*)", line)
-        assert found, line
-        yield found.group(1)
-        moto.stop()
 
 
 @pytest.fixture(params=BACKENDS)

@@ -18,6 +18,7 @@ import trio
 from gateway.chargepoint import boot_notification
 from gateway.mqtt_link import MqttDriver
 from gateway.processor import Processor, ProcessorSettings
+from gateway.processor.authorization import Authorization
 from gateway.processor.boot import boot_shadow_document
 from gateway.processor.handlers import Call, Context
 
@@ -248,3 +249,41 @@ def test_a_minimal_16_boot_leaves_out_what_was_not_sent() -> None:
     assert boot_shadow_document(payload, "1.6") == {
         "chargingStation": {"vendorName": "V", "model": "M16"}
     }
+
+
+class _Refuser:
+    """An authorizer that blocks every token, and records what it was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str | None]] = []
+
+    async def authorize(self, cp_id: str, id_token: str, token_type: str | None) -> Authorization:
+        self.asked.append((id_token, token_type))
+        return Authorization("Blocked")
+
+
+async def test_id_tokens_are_decided_by_the_authorizer_except_no_authorization(
+    iot_data: RecordingIotData,
+) -> None:
+    refuser = _Refuser()
+    processor = Processor(
+        cast(MqttDriver, None),
+        iot_data,
+        ProcessorSettings(heartbeat_interval=7),
+        authorizer=refuser,
+    )
+    blocked = await answer(
+        processor, '[2, "a1", "Authorize", {"idToken": {"idToken": "T1", "type": "ISO14443"}}]'
+    )
+    assert blocked == [3, "a1", {"idTokenInfo": {"status": "Blocked"}}]
+    assert await answer(processor, '[2, "a2", "Authorize", {"idTag": "T2"}]', "1.6") == [
+        3,
+        "a2",
+        {"idTagInfo": {"status": "Blocked"}},
+    ]
+    # Free vending: the station asks for no identification, so there is nothing to look up.
+    free = await answer(
+        processor, '[2, "a3", "Authorize", {"idToken": {"idToken": "", "type": "NoAuthorization"}}]'
+    )
+    assert free == [3, "a3", {"idTokenInfo": {"status": "Accepted"}}]
+    assert refuser.asked == [("T1", "ISO14443"), ("T2", None)]

@@ -20,6 +20,7 @@ from ..looplag import LoopMonitor
 from ..mqtt_link import MqttSettings, open_mqtt_driver
 from .command_cli import call_main, start_command_api
 from .config import ProcessorConfig, load_processor_config
+from .idtokens import open_authorizer
 from .registry import HandlerLoadError, HandlerRegistry, load_registry
 from .service import Processor, ProcessorSettings
 
@@ -36,11 +37,16 @@ async def _run(config: ProcessorConfig, mqtt: MqttSettings, registry: HandlerReg
     loop = LoopMonitor()
     try:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with open_mqtt_driver(mqtt) as driver, trio.open_nursery() as nursery:
+            async with (
+                open_authorizer(config) as authorizer,
+                open_mqtt_driver(mqtt) as driver,
+                trio.open_nursery() as nursery,
+            ):
                 await nursery.start(loop.run)
-                await nursery.start(
-                    Processor(driver, iot_data, settings, registry=registry).run_supervised
+                processor = Processor(
+                    driver, iot_data, settings, authorizer=authorizer, registry=registry
                 )
+                await nursery.start(processor.run_supervised)
                 # -- commands to charge points: the HTTP API (commands.py / command_service.py) --
                 if config.http_port is not None:
                     port = await nursery.start(start_command_api, config, driver, iot, iot_data)
@@ -60,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     # -- commands to charge points: `python -m gateway.processor call CP ACTION JSON [options]` --
     if args[:1] == ["call"]:
         return call_main(args[1:])
+    if args[:1] == ["idtoken"]:  # the id-token table's CLI (docs/authorization.md)
+        from .idtoken_cli import main as idtoken_main
+
+        return idtoken_main(args[1:])
     config = load_processor_config(argv)
     try:
         mqtt = MqttSettings(

@@ -5,8 +5,11 @@ An :class:`Authorizer` answers, for one id token (OCPP 1.6 ``idTag``, OCPP 2.0.1
 expires and its group.  The handlers turn it into each version's shape with
 :func:`id_tag_info` (1.6) and :func:`id_token_info` (2.0.1).
 
-Built-in: :class:`AcceptAll`, the development default (every token Accepted; the
-processor says so at start-up).
+Built-ins: :class:`AcceptAll`, the development default (every token Accepted; the
+processor says so at start-up), and :class:`~gateway.processor.idtokens.IdTokenList`,
+the id tokens of a DynamoDB table (AWS, or fakeiot offline).  An authorizer that
+cannot decide raises :class:`AuthorizationUnavailable`: the CALL is answered
+CALLERROR InternalError, never a status the charge point would cache.
 """
 
 from __future__ import annotations
@@ -15,9 +18,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from ..errors import GatewayError
+
 # The statuses both versions share; 1.6 also has ConcurrentTx, 2.0.1 a few more
 # (NoCredit, NotAllowedTypeEVSE, NotAtThisLocation, NotAtThisTime, Unknown).
 Status = Literal["Accepted", "Blocked", "Expired", "Invalid", "ConcurrentTx", "Unknown"]
+
+
+class AuthorizationUnavailable(GatewayError):
+    """The authorizer cannot decide now (its store is missing or unreachable); says why."""
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -24,7 +25,15 @@ PROCESSOR_GROUPS = {
     "mqtt": "MQTT broker",
     "processor": "Processor",
     "commands": "Commands to charge points (docs/commands.md)",
+    "authorization": "Authorization (docs/authorization.md)",
 }
+AUTHORIZERS = ("accept-all", "id-token-table")
+
+
+def _check_table_name(name: str) -> str | None:
+    if re.fullmatch(r"[a-zA-Z0-9_.-]{3,255}", name) is None:
+        return "must be a DynamoDB table name: 3-255 characters of [a-zA-Z0-9_.-]"
+    return None
 
 
 def _check_module_names(names: tuple[str, ...]) -> str | None:
@@ -64,7 +73,10 @@ class ProcessorConfig:
         None, "MQTT over TLS: private key of --cert-file", group="mqtt", is_file=True
     )
     iot_api_url: str | None = option(
-        None, "registry/shadow API (fakeiot); unset: AWS IoT", group="processor"
+        None,
+        "registry/shadow API (fakeiot), also its DynamoDB for --authorization id-token-table; "
+        "unset: AWS",
+        group="processor",
     )
     region: str = option(GatewayConfig.region, "AWS region", group="processor")
     client_id: str = option(
@@ -115,6 +127,19 @@ class ProcessorConfig:
         "environment variable to the flag",
         group="commands",
         secret=True,
+    )
+    authorization: str = option(
+        "accept-all",
+        "who may charge: accept-all (every id token Accepted: development only) or "
+        "id-token-table (the DynamoDB table --id-token-table, on fakeiot when --iot-api-url is set)",
+        group="authorization",
+        choices=AUTHORIZERS,
+    )
+    id_token_table: str = option(
+        "ocppIdTokens",
+        "DynamoDB table of id tokens (key idToken; status, expiryDate, groupIdToken)",
+        group="authorization",
+        check=_check_table_name,
     )
 
     def ssl_context(self) -> ssl.SSLContext | None:

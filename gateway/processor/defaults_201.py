@@ -9,7 +9,7 @@ declined the way the specification allows.  A CPO replaces any of them with
 
 from __future__ import annotations
 
-from .authorization import id_token_info
+from .authorization import Authorization, id_token_info
 from .handlers import Call, Json, handler
 
 # statusInfo.reasonCode is at most 20 characters.
@@ -21,6 +21,9 @@ _NO_PKI = {
 
 
 async def _id_token_info(call: Call, id_token: Json) -> Json:
+    if id_token["type"] == "NoAuthorization":
+        # The station charges without identification (free vending): nothing to look up.
+        return id_token_info(Authorization("Accepted"))
     decision = await call.context.authorizer.authorize(
         call.cp_id, id_token["idToken"], id_token["type"]
     )

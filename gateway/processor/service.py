@@ -170,7 +170,7 @@ class Processor:
         again after a backoff (0.5 s doubling to 30 s), so a gateway that
         embeds the processor keeps serving its charge points.
         """
-        self._announce()
+        self.announce()
         status = _StartedProbe(task_status)
         in_a_row = 0
         while True:
@@ -193,7 +193,7 @@ class Processor:
                 )
             await trio.sleep(delay)
 
-    def _announce(self) -> None:
+    def announce(self) -> None:
         """Say once at start-up what a development default means for charge points."""
         if isinstance(self.context.authorizer, AcceptAll):
             log.warning(
