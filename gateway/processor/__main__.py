@@ -19,7 +19,7 @@ from ..errors import ConfigError, GatewayError
 from ..looplag import LoopMonitor
 from ..mqtt_link import MqttSettings, open_mqtt_driver
 from .config import ProcessorConfig, load_processor_config
-from .service import Processor, ProcessorSettings
+from .service import Processor, ProcessorSettings, inbound_topic
 
 
 async def _run(config: ProcessorConfig, mqtt: MqttSettings) -> None:
@@ -27,7 +27,9 @@ async def _run(config: ProcessorConfig, mqtt: MqttSettings) -> None:
         make_clients, AwsSettings(region=config.region, iot_endpoint_url=config.iot_api_url)
     )
     settings = ProcessorSettings(
-        client_id=config.client_id, heartbeat_interval=config.heartbeat_interval
+        client_id=config.client_id,
+        shared_group=config.shared_group,
+        heartbeat_interval=config.heartbeat_interval,
     )
     loop = LoopMonitor()
     try:
@@ -35,7 +37,11 @@ async def _run(config: ProcessorConfig, mqtt: MqttSettings) -> None:
             async with open_mqtt_driver(mqtt) as driver, trio.open_nursery() as nursery:
                 await nursery.start(loop.run)
                 await nursery.start(Processor(driver, iot_data, settings).run_supervised)
-                print(f"processor: answering +/in on {mqtt.host}:{mqtt.port}", flush=True)
+                print(
+                    f"processor: answering {inbound_topic(settings)} on {mqtt.host}:{mqtt.port} "
+                    f"as {settings.client_id}",
+                    flush=True,
+                )
                 async for _ in signals:
                     nursery.cancel_scope.cancel()
                     break
