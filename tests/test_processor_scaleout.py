@@ -28,6 +28,7 @@ from gateway.processor.service import inbound_topic
 from iotshared.identity import validate_identity
 
 from .conftest import backend_settings
+from .processes import program
 from .test_mosquitto import MOSQUITTO, running_mosquitto
 from .waiting import until
 
@@ -232,4 +233,42 @@ async def test_a_killed_replica_on_mosquitto_loses_nothing_once_it_is_back(
         await until(lambda: len(answers.count) >= len(sent), timeout=20)
         await trio.sleep(0.3)
         answers.check_exactly_once(sent)
+    nursery.cancel_scope.cancel()
+
+
+async def test_sigkill_of_a_replica_process_on_fakeiot_loses_no_call(
+    fakeiot: FakeIot, nursery: trio.Nursery, aws: Any, tmp_path: Path
+) -> None:
+    """``python -m gateway.processor --shared-group`` twice; one is SIGKILLed while CALLs flow."""
+    speak_201(aws)
+    password = tmp_path / "backend-password"
+    password.write_text(fakeiot.backend_password)
+    common = (
+        *("-m", "gateway.processor", "--mqtt-port", str(fakeiot.mqtt_port)),
+        *("--iot-api-url", fakeiot.api_url, "--mqtt-username", "fakeiot-backend"),
+        *("--mqtt-password-file", str(password), "--shared-group", GROUP),
+    )
+    answers = Answers()
+    with (
+        program(*common, "--client-id", "cpo:processor:1") as first,
+        program(*common, "--client-id", "cpo:processor:2") as second,
+    ):
+        for replica in (first, second):
+            line = await trio.to_thread.run_sync(replica.wait_for_line, "processor: answering")
+            assert f"$share/{GROUP}/+/in" in line, line
+        async with open_mqtt_driver(backend_settings(fakeiot)) as driver:
+            await nursery.start(answers.run, driver)
+            sent: list[tuple[str, str]] = []
+
+            async def publish() -> None:
+                sent.extend(await send_calls(driver, 100))
+
+            async with trio.open_nursery() as calls:
+                calls.start_soon(publish)
+                await until(lambda: len(answers.count) >= 40, timeout=20)
+                first.proc.kill()  # SIGKILL, CALLs in flight
+            await until(lambda: len(answers.count) >= len(sent), timeout=30)
+            # at-least-once: a CALL answered just before the kill may be answered again; none is lost
+            assert set(answers.count) == set(sent)
+            assert second.proc.poll() is None
     nursery.cancel_scope.cancel()
