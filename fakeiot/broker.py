@@ -9,6 +9,8 @@ in these modules only, each saying why:
 * :mod:`fakeiot.broker_routing`: IoT-policy-like access control, ``$aws/``
   topics and shadow requests, retained and queued messages only for whom
   may receive them, the rules engine;
+* :mod:`fakeiot.broker_shared`: MQTT shared subscriptions
+  (``$share/<group>/<filter>``), which amqtt does not have;
 * here: the listeners (``_create_ssl_context``: fakeiot's TLS listener
   requires a client certificate, as AWS IoT's port 8883, and TLS 1.2+; a
   certificate registered through the API must be ACTIVE), every connection's
@@ -41,12 +43,14 @@ from amqtt.broker import Broker
 from . import presence
 from .broker_routing import RoutingBroker
 from .broker_sessions import SessionsBroker
+from .broker_shared import SharedBroker
 from .connection import BoundedStreamReader, FakeIotProtocolHandler, LimitCounters
 from .limits import DeliveryLimits, DeliveryStats
 from .listeners import ClosingStreamWriter
 from .policy import Credentials
 from .rules import RulesEngine
 from .shadow_service import ShadowService
+from .shared_subscriptions import SharedSubscriptions
 from .store_worker import StoreWorker
 
 log = logging.getLogger(__name__)
@@ -62,8 +66,9 @@ class _NoStartupTraceback(logging.Filter):
         return record.getMessage() != "Broker startup failed"
 
 
-class FakeIotBroker(SessionsBroker, RoutingBroker):
-    """amqtt's broker with AWS IoT's take-over, access control, ``$aws/`` topics, shadows and rules."""
+class FakeIotBroker(SessionsBroker, RoutingBroker, SharedBroker):
+    """amqtt's broker with AWS IoT's take-over, access control, ``$aws/`` topics, shadows, rules and
+    shared subscriptions."""
 
     def __init__(
         self,
@@ -76,6 +81,8 @@ class FakeIotBroker(SessionsBroker, RoutingBroker):
         limits: DeliveryLimits | None = None,
     ) -> None:
         self._open_writers: set[asyncio.StreamWriter] = set()
+        self.shared_subscriptions = SharedSubscriptions()
+        self._shared_hand_on = self._hand_on_shared
         super().__init__(config)
         self.limits = limits if limits is not None else DeliveryLimits()
         self.counters = LimitCounters()

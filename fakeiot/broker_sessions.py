@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from amqtt.broker import Broker
@@ -38,7 +38,7 @@ from amqtt.utils import gen_client_id
 
 from . import presence
 from .connection import BoundedStreamReader, FakeIotProtocolHandler, LimitCounters
-from .limits import DeliveryLimits
+from .limits import DeliveryLimits, Outgoing
 from .policy import ConnectRefused, Credentials, Principal, admit
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,8 @@ class SessionsBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
     refusals: int
     _credentials: Credentials
     _certificate_status: Callable[[str], Any]
+    # FakeIotBroker sets it to SharedBroker._hand_on_shared: unacknowledged shared-subscription messages to other members
+    _shared_hand_on: Callable[[str, list[Outgoing]], Awaitable[list[Outgoing]]]
 
     async def _initialize_client_session(
         self, reader: Any, writer: Any, remote_address: str, remote_port: int
@@ -86,7 +88,7 @@ class SessionsBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
             await writer.close()  # amqtt leaves it open (a refused or truncated CONNECT)
             raise AMQTTError(exc) from exc
         assert isinstance(handler, FakeIotProtocolHandler)
-        handler.configure(self.limits, self.counters)
+        handler.configure(self.limits, self.counters, self._shared_hand_on)
         certificate = getattr(writer, "certificate_id", None)
         client_id = incoming.client_id or ""
         try:

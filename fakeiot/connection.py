@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +66,9 @@ from .limits import (
 )
 
 log = logging.getLogger(__name__)
+
+# (client id, its unacknowledged shared-subscription messages) -> those no other member took
+HandOn = Callable[[str, list[Outgoing]], Awaitable[list[Outgoing]]]
 
 CLIENT_ERROR = presence.CLIENT_ERROR  # AWS IoT's disconnectReason for a payload over the limit
 
@@ -115,11 +119,19 @@ class FakeIotProtocolHandler(BrokerProtocolHandler):  # type: ignore[misc]  # am
         self._closed = False
         self._refused = False
         self._dropping = False
+        self._hand_on: HandOn | None = None
 
-    def configure(self, limits: DeliveryLimits, counters: LimitCounters) -> None:
-        """Called once, right after the CONNECT (amqtt constructs the handler itself)."""
+    def configure(
+        self,
+        limits: DeliveryLimits,
+        counters: LimitCounters,
+        hand_on: HandOn | None = None,
+    ) -> None:
+        """Called once, right after the CONNECT (amqtt constructs the handler itself); ``hand_on``
+        takes the shared-subscription messages this connection leaves unacknowledged."""
         self._outbox = Outbox(limits)
         self._counters = counters
+        self._hand_on = hand_on
 
     @property
     def _client_id(self) -> str:
@@ -137,7 +149,20 @@ class FakeIotProtocolHandler(BrokerProtocolHandler):  # type: ignore[misc]  # am
         ack_timeout: int | None = None,
     ) -> OutgoingApplicationMessage:
         """Queue a message for this client and return at once; it is sent when the window allows."""
-        message = Outgoing(topic, data, qos or 0, retain)
+        self._offer(Outgoing(topic, data, qos or 0, retain))
+        return OutgoingApplicationMessage(None, topic, qos, data, retain)
+
+    def publish_shared(self, message: Outgoing) -> None:
+        """Queue a message delivered through a shared subscription (``message.group``): one this
+        connection does not acknowledge before it ends goes to another member of the group."""
+        self._offer(message)
+
+    @property
+    def is_closing(self) -> bool:
+        """The connection is ending: it takes no more messages."""
+        return self._closed
+
+    def _offer(self, message: Outgoing) -> None:
         if self._closed:
             pass  # the connection is ending; amqtt drops what it still had for it too
         elif self._outbox.offer(message):
@@ -163,7 +188,6 @@ class FakeIotProtocolHandler(BrokerProtocolHandler):  # type: ignore[misc]  # am
                     stats.writing,
                 )
         self._pump()
-        return OutgoingApplicationMessage(None, topic, qos, data, retain)
 
     def _pump(self) -> None:
         """Start sending what the outbox lets through (tasks created in order keep the order on the wire)."""
@@ -240,6 +264,14 @@ class FakeIotProtocolHandler(BrokerProtocolHandler):  # type: ignore[misc]  # am
             # Sent (or being sent) but not acknowledged, then not sent yet: all in the order sent.
             unfinished = [message for message in self._deliveries.values() if message.qos]
             waiting = self._outbox.clear()
+            if session is not None and self._hand_on is not None:
+                # Shared-subscription messages go to another member of their group first (what makes
+                # a killed member lose nothing); what no other member can take stays here, below.
+                shared = [m for m in (*unfinished, *waiting) if m.qos and m.group is not None]
+                if shared:
+                    kept = {id(m) for m in await self._hand_on(session.client_id, shared)}
+                    unfinished = [m for m in unfinished if m.group is None or id(m) in kept]
+                    waiting = [m for m in waiting if m.group is None or id(m) in kept]
             if session is not None and not session.clean_session:
                 # A persistent session keeps its QoS 1 messages for its next connection, which
                 # sends them again (MQTT-4.4.0-1), unacknowledged ones included.

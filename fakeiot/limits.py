@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from .shared_subscriptions import SharedFilter
+
 MAX_PAYLOAD = 128 * 1024  # bytes; AWS IoT Core's "Message size" quota
 MAX_TOPIC_BYTES = 65535  # an MQTT UTF-8 string (AWS IoT itself allows 256 bytes)
 MAX_PACKET = (
@@ -65,6 +67,8 @@ class Outgoing:
     data: bytes | bytearray
     qos: int
     retain: bool
+    # The shared-subscription group it was delivered for (fakeiot.shared_subscriptions); None: any other.
+    group: SharedFilter | None = None
 
     @property
     def size(self) -> int:

@@ -32,7 +32,8 @@ What AWS does on a refusal, fakeiot does too: a refused CONNECT gets a
 CONNACK refusal and changes nothing; a refused PUBLISH closes the client's
 connection (presence ``disconnectReason`` ``FORBIDDEN_ACCESS``), a refused
 SUBSCRIBE gets the SUBACK failure code 0x80, and messages a client may not
-receive (retained ones included) are not delivered to it.
+receive (retained ones included) are not delivered to it.  A shared
+subscription ``$share/<group>/<filter>`` is allowed where ``<filter>`` is.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ from functools import lru_cache
 
 from iotshared.errors import InvalidIdentity
 from iotshared.identity import validate_identity
+
+from .shared_subscriptions import underlying_filter
 
 BACKEND_USERNAME = "fakeiot-backend"
 GATEWAY_USERNAME = "fakeiot-gateway"
@@ -201,7 +204,9 @@ def may_receive(role: Role, client_id: str, topic: str) -> bool:
 def may_subscribe(role: Role, client_id: str, topic_filter: str) -> bool:
     """A device may only subscribe to filters that match nothing but its own topics
     (wildcards allowed only after ``$aws/things/<its Thing>/shadow``); the gateway's
-    event watcher only to registry events."""
+    event watcher only to registry events.  A shared subscription
+    (``$share/<group>/<filter>``) is judged by its ``<filter>``."""
+    topic_filter = underlying_filter(topic_filter)
     return (
         role is Role.BACKEND
         or _own(client_id, topic_filter, "out")

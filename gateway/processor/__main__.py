@@ -22,7 +22,7 @@ from .command_cli import call_main, start_command_api
 from .config import ProcessorConfig, load_processor_config
 from .idtokens import open_authorizer
 from .registry import HandlerLoadError, HandlerRegistry, load_registry
-from .service import Processor, ProcessorSettings
+from .service import Processor, ProcessorSettings, inbound_topic
 
 
 async def _run(config: ProcessorConfig, mqtt: MqttSettings, registry: HandlerRegistry) -> None:
@@ -31,6 +31,7 @@ async def _run(config: ProcessorConfig, mqtt: MqttSettings, registry: HandlerReg
     )
     settings = ProcessorSettings(
         client_id=config.client_id,
+        shared_group=config.shared_group,
         heartbeat_interval=config.heartbeat_interval,
         handler_modules=config.handlers,
     )
@@ -51,7 +52,11 @@ async def _run(config: ProcessorConfig, mqtt: MqttSettings, registry: HandlerReg
                 if config.http_port is not None:
                     port = await nursery.start(start_command_api, config, driver, iot, iot_data)
                     print(f"processor: command API on http://{config.http_host}:{port}", flush=True)
-                print(f"processor: answering +/in on {mqtt.host}:{mqtt.port}", flush=True)
+                print(
+                    f"processor: answering {inbound_topic(settings)} on {mqtt.host}:{mqtt.port} "
+                    f"as {settings.client_id}",
+                    flush=True,
+                )
                 async for _ in signals:
                     nursery.cancel_scope.cancel()
                     break

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import socket
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -39,6 +40,24 @@ def _check_table_name(name: str) -> str | None:
 def _check_module_names(names: tuple[str, ...]) -> str | None:
     bad = [n for n in names if not all(part.isidentifier() for part in n.split("."))]
     return f"has {bad[0]!r}, not a Python module name (e.g. mypackage.handlers)" if bad else None
+
+
+DEFAULT_CLIENT_ID = "cpo:processor"
+MAX_SHARED_GROUP = 64
+
+
+def _check_shared_group(group: str) -> str | None:
+    if not group or len(group) > MAX_SHARED_GROUP:
+        return f"must be 1 to {MAX_SHARED_GROUP} characters"
+    if any(c in group for c in "/+#") or not group.isprintable() or group.strip() != group:
+        return "must not hold '/', '+', '#', spaces at either end or control characters"
+    return None
+
+
+def replica_client_id(group: str, hostname: str) -> str:
+    """The client id of a replica of ``group`` that was not given one: stable where the host name is
+    (a Kubernetes StatefulSet's pod, a compose service's ``hostname:``)."""
+    return f"{DEFAULT_CLIENT_ID}:{group}:{hostname}"[:128]  # AWS IoT's client id limit
 
 
 @dataclass(frozen=True)
@@ -80,7 +99,17 @@ class ProcessorConfig:
     )
     region: str = option(GatewayConfig.region, "AWS region", group="processor")
     client_id: str = option(
-        "cpo:processor", "MQTT client id (persistent session)", group="processor"
+        DEFAULT_CLIENT_ID,
+        "MQTT client id (persistent session); with --shared-group each replica needs its own, "
+        "stable across restarts (default there: cpo:processor:<group>:<host name>)",
+        group="processor",
+    )
+    shared_group: str | None = option(
+        None,
+        "run as one of N replicas: subscribe $share/<group>/+/in, so that the broker gives each "
+        "CALL to one replica of the group (unset: +/in, a single processor)",
+        group="processor",
+        check=_check_shared_group,
     )
     heartbeat_interval: int = option(
         GatewayConfig.heartbeat_interval,
@@ -187,7 +216,11 @@ def parse_processor_config(
         raise ConfigError("MQTT over TLS needs --cert-file and --key-file")
     options.check_files(config, found, given)
     password = read_password(config.mqtt_password, config.mqtt_password_file, "--mqtt-password")
-    return replace(config, mqtt_password=password)
+    client_id = config.client_id
+    if config.shared_group is not None and "client_id" not in given:
+        # N replicas under one client id would take each other over: each gets its own.
+        client_id = replica_client_id(config.shared_group, socket.gethostname())
+    return replace(config, mqtt_password=password, client_id=client_id)
 
 
 def load_processor_config(

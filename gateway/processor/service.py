@@ -99,9 +99,19 @@ BAD_SHADOW_UPDATE_LOG_INTERVAL = 60.0
 CRASH_BACKOFF_RESET = 60.0
 
 
+def inbound_topic(settings: ProcessorSettings) -> str:
+    """The CPs' messages: ``+/in``, or ``$share/<group>/+/in`` for one of N replicas of
+    ``--shared-group``, each CALL then going to one replica only.  The shadow updates
+    (``SHADOW_UPDATES``) stay unshared: every replica learns every CP's OCPP version."""
+    if settings.shared_group is None:
+        return "+/in"
+    return f"$share/{settings.shared_group}/+/in"
+
+
 @dataclass(frozen=True)
 class ProcessorSettings:
     client_id: str = ProcessorConfig.client_id
+    shared_group: str | None = ProcessorConfig.shared_group
     heartbeat_interval: int = ProcessorConfig.heartbeat_interval
     max_concurrent: int = 256
     recent_answers: int = (
@@ -251,14 +261,18 @@ class Processor:
         async with self._driver.link(self.settings.client_id, clean_session=False) as link:
             try:
                 await link.subscribe(SHADOW_UPDATES, 1)
-                await link.subscribe("+/in", 1)
+                await link.subscribe(inbound_topic(self.settings), 1)
             except MqttSubscriptionRefused as exc:
                 raise MqttSubscriptionRefused(
                     f"{exc}: the processor needs a backend role on the broker (fakeiot: MQTT user name "
                     "fakeiot-backend and the password in <data-dir>/backend-password; AWS IoT: a policy "
-                    "allowing iot:Subscribe to topicfilter/+/in)"
+                    f"allowing iot:Subscribe to topicfilter/{inbound_topic(self.settings)})"
                 ) from None
-            log.info("processor: subscribed to +/in as %s", self.settings.client_id)
+            log.info(
+                "processor: subscribed to %s as %s",
+                inbound_topic(self.settings),
+                self.settings.client_id,
+            )
             self._subscribed = True
             if task_status is not None:
                 task_status.started()
