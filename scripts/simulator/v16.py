@@ -189,7 +189,7 @@ class V16:
                     "timestamp": timestamp(),
                     "sampledValue": [
                         {
-                            "value": f"{station.meter(connector_id, now):.0f}",
+                            "value": f"{station.meter(connector_id, now):.1f}",
                             "context": context,
                             "measurand": ENERGY,
                             "unit": "Wh",
