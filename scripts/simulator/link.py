@@ -58,7 +58,7 @@ class Link:
         message = Call(str(uuid.uuid4()), action, payload)
         await validate_payload(message, self._version)  # ours: a failure is a simulator bug
         async with self._lock:
-            done, box = trio.Event(), []
+            done, box = trio.Event(), list[CallResult | CallError]()
             self._waiting = (message.unique_id, done, box)
             try:
                 await self._send(message.to_json())

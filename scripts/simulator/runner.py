@@ -93,11 +93,9 @@ class Simulator:
                 reason = "RemoteReset"
                 self._say("rebooting: reconnecting")
         except ConnectionClosed as exc:
+            code, why = (exc.reason.code, exc.reason.reason) if exc.reason else (None, None)
             log.error(
-                "%s: connection closed by central system: code %s, reason %r",
-                cp_id,
-                exc.reason.code,
-                exc.reason.reason,
+                "%s: connection closed by central system: code %s, reason %r", cp_id, code, why
             )
         except ConnectionRejected as exc:
             log.error("%s: connection rejected by central system: HTTP %s", cp_id, exc.status_code)

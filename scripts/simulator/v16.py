@@ -16,6 +16,7 @@ from .station import (
     SETTINGS,
     SETTINGS_BY_V16_KEY,
     Answer,
+    Effect,
     Reboot,
     RunTransaction,
     Station,
@@ -152,7 +153,7 @@ class V16:
                 {"status": "NotSupported"},
                 note=f"UnlockConnector: no connector {payload['connectorId']}",
             )
-        effects = ()
+        effects: tuple[Effect, ...] = ()
         if connector.transaction is not None:
             effects = station.request_stop(connector.transaction, "UnlockCommand")
         return Answer(
