@@ -136,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return trio.run(Simulator(config).run)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, BaseExceptionGroup) as exc:
+        # Ctrl-C reaches whichever task was waiting: it may come wrapped in a nursery's group.
+        if isinstance(exc, BaseExceptionGroup) and exc.subgroup(KeyboardInterrupt) is None:
+            raise
         logging.getLogger("simulate").info("%s: interrupted, connection closed", args.cp_id)
         return 130
 

@@ -18,7 +18,7 @@ import ocpp.messages
 import pytest
 import trio
 from ocpp.messages import Call, CallError, CallResult, unpack, validate_payload
-from trio_websocket import WebSocketConnection, WebSocketRequest
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from gateway.websocket import serve
 from scripts.simulator import Simulator, SimulatorConfig
@@ -60,7 +60,11 @@ class Csms:
         self.ws = ws
         self.connections += 1
         while True:
-            frame = unpack(await ws.get_message())
+            try:
+                text = await ws.get_message()
+            except ConnectionClosed:
+                return
+            frame = unpack(text)
             if isinstance(frame, Call):
                 await validate_payload(frame, self.version)  # raises: the test fails
                 if frame.action in self.callerror_for:
