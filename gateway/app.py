@@ -22,6 +22,9 @@ from .gcpolicy import GcPolicy
 from .looplag import LoopMonitor
 from .mqtt_link import MqttDriver, MqttSettings, open_mqtt_driver
 from .processor import Processor, ProcessorSettings
+from .processor.command_cli import start_command_api
+from .processor.config import ProcessorConfig
+from .processor.idtokens import open_authorizer
 from .registry import Registry
 from .revocation import RegistryWatch
 from .session import Bridge, LocalSessions, SessionSettings
@@ -92,6 +95,27 @@ def mqtt_settings(mqtt: MqttOptions) -> MqttSettings:
     )
 
 
+def embedded_processor_config(config: GatewayConfig) -> ProcessorConfig:
+    """The standalone processor's options as the in-process processor has them: its authorizer
+    (``--processor-authorization``, the table at ``--iot-api-url``) and its command API."""
+    processing, registry = config.processing, config.registry
+    if not processing.run and (
+        processing.authorization != "accept-all" or processing.http_port is not None
+    ):
+        raise ConfigError(
+            "--processor-authorization and --processor-http-port are for the in-process "
+            "processor: give --processor (the development stack runs it by default)"
+        )
+    return ProcessorConfig(
+        iot_api_url=registry.iot_api_url,
+        region=registry.region,
+        heartbeat_interval=processing.heartbeat_interval,
+        authorization=processing.authorization,
+        id_token_table=processing.id_token_table,
+        http_port=processing.http_port,
+    )
+
+
 @dataclass
 class RunningGateway:
     """What :func:`run_gateway` reports through ``task_status.started()``."""
@@ -103,6 +127,7 @@ class RunningGateway:
     processor: Processor | None
     loop: LoopMonitor
     watch: RegistryWatch | None = None
+    command_api_port: int | None = None  # the in-process processor's HTTP command API
 
 
 async def run_gateway(
@@ -117,6 +142,7 @@ async def run_gateway(
     """
     server, tls, limits = config.server, config.tls, config.limits
     mqtt, registry_options, processing = config.mqtt, config.registry, config.processing
+    processor_config = embedded_processor_config(config)
     async with AsyncExitStack() as stack:
         settings = mqtt_settings(mqtt)
         iot_client, iot_data = await trio.to_thread.run_sync(
@@ -183,14 +209,27 @@ async def run_gateway(
             await nursery.start(watch.run)
             await nursery.start(GcPolicy(runtime.full_interval, runtime.young_interval).run)
             processor = None
+            command_api_port = None
             if processing.run:
+                # Closed by the exit stack after the nursery: the processor is done with it then.
+                authorizer = await stack.enter_async_context(open_authorizer(processor_config))
                 processor = Processor(
                     processor_driver,
                     iot_data,
                     ProcessorSettings(heartbeat_interval=processing.heartbeat_interval),
+                    authorizer=authorizer,
                 )
                 # Supervised: a processor crash after it started is logged and restarted, never ends the gateway.
                 await nursery.start(processor.run_supervised)
+                if processor_config.http_port is not None:
+                    command_api_port = await nursery.start(
+                        start_command_api, processor_config, processor_driver, iot_client, iot_data
+                    )
+                    log.info(
+                        "processor: command API on http://%s:%d",
+                        processor_config.http_host,
+                        command_api_port,
+                    )
             listener: GatewayWebSocketServer = await nursery.start(
                 partial(
                     serve,
@@ -217,5 +256,14 @@ async def run_gateway(
                 else "; registry: AWS IoT",
             )
             task_status.started(
-                RunningGateway(url, port, bridge, driver, processor, loop, watch=watch)
+                RunningGateway(
+                    url,
+                    port,
+                    bridge,
+                    driver,
+                    processor,
+                    loop,
+                    watch=watch,
+                    command_api_port=command_api_port,
+                )
             )

@@ -74,6 +74,18 @@ def _check_endpoint(endpoint: str) -> str | None:
     return None
 
 
+# The standalone processor's --authorization choices (gateway.processor.config.AUTHORIZERS, which
+# imports this module, so it cannot be imported here; tests/test_cpo_e2e.py checks they agree).
+PROCESSOR_AUTHORIZERS = ("accept-all", "id-token-table")
+
+
+def _check_table_name(name: str) -> str | None:
+    # The processor's own check, imported when called: gateway.processor.config imports this module.
+    from .processor.config import _check_table_name as check
+
+    return check(name)
+
+
 def _check_url(url: str) -> str | None:
     if not url.startswith(("http://", "https://")):
         return f"must be a URL such as http://127.0.0.1:8090, not {url!r}"
@@ -335,6 +347,29 @@ class GatewayConfig:
         "interval the processor returns in BootNotification responses, seconds",
         group="processor",
         min=1,
+    )
+    processor_authorization: str = option(
+        "accept-all",
+        "who may charge, as the in-process processor decides: accept-all (every id token "
+        "Accepted: development only) or id-token-table (the DynamoDB table "
+        "--processor-id-token-table at --iot-api-url, AWS when unset; the development stack "
+        "creates it on its fakeiot); see docs/authorization.md",
+        group="processor",
+        choices=PROCESSOR_AUTHORIZERS,
+    )
+    processor_id_token_table: str = option(
+        "ocppIdTokens",
+        "DynamoDB table of id tokens for --processor-authorization id-token-table",
+        group="processor",
+        check=_check_table_name,
+    )
+    processor_http_port: int | None = option(
+        None,
+        "serve the command API (POST /charge-points/{id}/calls/{action}, no authentication) on "
+        "127.0.0.1 at this port; unset: none (0: any free port); see docs/commands.md",
+        group="processor",
+        min=0,
+        max=65535,
     )
     # devstack
     fakeiot_api_port: int = option(

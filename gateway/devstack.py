@@ -20,6 +20,7 @@ from fakeiot.policy import BACKEND_USERNAME, GATEWAY_USERNAME
 from .app import RunningGateway, run_gateway
 from .config import GatewayConfig
 from .errors import GatewayError
+from .processor.idtokens import IdTokenTable, make_dynamodb_client
 
 log = logging.getLogger("gateway.devstack")
 
@@ -65,6 +66,25 @@ def wired_to(config: GatewayConfig, iot: FakeIot) -> GatewayConfig:
     )
 
 
+def ensure_id_token_table(config: GatewayConfig, iot: FakeIot) -> None:
+    """``--processor-authorization id-token-table``: the table on the embedded fakeiot, created
+    when missing (it lives in the data directory, tokens and all, across restarts)."""
+    name = config.processing.id_token_table
+    client = make_dynamodb_client(config.registry.region, iot.api_url)
+    try:
+        if IdTokenTable(client, name).create():
+            log.warning(
+                "development stack: id-token table %s created, empty: every token is Unknown "
+                "until added with python -m gateway.processor idtoken --iot-api-url %s "
+                "--id-token-table %s put TOKEN --status Accepted",
+                name,
+                iot.api_url,
+                name,
+            )
+    finally:
+        client.close()
+
+
 async def run_dev_stack(
     config: GatewayConfig,
     *,
@@ -89,6 +109,8 @@ async def run_dev_stack(
         except (FakeIotError, OSError) as exc:
             # One line for the operator (a busy port, a data directory another process holds).
             raise DevStackError(f"the embedded fakeiot cannot start: {exc}") from None
+        if config.processing.authorization == "id-token-table" and config.processor is not False:
+            await trio.to_thread.run_sync(ensure_id_token_table, config, iot)
         async with trio.open_nursery() as nursery:
             gateway: RunningGateway = await nursery.start(run_gateway, wired_to(config, iot))
             task_status.started(RunningDevStack(gateway, iot))

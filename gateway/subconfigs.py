@@ -113,6 +113,9 @@ class ProcessorOptions:
     mqtt_password: str | None = field(repr=False)
     mqtt_password_file: Path | None
     heartbeat_interval: int
+    authorization: str
+    id_token_table: str
+    http_port: int | None
 
     @property
     def run(self) -> bool:
