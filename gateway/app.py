@@ -225,11 +225,6 @@ async def run_gateway(
                     command_api_port = await nursery.start(
                         start_command_api, processor_config, processor_driver, iot_client, iot_data
                     )
-                    log.info(
-                        "processor: command API on http://%s:%d",
-                        processor_config.http_host,
-                        command_api_port,
-                    )
             listener: GatewayWebSocketServer = await nursery.start(
                 partial(
                     serve,
