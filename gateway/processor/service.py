@@ -97,6 +97,12 @@ BAD_SHADOW_UPDATE_LOG_INTERVAL = 60.0
 # After a crash (a bug: run() itself retries lost connections), run() restarts after 0.5 s, doubling up to 30 s;
 # a run that lasted this long resets the backoff.
 CRASH_BACKOFF_RESET = 60.0
+# A CALL's handler gets this long (the gateway's --call-timeout: an answer after it is useless to the CP);
+# then the CALL is answered InternalError and its slot (and the broker's in-flight window) freed.
+HANDLER_TIMEOUT = 30.0
+# CPs whose OCPP version is remembered (least recently used go first; a forgotten one is read again from
+# the shadow): any device may publish its own shadow update, so the map must not grow with every id.
+MAX_KNOWN_VERSIONS = 100_000
 
 
 def inbound_topic(settings: ProcessorSettings) -> str:
@@ -118,6 +124,8 @@ class ProcessorSettings:
         RECENT_ANSWERS  # CALLs whose answers are kept to answer a redelivery alike
     )
     recent_answer_ttl: float = RECENT_ANSWER_TTL
+    handler_timeout: float = HANDLER_TIMEOUT  # seconds one CALL's handler may take
+    max_known_versions: int = MAX_KNOWN_VERSIONS
     # --handlers: modules whose @handler functions replace the defaults (see registry.py)
     handler_modules: tuple[str, ...] = ()
 
@@ -161,6 +169,7 @@ class Processor:
         self.internal_errors = (
             0  # messages whose handling raised (answered InternalError where a CALL)
         )
+        self.timeouts = 0  # CALLs whose handler did not return within handler_timeout
         self.bad_shadow_updates = 0  # shadow updates dropped as unreadable
         self.crashes = 0  # times run() ended with an exception under run_supervised()
         self._started = False
@@ -441,7 +450,7 @@ class Processor:
         done = self._answering[key] = trio.Event()
         try:
             try:
-                reply = await self._answer_call(cp_id, version, frame)
+                reply = await self._answer_in_time(cp_id, version, frame)
             except Exception:  # noqa: BLE001 - logged by _internal_error; a bug costs this CALL, not the processor
                 reply = self._internal_error(cp_id, frame.unique_id)
             self._recent.put(key, reply, trio.current_time())
@@ -449,6 +458,30 @@ class Processor:
             del self._answering[key]
             done.set()
         return reply
+
+    async def _answer_in_time(self, cp_id: str, version: str, frame: Call) -> str:
+        """The handler's answer, or CALLERROR InternalError once it has taken ``handler_timeout``.
+
+        A handler blocked in a worker thread is only cancelled when the thread returns (trio
+        never abandons one): such handlers must bound their own I/O.
+        """
+        limit = self.settings.handler_timeout
+        with trio.move_on_after(limit):
+            return await self._answer_call(cp_id, version, frame)
+        self.internal_errors += 1
+        self.timeouts += 1
+        log.error(
+            "%s: %s %r not answered by its handler within %g s; answered InternalError",
+            cp_id,
+            frame.action,
+            frame.unique_id,
+            limit,
+        )
+        return ocppj.call_error(
+            frame.unique_id,
+            "InternalError",
+            f"The CSMS did not answer {frame.action} within {limit:g} s",
+        )
 
     def _internal_error(self, cp_id: str, message_id: str) -> str:
         self.internal_errors += 1
