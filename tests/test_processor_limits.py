@@ -15,6 +15,7 @@ import trio
 
 from gateway.app import RunningGateway
 from gateway.chargepoint import connect, heartbeat
+from gateway.mqtt_link import MqttDriver
 from gateway.processor.handlers import Call
 
 
@@ -46,3 +47,34 @@ async def test_a_handler_that_never_returns_is_answered_internal_error_in_time(
         assert not processor._answering  # no slot held
         with trio.fail_after(10):
             assert "currentTime" in await cp.call(*heartbeat())
+
+
+async def test_the_version_map_is_bounded_and_a_forgotten_cp_is_read_from_its_shadow(
+    gateway: RunningGateway, register: Callable[..., None], device_driver: MqttDriver
+) -> None:
+    """Every device that published a valid ``ocppProtocol`` shadow update added an entry for ever."""
+    processor = gateway.processor
+    assert processor is not None
+    processor.settings = replace(processor.settings, max_known_versions=3)
+    devices = [f"CPV{n}" for n in range(6)]
+    register(*devices)
+    update = b'{"state":{"reported":{"ocppProtocol":"ocpp1.6"}}}'
+    for device in devices:
+        async with device_driver.link(device) as link:
+            await link.subscribe(f"{device}/out", 1)
+            await link.publish(f"$aws/things/{device}/shadow/update", update, qos=1)
+            # A CALL after the update (same client: in order): answered as 1.6 (idTagInfo).
+            await link.publish(f"{device}/in", b'[2,"a1","Authorize",{"idTag":"T1"}]', qos=1)
+            with trio.fail_after(10):
+                _, answer = await link.receive()
+            assert json.loads(answer) == [3, "a1", {"idTagInfo": {"status": "Accepted"}}]
+        assert len(processor._versions) <= 3
+    assert list(processor._versions) == devices[-3:]
+    # The first device was forgotten: its version comes from its shadow again, not the 2.0.1 default.
+    async with device_driver.link(devices[0]) as link:
+        await link.subscribe(f"{devices[0]}/out", 1)
+        await link.publish(f"{devices[0]}/in", b'[2,"a2","Authorize",{"idTag":"T1"}]', qos=1)
+        with trio.fail_after(10):
+            _, answer = await link.receive()
+    assert json.loads(answer) == [3, "a2", {"idTagInfo": {"status": "Accepted"}}]
+    assert len(processor._versions) == 3 and devices[0] in processor._versions

@@ -57,6 +57,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,7 +158,7 @@ class Processor:
             authorizer=AcceptAll() if authorizer is None else authorizer,
             iot_data=iot_data,
         )
-        self._versions: dict[str, str] = {}
+        self._versions: OrderedDict[str, str] = OrderedDict()  # LRU, max_known_versions
         self._limiter = trio.CapacityLimiter(settings.max_concurrent)
         self._recent = RecentAnswers(settings.recent_answers, settings.recent_answer_ttl)
         self._answering: dict[
@@ -344,7 +345,13 @@ class Processor:
         reported = reported.get("reported") if isinstance(reported, dict) else None
         protocol = reported.get("ocppProtocol") if isinstance(reported, dict) else None
         if isinstance(protocol, str) and protocol in OCPP_VERSIONS:
-            self._versions[thing] = OCPP_VERSIONS[protocol]
+            self._remember_version(thing, OCPP_VERSIONS[protocol])
+
+    def _remember_version(self, thing_name: str, version: str) -> None:
+        self._versions[thing_name] = version
+        self._versions.move_to_end(thing_name)
+        while len(self._versions) > self.settings.max_known_versions:
+            self._versions.popitem(last=False)
 
     def _bad_shadow_update(self, topic: str, why: str, *, exc_info: bool = False) -> None:
         self.bad_shadow_updates += 1
@@ -366,6 +373,7 @@ class Processor:
     async def _version_of(self, thing_name: str) -> str:
         version = self._versions.get(thing_name)
         if version is not None:
+            self._versions.move_to_end(thing_name)
             return version
         try:
             response = await trio.to_thread.run_sync(
@@ -387,7 +395,7 @@ class Processor:
             if isinstance(protocol, str)
             else DEFAULT_VERSION
         )
-        self._versions[thing_name] = version
+        self._remember_version(thing_name, version)
         return version
 
     async def _handle(self, link: MqttLink, topic: str, payload: bytes) -> None:
