@@ -25,9 +25,9 @@ import json
 import re
 import uuid
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from jsonschema import Draft4Validator
 from jsonschema import _keywords as keywords
@@ -205,12 +205,13 @@ def _multiple_of(validator: Any, divisor: Any, instance: Any, schema: Any) -> An
     ``decimal.InvalidOperation`` (DivisionImpossible), which escaped the validation.
     """
     try:
-        yield from keywords.multipleOf(validator, divisor, instance, schema)
+        check: Any = keywords.multipleOf  # typeshed: returns None; it is a generator
+        yield from cast(Iterator[ValidationError], check(validator, divisor, instance, schema))
     except ArithmeticError:  # decimal.InvalidOperation, OverflowError, ZeroDivisionError
         yield ValidationError(f"{instance!r} is out of range (multipleOf {divisor})")
 
 
-_SafeValidator = extend(Draft4Validator, {"multipleOf": _multiple_of})
+_SafeValidator = extend(Draft4Validator, {"multipleOf": _multiple_of})  # type: ignore[no-untyped-call]
 
 
 @functools.cache
