@@ -20,18 +20,22 @@ this module never touches a socket, a clock or a thread, so each rule is unit-te
 from __future__ import annotations
 
 import decimal
+import functools
 import json
 import re
 import uuid
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
+from jsonschema import Draft4Validator
+from jsonschema import _keywords as keywords
 from jsonschema.exceptions import (
     ValidationError,
     best_match,
 )
+from jsonschema.validators import extend
 from ocpp.messages import Call, CallError, CallResult, MessageType, get_validator
 
 from .. import ocppj
@@ -194,15 +198,39 @@ def parse_payload(text: str | bytes) -> dict[str, Any]:
     return payload
 
 
+def _multiple_of(validator: Any, divisor: Any, instance: Any, schema: Any) -> Any:
+    """jsonschema's ``multipleOf``, but a number too large to divide exactly is an error, not a crash.
+
+    OCPP 1.6's ``multipleOf: 0.1`` on Decimals: ``Decimal(1e308) % Decimal("0.1")`` raises
+    ``decimal.InvalidOperation`` (DivisionImpossible), which escaped the validation.
+    """
+    try:
+        check: Any = keywords.multipleOf  # typeshed: returns None; it is a generator
+        yield from cast(Iterator[ValidationError], check(validator, divisor, instance, schema))
+    except ArithmeticError:  # decimal.InvalidOperation, OverflowError, ZeroDivisionError
+        yield ValidationError(f"{instance!r} is out of range (multipleOf {divisor})")
+
+
+_SafeValidator = extend(Draft4Validator, {"multipleOf": _multiple_of})  # type: ignore[no-untyped-call]
+
+
+@functools.cache
+def _validator(message_type: int, action: str, version: str, decimals: bool) -> Any:
+    try:
+        schema = get_validator(
+            message_type, action, version, decimal.Decimal if decimals else float
+        ).schema
+    except (OSError, ValueError):
+        raise LookupError(action) from None
+    return _SafeValidator(schema)
+
+
 def _schema_errors(message_type: int, action: str, version: str, payload: Any) -> Any:
     """The most relevant schema error of ``payload`` (None: valid); raises LookupError without a schema."""
     decimals = version == "1.6" and (message_type, action) in _DECIMAL_16
-    try:
-        validator = get_validator(
-            message_type, action, version, decimal.Decimal if decimals else float
-        )
-    except (OSError, ValueError):
-        raise LookupError(action) from None
+    if not ACTION.match(action):  # it names a schema file
+        raise LookupError(action)
+    validator = _validator(message_type, action, version, decimals)
     if decimals:  # as ocpp.messages does: compare decimals as decimals
         payload = json.loads(json.dumps(payload), parse_float=decimal.Decimal)
     return best_match(validator.iter_errors(payload))

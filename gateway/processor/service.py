@@ -57,6 +57,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +98,12 @@ BAD_SHADOW_UPDATE_LOG_INTERVAL = 60.0
 # After a crash (a bug: run() itself retries lost connections), run() restarts after 0.5 s, doubling up to 30 s;
 # a run that lasted this long resets the backoff.
 CRASH_BACKOFF_RESET = 60.0
+# A CALL's handler gets this long (the gateway's --call-timeout: an answer after it is useless to the CP);
+# then the CALL is answered InternalError and its slot (and the broker's in-flight window) freed.
+HANDLER_TIMEOUT = 30.0
+# CPs whose OCPP version is remembered (least recently used go first; a forgotten one is read again from
+# the shadow): any device may publish its own shadow update, so the map must not grow with every id.
+MAX_KNOWN_VERSIONS = 100_000
 
 
 def inbound_topic(settings: ProcessorSettings) -> str:
@@ -118,6 +125,8 @@ class ProcessorSettings:
         RECENT_ANSWERS  # CALLs whose answers are kept to answer a redelivery alike
     )
     recent_answer_ttl: float = RECENT_ANSWER_TTL
+    handler_timeout: float = HANDLER_TIMEOUT  # seconds one CALL's handler may take
+    max_known_versions: int = MAX_KNOWN_VERSIONS
     # --handlers: modules whose @handler functions replace the defaults (see registry.py)
     handler_modules: tuple[str, ...] = ()
 
@@ -149,7 +158,7 @@ class Processor:
             authorizer=AcceptAll() if authorizer is None else authorizer,
             iot_data=iot_data,
         )
-        self._versions: dict[str, str] = {}
+        self._versions: OrderedDict[str, str] = OrderedDict()  # LRU, max_known_versions
         self._limiter = trio.CapacityLimiter(settings.max_concurrent)
         self._recent = RecentAnswers(settings.recent_answers, settings.recent_answer_ttl)
         self._answering: dict[
@@ -161,6 +170,7 @@ class Processor:
         self.internal_errors = (
             0  # messages whose handling raised (answered InternalError where a CALL)
         )
+        self.timeouts = 0  # CALLs whose handler did not return within handler_timeout
         self.bad_shadow_updates = 0  # shadow updates dropped as unreadable
         self.crashes = 0  # times run() ended with an exception under run_supervised()
         self._started = False
@@ -335,7 +345,13 @@ class Processor:
         reported = reported.get("reported") if isinstance(reported, dict) else None
         protocol = reported.get("ocppProtocol") if isinstance(reported, dict) else None
         if isinstance(protocol, str) and protocol in OCPP_VERSIONS:
-            self._versions[thing] = OCPP_VERSIONS[protocol]
+            self._remember_version(thing, OCPP_VERSIONS[protocol])
+
+    def _remember_version(self, thing_name: str, version: str) -> None:
+        self._versions[thing_name] = version
+        self._versions.move_to_end(thing_name)
+        while len(self._versions) > self.settings.max_known_versions:
+            self._versions.popitem(last=False)
 
     def _bad_shadow_update(self, topic: str, why: str, *, exc_info: bool = False) -> None:
         self.bad_shadow_updates += 1
@@ -357,6 +373,7 @@ class Processor:
     async def _version_of(self, thing_name: str) -> str:
         version = self._versions.get(thing_name)
         if version is not None:
+            self._versions.move_to_end(thing_name)
             return version
         try:
             response = await trio.to_thread.run_sync(
@@ -378,7 +395,7 @@ class Processor:
             if isinstance(protocol, str)
             else DEFAULT_VERSION
         )
-        self._versions[thing_name] = version
+        self._remember_version(thing_name, version)
         return version
 
     async def _handle(self, link: MqttLink, topic: str, payload: bytes) -> None:
@@ -441,7 +458,7 @@ class Processor:
         done = self._answering[key] = trio.Event()
         try:
             try:
-                reply = await self._answer_call(cp_id, version, frame)
+                reply = await self._answer_in_time(cp_id, version, frame)
             except Exception:  # noqa: BLE001 - logged by _internal_error; a bug costs this CALL, not the processor
                 reply = self._internal_error(cp_id, frame.unique_id)
             self._recent.put(key, reply, trio.current_time())
@@ -449,6 +466,30 @@ class Processor:
             del self._answering[key]
             done.set()
         return reply
+
+    async def _answer_in_time(self, cp_id: str, version: str, frame: Call) -> str:
+        """The handler's answer, or CALLERROR InternalError once it has taken ``handler_timeout``.
+
+        A handler blocked in a worker thread is only cancelled when the thread returns (trio
+        never abandons one): such handlers must bound their own I/O.
+        """
+        limit = self.settings.handler_timeout
+        with trio.move_on_after(limit):
+            return await self._answer_call(cp_id, version, frame)
+        self.internal_errors += 1
+        self.timeouts += 1
+        log.error(
+            "%s: %s %r not answered by its handler within %g s; answered InternalError",
+            cp_id,
+            frame.action,
+            frame.unique_id,
+            limit,
+        )
+        return ocppj.call_error(
+            frame.unique_id,
+            "InternalError",
+            f"The CSMS did not answer {frame.action} within {limit:g} s",
+        )
 
     def _internal_error(self, cp_id: str, message_id: str) -> str:
         self.internal_errors += 1
