@@ -195,7 +195,9 @@ class IotApi:
             Route(
                 "POST",
                 "/topics/{topic}",
-                lambda r: PublishApi(self.publish).publish_message(r["topic"], r.query, r.body),
+                lambda r: PublishApi(self.publish, self.shadows).publish_message(
+                    r["topic"], r.query, r.body
+                ),
             ),
         ]
 
