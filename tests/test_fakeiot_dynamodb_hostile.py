@@ -176,3 +176,44 @@ def test_table_names_and_keys_never_reach_sql_as_text(ddb: Any, name: str) -> No
     ddb.put_item(TableName=TABLE, Item={"k": {"S": "other"}})
     assert ddb.get_item(TableName=TABLE, Key={"k": {"S": odd_key}})["Item"]["k"]["S"] == odd_key
     assert ddb.scan(TableName=TABLE)["Count"] == 2
+
+
+def test_with_access_keys_dynamodb_and_publish_calls_must_be_signed(tmp_path: Path) -> None:
+    import boto3
+
+    key, secret = "AKIDFAKEIOTTEST", "fakeiot-test-secret-access-key"
+    iot = FakeIot(
+        FakeIotConfig(
+            mqtt_port=0,
+            api_port=0,
+            data_dir=tmp_path / "fakeiot",
+            api_access_key_id=key,
+            api_secret_access_key=secret,
+        )
+    )
+    iot.start()
+    try:
+        for path, headers in [
+            ("/", {"X-Amz-Target": "DynamoDB_20120810.ListTables"}),
+            ("/topics/CP1%2Fout?qos=1", {}),
+        ]:
+            status, _ = _post(iot, path, b"{}", headers)
+            assert status == 403, path
+        clients = [
+            boto3.client(
+                service,
+                endpoint_url=iot.api_url,
+                region_name="us-east-1",
+                aws_access_key_id=key,
+                aws_secret_access_key=secret,
+            )
+            for service in ("dynamodb", "iot-data")
+        ]
+        try:
+            assert clients[0].list_tables()["TableNames"] == []
+            clients[1].publish(topic="CP1/out", qos=1, payload=b"signed")
+        finally:
+            for client in clients:
+                client.close()
+    finally:
+        iot.stop()
