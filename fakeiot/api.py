@@ -15,12 +15,14 @@ signatures).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from iotshared.errors import JsonTooDeep
+from iotshared.strict_json import MAX_JSON_DEPTH, strict_loads
 
 from .certs import CertificateAuthority
 from .dynamodb import DynamoDbApi, Response
@@ -193,7 +195,9 @@ class IotApi:
             Route(
                 "POST",
                 "/topics/{topic}",
-                lambda r: PublishApi(self.publish).publish_message(r["topic"], r.query, r.body),
+                lambda r: PublishApi(self.publish, self.shadows).publish_message(
+                    r["topic"], r.query, r.body
+                ),
             ),
         ]
 
@@ -261,11 +265,19 @@ def _check_thing_path(parts: Sequence[str], query: dict[str, str]) -> None:
 
 
 def json_body(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object; AWS's 400 for anything else (nesting bounded before parsing, so a
+    deep document is refused, not a RecursionError)."""
     if not body.strip():
         return {}
     try:
-        doc = json.loads(body)
-    except ValueError:
+        doc = strict_loads(body.decode("utf-8"), max_depth=MAX_JSON_DEPTH)
+    except JsonTooDeep:
+        raise ApiError(
+            400,
+            "InvalidRequestException",
+            f"Request body nests deeper than {MAX_JSON_DEPTH} levels",
+        ) from None
+    except ValueError:  # JsonRejected, UnicodeDecodeError
         raise ApiError(400, "InvalidRequestException", "Request body is not valid JSON") from None
     if not isinstance(doc, dict):
         raise ApiError(400, "InvalidRequestException", "Request body must be a JSON object")

@@ -45,7 +45,7 @@ from .broker_routing import RoutingBroker
 from .broker_sessions import SessionsBroker
 from .broker_shared import SharedBroker
 from .connection import BoundedStreamReader, FakeIotProtocolHandler, LimitCounters
-from .limits import DeliveryLimits, DeliveryStats
+from .limits import DeliveryLimits, DeliveryStats, SubscriptionBook
 from .listeners import ClosingStreamWriter
 from .policy import Credentials
 from .rules import RulesEngine
@@ -82,6 +82,7 @@ class FakeIotBroker(SessionsBroker, RoutingBroker, SharedBroker):
     ) -> None:
         self._open_writers: set[asyncio.StreamWriter] = set()
         self.shared_subscriptions = SharedSubscriptions()
+        self.subscription_book = SubscriptionBook()
         self._shared_hand_on = self._hand_on_shared
         super().__init__(config)
         self.limits = limits if limits is not None else DeliveryLimits()

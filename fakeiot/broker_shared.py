@@ -9,7 +9,11 @@ amqtt 0.12.1 private methods overridden here (see :mod:`fakeiot.broker`):
   (:func:`fakeiot.policy.may_subscribe` sees through ``$share/``).  It is not
   among amqtt's subscriptions, so no retained message is sent for it (MQTT 5,
   3.8.4; AWS IoT the same).
-* ``_del_subscription``: UNSUBSCRIBE ``$share/<group>/<filter>`` leaves the group.
+* ``add_subscription`` (every filter): at most
+  :data:`fakeiot.limits.MAX_SUBSCRIPTIONS` per client, each of bounded size
+  (:class:`fakeiot.limits.SubscriptionBook`); beyond, the SUBACK failure code.
+* ``_del_subscription``: UNSUBSCRIBE ``$share/<group>/<filter>`` leaves the group;
+  a normal filter nobody holds any more leaves amqtt's table (amqtt kept it).
 * ``_del_all_subscriptions``: a session that ends (clean session, take-over)
   leaves every group; a persistent session that goes offline stays in them.
 * ``_broadcast_message``: after amqtt's delivery to normal subscribers, each
@@ -35,7 +39,7 @@ from amqtt.broker import Broker
 from amqtt.contexts import Action
 
 from .connection import FakeIotProtocolHandler, LimitCounters, queue_offline
-from .limits import DeliveryLimits, Outgoing
+from .limits import DeliveryLimits, Outgoing, SubscriptionBook
 from .shared_subscriptions import (
     InvalidSharedFilter,
     SharedGroup,
@@ -55,9 +59,23 @@ class SharedBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
     limits: DeliveryLimits
     counters: LimitCounters
     shared_subscriptions: SharedSubscriptions
+    subscription_book: SubscriptionBook
 
     async def add_subscription(self, subscription: tuple[str, int], session: Any) -> int:
         topic_filter, qos = subscription
+        refusal = self.subscription_book.refusal(session.client_id, topic_filter)
+        if refusal is not None:
+            log.info(
+                "%s: SUBSCRIBE to %r refused: %s", session.client_id, topic_filter[:80], refusal
+            )
+            return SUBACK_FAILURE
+        granted = await self._add_subscription(topic_filter, qos, session)
+        if granted != SUBACK_FAILURE:
+            self.subscription_book.add(session.client_id, topic_filter)
+        return granted
+
+    async def _add_subscription(self, topic_filter: str, qos: int, session: Any) -> int:
+        subscription = (topic_filter, qos)
         try:
             shared = parse_shared(topic_filter)
         except InvalidSharedFilter as exc:
@@ -76,17 +94,26 @@ class SharedBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
         return granted
 
     def _del_subscription(self, a_filter: str, session: Any) -> int:
+        self.subscription_book.remove(session.client_id, a_filter)
         try:
             shared = parse_shared(a_filter)
         except InvalidSharedFilter:
             shared = None  # never joined: nothing to leave
         if shared is None:
-            return int(super()._del_subscription(a_filter, session))
+            deleted = int(super()._del_subscription(a_filter, session))
+            if not self._subscriptions.get(a_filter, True):
+                # amqtt keeps a filter nobody holds any more (until a session ends): subscribe /
+                # unsubscribe churn would grow its table, and every message's matching, forever.
+                del self._subscriptions[a_filter]
+            return deleted
         return int(self.shared_subscriptions.leave(shared, session.client_id))
 
     async def _del_all_subscriptions(self, session: Any) -> None:
-        await super()._del_all_subscriptions(session)
+        # amqtt's, through _del_subscription above (it also drops emptied filters).
+        for topic_filter in list(self._subscriptions):
+            self._del_subscription(topic_filter, session)
         self.shared_subscriptions.leave_all(session.client_id)
+        self.subscription_book.remove_all(session.client_id)
 
     async def _broadcast_message(
         self, session: Any, topic: Any, data: Any, force_qos: int | None = None

@@ -21,13 +21,19 @@ with status 400, so boto3 raises the ClientError it raises against AWS.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime
+import decimal
 import json
 import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from iotshared.errors import JsonTooDeep
+from iotshared.strict_json import strict_loads
 
 from .store import Store
 
@@ -38,6 +44,14 @@ TABLE_NAME = re.compile(r"\A[a-zA-Z0-9_.-]{3,255}\Z")
 _TYPES = ("S", "N", "B", "BOOL", "NULL", "M", "L", "SS", "NS", "BS")
 _KEY_TYPES = ("S", "N", "B")
 MAX_SCAN_LIMIT = 1000  # items per Scan page when no (or a larger) Limit is given
+MAX_ITEM_BYTES = 400 * 1024  # DynamoDB's item size limit (names and values, UTF-8)
+MAX_PAGE_BYTES = 1024 * 1024  # DynamoDB stops a Scan page after 1 MB of items
+MAX_KEY_BYTES = 2048  # DynamoDB's partition key value limit
+MAX_TABLES = 2500  # DynamoDB's default quota of tables per account and region
+MAX_NESTING = 32  # DynamoDB: nested attributes, at most 32 levels
+# A request's JSON: the body, Item (or Key ...), then two JSON levels per nested attribute level.
+_MAX_JSON_DEPTH = 2 * MAX_NESTING + 4
+_SCAN_BATCH = 16  # rows read from the store at a time while a Scan page fills
 
 
 class DynamoDbError(Exception):
@@ -131,6 +145,11 @@ class DynamoDbApi:
                 f"AttributeDefinitions must define the key attribute {key_name!r} "
                 "with AttributeType S, N or B"
             )
+        if len(self.store.dynamodb_table_names()) >= MAX_TABLES:
+            raise DynamoDbError(
+                _DYNAMODB + "LimitExceededException",
+                f"fakeiot holds at most {MAX_TABLES} tables (DynamoDB's default quota)",
+            )
         definition = {
             "TableName": name,
             "KeySchema": [{"AttributeName": key_name, "KeyType": "HASH"}],
@@ -189,6 +208,8 @@ class DynamoDbApi:
             raise _invalid("PutItem needs Item, a map of attribute names to AttributeValues")
         for attribute, value in item.items():
             _check_value(value, attribute)
+        if item_size(item) > MAX_ITEM_BYTES:
+            raise _invalid("Item size has exceeded the maximum allowed size")
         key = _item_key(item, key_name, key_type, "Item")
         want_old = _wants_old(body)
         old = self.store.put_dynamodb_item(name, key, item)
@@ -236,13 +257,29 @@ class DynamoDbApi:
             if not isinstance(start, dict) or set(start) != {key_name}:
                 raise _invalid(f"ExclusiveStartKey must be {{{key_name!r}: ...}}")
             after = _item_key(start, key_name, key_type, "ExclusiveStartKey")
-        # One more than asked for: whether a next page exists.
-        rows = self.store.scan_dynamodb_items(name, after=after, limit=limit + 1)
-        items = [item for _, item in rows[:limit]]
+        items, more = self._scan_page(name, after, limit)
         answer: dict[str, Any] = {"Items": items, "Count": len(items), "ScannedCount": len(items)}
-        if len(rows) > limit:
+        if more:
             answer["LastEvaluatedKey"] = {key_name: items[-1][key_name]}
         return answer
+
+    def _scan_page(
+        self, name: str, after: str | None, limit: int
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Up to ``limit`` items after ``after``, stopping (as DynamoDB) once they hold 1 MB; read a
+        few rows at a time, so a page never loads more than it answers.  Also: whether more follow."""
+        items: list[dict[str, Any]] = []
+        size = 0
+        while True:
+            rows = self.store.scan_dynamodb_items(name, after=after, limit=_SCAN_BATCH)
+            for key, item in rows:
+                if len(items) >= limit or size >= MAX_PAGE_BYTES:
+                    return items, True
+                items.append(item)
+                size += item_size(item)
+                after = key
+            if len(rows) < _SCAN_BATCH:
+                return items, False
 
     def _scan_rule_table(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         """A table only the rules engine wrote: its items, whole (no pagination)."""
@@ -274,8 +311,12 @@ def attribute_value(value: Any) -> dict[str, Any]:
 
 def _json(body: bytes) -> dict[str, Any]:
     try:
-        doc = json.loads(body or b"{}")
-    except ValueError:
+        doc = strict_loads((body or b"{}").decode("utf-8"), max_depth=_MAX_JSON_DEPTH)
+    except JsonTooDeep:
+        raise _invalid(
+            f"Nesting Levels have exceeded supported limits: at most {MAX_NESTING} levels"
+        ) from None
+    except ValueError:  # JsonRejected, UnicodeDecodeError
         raise DynamoDbError(
             "com.amazon.coral.service#SerializationException", "Request body is not valid JSON"
         ) from None
@@ -301,11 +342,74 @@ def _refuse(body: Mapping[str, Any], *parameters: str) -> None:
         raise _invalid(f"fakeiot does not support {', '.join(given)} in this operation")
 
 
-def _check_value(value: Any, where: str) -> None:
+def _check_value(value: Any, where: str, depth: int = 1) -> None:
+    """An AttributeValue as DynamoDB checks it: one type, a value of that type's shape, nested ones
+    (``M``, ``L``) checked too, at most :data:`MAX_NESTING` levels."""
     if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in _TYPES:
         raise _invalid(
-            f"Invalid AttributeValue for {where!r}: one of {', '.join(_TYPES)} (e.g. {{'S': 'text'}})"
+            f"Invalid AttributeValue for {where[:80]!r}: one of {', '.join(_TYPES)} (e.g. {{'S': 'text'}})"
         )
+    if depth > MAX_NESTING:
+        raise _invalid(f"Nesting Levels have exceeded supported limits: at most {MAX_NESTING}")
+    ((kind, raw),) = value.items()
+    if kind == "M" and isinstance(raw, dict):
+        for name, nested in raw.items():
+            _check_value(nested, f"{where}.{name}", depth + 1)
+    elif kind == "L" and isinstance(raw, list):
+        for index, nested in enumerate(raw):
+            _check_value(nested, f"{where}[{index}]", depth + 1)
+    elif kind in ("S", "N", "B"):
+        _check_scalar(kind, raw, where)
+    elif kind in ("SS", "NS", "BS") and isinstance(raw, list) and raw:
+        for element in raw:
+            _check_scalar(kind[0], element, where)
+        if len(set(map(str, raw))) != len(raw):
+            raise _invalid(f"Input collection {where[:80]!r} contains duplicates")
+    elif (kind == "BOOL" and isinstance(raw, bool)) or (kind == "NULL" and raw is True):
+        pass
+    else:
+        raise _invalid(f"Invalid AttributeValue for {where[:80]!r}: a {kind} of the wrong shape")
+
+
+def _check_scalar(kind: str, raw: Any, where: str) -> None:
+    if not isinstance(raw, str):
+        raise _invalid(f"Invalid AttributeValue for {where[:80]!r}: {kind} takes a string")
+    if kind == "N":
+        try:
+            number = decimal.Decimal(raw)
+        except decimal.InvalidOperation:
+            number = None
+        if number is None or not number.is_finite() or len(raw) > 100:
+            raise _invalid(f"The parameter cannot be converted to a numeric value: {raw[:40]!r}")
+    elif kind == "B":
+        try:
+            base64.b64decode(raw, validate=True)
+        except binascii.Error:
+            raise _invalid(f"Invalid Base64 value for {where[:80]!r}") from None
+
+
+def item_size(item: Mapping[str, Any]) -> int:
+    """An item's size as DynamoDB counts it, near enough: attribute names and values in bytes."""
+    return sum(_utf8_len(name) + _value_size(value) for name, value in item.items())
+
+
+def _utf8_len(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _value_size(value: Any) -> int:
+    if not isinstance(value, dict) or not value:
+        return 1
+    ((kind, raw),) = list(value.items())[:1]
+    if kind == "M" and isinstance(raw, dict):
+        return 3 + sum(1 + _utf8_len(k) + _value_size(v) for k, v in raw.items())
+    if kind == "L" and isinstance(raw, list):
+        return 3 + sum(1 + _value_size(v) for v in raw)
+    if isinstance(raw, list):
+        return sum(_utf8_len(str(v)) for v in raw)
+    if isinstance(raw, str):
+        return _utf8_len(raw) if kind != "B" else len(raw) * 3 // 4
+    return 1
 
 
 def _item_key(item: Mapping[str, Any], key_name: str, key_type: str, where: str) -> str:
@@ -325,6 +429,11 @@ def _item_key(item: Mapping[str, Any], key_name: str, key_type: str, where: str)
         raise _invalid(
             f"One or more parameter values are not valid: the key attribute {key_name!r} "
             "cannot be empty"
+        )
+    if _utf8_len(raw) > MAX_KEY_BYTES:
+        raise _invalid(
+            "One or more parameter values were invalid: Size of hashkey has exceeded the maximum "
+            f"size limit of {MAX_KEY_BYTES} bytes"
         )
     return json.dumps({kind: raw})
 

@@ -16,6 +16,12 @@
   what comes beyond that is dropped and counted.  QoS 0 messages share the
   queue, and at most ``max_inflight`` of them are being written at a time, so
   a client that does not read its socket holds a bounded amount of memory.
+* :class:`SubscriptionBook`: at most :data:`MAX_SUBSCRIPTIONS` topic filters
+  per client (AWS IoT's "subscriptions per connection", 50), shared ones
+  included, each at most :data:`MAX_FILTER_BYTES` long (AWS IoT's topic
+  size) with a share name of at most :data:`MAX_SHARE_NAME_BYTES`: what one
+  client can make the broker hold, and match every message against, is
+  bounded.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from .shared_subscriptions import SharedFilter
+from .shared_subscriptions import SHARE_PREFIX, SharedFilter
 
 MAX_PAYLOAD = 128 * 1024  # bytes; AWS IoT Core's "Message size" quota
 MAX_TOPIC_BYTES = 65535  # an MQTT UTF-8 string (AWS IoT itself allows 256 bytes)
@@ -31,6 +37,11 @@ MAX_PACKET = (
     MAX_PAYLOAD + 2 + MAX_TOPIC_BYTES + 2
 )  # remaining length of the largest PUBLISH allowed
 MAX_PACKET_ID = 65535
+MAX_SUBSCRIPTIONS = 50  # AWS IoT Core: "Subscriptions per connection"
+MAX_FILTER_BYTES = (
+    256  # AWS IoT Core's topic size quota, for a topic filter (a $share/ one: its filter)
+)
+MAX_SHARE_NAME_BYTES = 128  # fakeiot's bound on the <group> of $share/<group>/<filter>
 
 
 @dataclass(frozen=True)
@@ -207,3 +218,56 @@ class PacketSizeGuard:
                 f"a packet of {self._length} bytes (the limit is {self.max_remaining_length})"
             )
         self._body_left = self._length
+
+
+def _utf8_len(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+class SubscriptionBook:
+    """The topic filters each client holds (normal and ``$share/`` ones, as subscribed), bounded.
+
+    :meth:`refusal` says why a SUBSCRIBE to a filter must get the failure code
+    (None: it may be added); :meth:`add` / :meth:`remove` / :meth:`remove_all`
+    follow what the broker did.
+    """
+
+    def __init__(self, max_subscriptions: int = MAX_SUBSCRIPTIONS) -> None:
+        self.max_subscriptions = max_subscriptions
+        self._filters: dict[str, set[str]] = {}
+
+    def refusal(self, client_id: str, topic_filter: str) -> str | None:
+        shared = parse_shared_lenient(topic_filter)
+        group, underlying = shared if shared is not None else ("", topic_filter)
+        if _utf8_len(underlying) > MAX_FILTER_BYTES:
+            return f"a topic filter longer than {MAX_FILTER_BYTES} bytes"
+        if _utf8_len(group) > MAX_SHARE_NAME_BYTES:
+            return f"a share name longer than {MAX_SHARE_NAME_BYTES} bytes"
+        held = self._filters.get(client_id, ())
+        if topic_filter not in held and len(held) >= self.max_subscriptions:
+            return f"more than {self.max_subscriptions} subscriptions on one client"
+        return None
+
+    def add(self, client_id: str, topic_filter: str) -> None:
+        self._filters.setdefault(client_id, set()).add(topic_filter)
+
+    def remove(self, client_id: str, topic_filter: str) -> None:
+        held = self._filters.get(client_id)
+        if held is not None:
+            held.discard(topic_filter)
+            if not held:
+                del self._filters[client_id]
+
+    def remove_all(self, client_id: str) -> None:
+        self._filters.pop(client_id, None)
+
+    def count(self, client_id: str) -> int:
+        return len(self._filters.get(client_id, ()))
+
+
+def parse_shared_lenient(topic_filter: str) -> tuple[str, str] | None:
+    """(group, filter) of anything starting ``$share/``, well-formed or not (for size checks)."""
+    if not topic_filter.startswith(SHARE_PREFIX):
+        return None
+    group, _, rest = topic_filter[len(SHARE_PREFIX) :].partition("/")
+    return group, rest

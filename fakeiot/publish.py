@@ -10,6 +10,12 @@ Refused as AWS IoT refuses them (400 ``InvalidRequestException``): an empty topi
 (``+``/``#``), a topic over 256 bytes or with more than 7 ``/``, a QoS other than 0 or 1; a
 payload over 128 KiB is 413 ``RequestEntityTooLargeException``.  ``retain=true`` is refused
 too: fakeiot keeps no retained messages.
+
+Reserved topics (``$...``), as AWS IoT's reserved-topic table allows them: a shadow request
+(``$aws/things/<name>/shadow/update|get|delete``) is one, answered on its ``/accepted`` or
+``/rejected`` topic as over MQTT; every other ``$`` topic (presence and registry events, a shadow's
+``/accepted``, ``/delta`` ..., ``$share/``) is 403 ``ForbiddenException``: only fakeiot itself says
+that a client connected or a shadow changed, so nobody can forge what gateways and processors act on.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any
 
 from .errors import ApiError
 from .limits import MAX_PAYLOAD
-from .shadow_service import Publication
+from .shadow_service import Publication, ShadowService
 
 MAX_TOPIC_BYTES = 256  # AWS IoT Core's topic size quota
 MAX_TOPIC_SLASHES = 7  # AWS IoT Core: "Maximum number of slashes in topic and topic filter"
@@ -49,9 +55,18 @@ class PublishApi:
     """``Publish`` of ``iot-data``; ``publish`` hands the message to the broker (and waits for it)."""
 
     publish: Callable[[list[Publication]], None]
+    shadows: ShadowService | None = None
 
     def publish_message(self, topic: str, query: dict[str, str], body: bytes) -> dict[str, Any]:
         check_topic(topic)
+        shadow_request = ShadowService.is_request(topic)
+        if topic.startswith("$") and not (shadow_request and self.shadows is not None):
+            raise ApiError(
+                403,
+                "ForbiddenException",
+                f"Publishing to the reserved topic {topic[:80]!r} is not allowed "
+                "(of $ topics only shadow requests: $aws/things/<name>/shadow/update|get|delete)",
+            )
         qos = query.get("qos", "0")
         if qos not in ("0", "1"):
             raise _invalid(f"qos must be 0 or 1, not {qos[:10]!r}")
@@ -65,5 +80,8 @@ class PublishApi:
                 "RequestEntityTooLargeException",
                 f"The payload exceeds the maximum size of {MAX_PAYLOAD} bytes",
             )
-        self.publish([(topic, body)])
+        publications: list[Publication] = [(topic, body)]
+        if shadow_request and self.shadows is not None:
+            publications += self.shadows.handle_mqtt(topic, body) or []
+        self.publish(publications)
         return {}
