@@ -316,6 +316,11 @@ async def test_broker_loss_closes_the_websocket(
         )
         cp_cm = connect(gateway.url, "CP1")
         cp = await cp_cm.__aenter__()
+        # The handshake completes before the CP's MQTT connection is up: stopping the broker
+        # before that is the other case (1013, test_unreachable_broker_...).
+        mqtt = broker.broker
+        assert mqtt is not None
+        await until(lambda: "CP1" in mqtt.connected_client_ids(), what="CP1 bridged to MQTT")
     try:
         code, reason = await closed_with(cp.ws)
         assert code == 1000 and reason.startswith("MQTT session ended")
