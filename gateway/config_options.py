@@ -11,6 +11,7 @@ rather than loose fields.  Reading them from flags and the environment:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,16 +75,16 @@ def _check_endpoint(endpoint: str) -> str | None:
     return None
 
 
-# The standalone processor's --authorization choices (gateway.processor.config.AUTHORIZERS, which
-# imports this module, so it cannot be imported here; tests/test_cpo_e2e.py checks they agree).
+# The processor's --authorization choices, for it (gateway.processor.config) and the in-process one.
 PROCESSOR_AUTHORIZERS = ("accept-all", "id-token-table")
+DEFAULT_ID_TOKEN_TABLE = "ocppIdTokens"
 
 
-def _check_table_name(name: str) -> str | None:
-    # The processor's own check, imported when called: gateway.processor.config imports this module.
-    from .processor.config import _check_table_name as check
-
-    return check(name)
+def check_table_name(name: str) -> str | None:
+    """A DynamoDB table name (the processor's --id-token-table too)."""
+    if re.fullmatch(r"[a-zA-Z0-9_.-]{3,255}", name) is None:
+        return "must be a DynamoDB table name: 3-255 characters of [a-zA-Z0-9_.-]"
+    return None
 
 
 def _check_url(url: str) -> str | None:
@@ -358,10 +359,10 @@ class GatewayConfig:
         choices=PROCESSOR_AUTHORIZERS,
     )
     processor_id_token_table: str = option(
-        "ocppIdTokens",
+        DEFAULT_ID_TOKEN_TABLE,
         "DynamoDB table of id tokens for --processor-authorization id-token-table",
         group="processor",
-        check=_check_table_name,
+        check=check_table_name,
     )
     processor_http_port: int | None = option(
         None,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import socket
 import ssl
 from collections.abc import Mapping, Sequence
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from .. import options
 from ..config import LOG_LEVELS, GatewayConfig, read_password
+from ..config_options import DEFAULT_ID_TOKEN_TABLE, PROCESSOR_AUTHORIZERS, check_table_name
 from ..errors import ConfigError
 from ..options import option
 
@@ -28,13 +28,7 @@ PROCESSOR_GROUPS = {
     "commands": "Commands to charge points (docs/commands.md)",
     "authorization": "Authorization (docs/authorization.md)",
 }
-AUTHORIZERS = ("accept-all", "id-token-table")
-
-
-def _check_table_name(name: str) -> str | None:
-    if re.fullmatch(r"[a-zA-Z0-9_.-]{3,255}", name) is None:
-        return "must be a DynamoDB table name: 3-255 characters of [a-zA-Z0-9_.-]"
-    return None
+AUTHORIZERS = PROCESSOR_AUTHORIZERS
 
 
 def _check_module_names(names: tuple[str, ...]) -> str | None:
@@ -165,10 +159,10 @@ class ProcessorConfig:
         choices=AUTHORIZERS,
     )
     id_token_table: str = option(
-        "ocppIdTokens",
+        DEFAULT_ID_TOKEN_TABLE,
         "DynamoDB table of id tokens (key idToken; status, expiryDate, groupIdToken)",
         group="authorization",
-        check=_check_table_name,
+        check=check_table_name,
     )
 
     def ssl_context(self) -> ssl.SSLContext | None:
