@@ -8,7 +8,6 @@ environment variables.
 
 from __future__ import annotations
 
-import logging
 import signal
 import sys
 
@@ -16,6 +15,7 @@ import trio
 
 from ..aws import AwsSettings, make_clients
 from ..errors import ConfigError, GatewayError
+from ..logthrottle import configure_logging
 from ..looplag import LoopMonitor
 from ..mqtt_link import MqttSettings, open_mqtt_driver
 from .command_cli import call_main, start_command_api
@@ -87,9 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(config.log_level)  # repeated lines rate-limited, as in the gateway
     try:
         registry = load_registry(config.handlers)  # the CPO's modules: before anything connects
     except HandlerLoadError as exc:
