@@ -22,13 +22,17 @@ import pytest
 import trio
 
 from fakeiot import FakeIot
+from gateway.app import run_gateway
 from gateway.mqtt_link import MqttDriver, MqttSettings, open_mqtt_driver
 from gateway.processor import Processor, ProcessorSettings
+from gateway.processor.command_service import CommandService, CommandSettings
+from gateway.processor.commands import CallAnswered
 from gateway.processor.service import inbound_topic
 from iotshared.identity import validate_identity
 
-from .conftest import backend_settings
+from .conftest import backend_settings, gateway_config
 from .processes import program
+from .test_commands_e2e import charge_point
 from .test_mosquitto import MOSQUITTO, running_mosquitto
 from .waiting import until
 
@@ -271,4 +275,35 @@ async def test_sigkill_of_a_replica_process_on_fakeiot_loses_no_call(
             # at-least-once: a CALL answered just before the kill may be answered again; none is lost
             assert set(answers.count) == set(sent)
             assert second.proc.poll() is None
+    nursery.cancel_scope.cancel()
+
+
+async def test_commands_are_answered_whichever_replica_the_cp_reply_reaches(
+    fakeiot: FakeIot, nursery: trio.Nursery, aws: Any, register: Any
+) -> None:
+    """The command sender reads the CP's answer on ``<cp>/in`` itself (not shared): the replica
+    that also gets the CALLRESULT through the group ignores it, whichever one that is."""
+    register("CMD1")
+    mqtt = backend_settings(fakeiot)
+    replicas = [await start_replica(nursery, mqtt, aws[1], f"cpo:processor:{n}") for n in (1, 2)]
+    gateway = await nursery.start(run_gateway, gateway_config(fakeiot, processor=False))
+    async with (
+        open_mqtt_driver(mqtt) as driver,
+        charge_point(gateway, aws, "CMD1") as cp,
+    ):
+        service = CommandService(
+            driver, aws[0], aws[1], CommandSettings(client_id="test:cmd", timeout=10.0)
+        )
+        await nursery.start(service.run)
+        for n in range(6):  # round-robin: the CALLRESULTs reach both replicas in turn
+            outcome = await service.call("CMD1", "Reset", {"type": "Immediate"})
+            assert isinstance(outcome, CallAnswered), (n, outcome)
+            assert outcome.payload == {"status": "Accepted"}
+        # Both replicas took some of the CP's CALLRESULTs from the group (so the sender's answers
+        # did not depend on which one got them) and sent the CP nothing back for them.
+        await until(lambda: sum(r.processor.handled for r in replicas) == 6, what="all 6 taken")
+        assert all(r.processor.handled >= 1 for r in replicas), [
+            r.processor.handled for r in replicas
+        ]
+        assert [f[0] for f in cp.received] == [2] * 6
     nursery.cancel_scope.cancel()
