@@ -265,12 +265,12 @@ def test_small_call_errors_are_untouched() -> None:
 )
 def test_processor_drops_unreadable_shadow_updates(payload: bytes) -> None:
     processor = Processor(None, None, ProcessorSettings())  # type: ignore[arg-type]
-    processor._learn_version("$aws/things/CP1/shadow/update", payload)
-    assert processor._versions == {}
-    processor._learn_version(
+    processor.versions.learn("$aws/things/CP1/shadow/update", payload)
+    assert processor.versions.known == {}
+    processor.versions.learn(
         "$aws/things/CP1/shadow/update", b'{"state":{"reported":{"ocppProtocol":"ocpp1.6"}}}'
     )
-    assert processor._versions == {"CP1": "1.6"}
+    assert processor.versions.known == {"CP1": "1.6"}
 
 
 def test_fakeiot_refuses_deep_requests_before_parsing_them() -> None:

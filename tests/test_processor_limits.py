@@ -55,7 +55,7 @@ async def test_the_version_map_is_bounded_and_a_forgotten_cp_is_read_from_its_sh
     """Every device that published a valid ``ocppProtocol`` shadow update added an entry for ever."""
     processor = gateway.processor
     assert processor is not None
-    processor.settings = replace(processor.settings, max_known_versions=3)
+    processor.versions.max_known = 3  # as ProcessorSettings(max_known_versions=3) would
     devices = [f"CPV{n}" for n in range(6)]
     register(*devices)
     update = b'{"state":{"reported":{"ocppProtocol":"ocpp1.6"}}}'
@@ -68,8 +68,8 @@ async def test_the_version_map_is_bounded_and_a_forgotten_cp_is_read_from_its_sh
             with trio.fail_after(10):
                 _, answer = await link.receive()
             assert json.loads(answer) == [3, "a1", {"idTagInfo": {"status": "Accepted"}}]
-        assert len(processor._versions) <= 3
-    assert list(processor._versions) == devices[-3:]
+        assert len(processor.versions.known) <= 3
+    assert list(processor.versions.known) == devices[-3:]
     # The first device was forgotten: its version comes from its shadow again, not the 2.0.1 default.
     async with device_driver.link(devices[0]) as link:
         await link.subscribe(f"{devices[0]}/out", 1)
@@ -77,4 +77,4 @@ async def test_the_version_map_is_bounded_and_a_forgotten_cp_is_read_from_its_sh
         with trio.fail_after(10):
             _, answer = await link.receive()
     assert json.loads(answer) == [3, "a2", {"idTagInfo": {"status": "Accepted"}}]
-    assert len(processor._versions) == 3 and devices[0] in processor._versions
+    assert len(processor.versions.known) == 3 and devices[0] in processor.versions.known

@@ -2,16 +2,15 @@
 
 It plays the part of the AWS sample's Lambda: subscribed to ``+/in``, it
 answers every OCPP CALL on ``<cp-id>/out`` with the handler registered for
-its (version, action) (:mod:`.registry`, :mod:`.dispatch`); the
+its (version, action) (:mod:`.answering`, :mod:`.registry`, :mod:`.dispatch`); the
 BootNotification handler writes the boot attributes into the device shadow
 through ``iot-data`` (boto3).  It is a plain
 MQTT client, so it runs beside fakeiot, Mosquitto or AWS IoT Core alike.
 
-Which OCPP version a charge point speaks is not visible in its frames, so
-the gateway records the negotiated subprotocol in the shadow
-(``state.reported.ocppProtocol``) before it forwards anything.  The processor
-learns it from those update requests (``$aws/things/+/shadow/update``, which
-any broker delivers) and, when it has missed one, from GetThingShadow.
+Which OCPP version a charge point speaks is not visible in its frames: the
+processor learns it from the gateway's shadow update requests
+(``$aws/things/+/shadow/update``), and reads the shadow when it has missed one
+(:mod:`.versions`).
 
 Delivery is at-least-once.  A message from ``+/in`` is acknowledged (PUBACK)
 only once it is done with: a CALL once its answer has been handed to the
@@ -33,14 +32,8 @@ by the link's ``max_backlog_bytes``.  The window therefore also caps how many
 CALLs are answered at once: with Mosquitto's default of 20, raise
 ``max_inflight_messages`` for a busy processor.
 
-Every CALL may therefore arrive twice (and a CP may retry one).  The answers
-to the last 10,000 CALLs of the last minute are kept
-(:class:`~.recent.RecentAnswers`, keyed by CP id, message id and the
-frame's bytes): a CALL seen again gets the same answer text, and one that
-arrives while its first copy is still being answered waits for that answer;
-either way it is handled once (a StartTransaction gets one transaction id).
-The cache lives in the process: a CALL redelivered to a *new* processor
-process is handled again.
+Every CALL may therefore arrive twice (and a CP may retry one): it is handled once and a
+copy gets its first answer (see :mod:`.answering`).
 
 No input on any topic ends the processor.  Every JSON text is depth-bounded
 before it is parsed (:func:`gateway.ocppj.strict_loads`); an exception while
@@ -56,54 +49,40 @@ from __future__ import annotations
 
 import logging
 import random
-import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import ocpp.messages
 import trio
-from botocore.exceptions import BotoCoreError, ClientError
-from ocpp.messages import Call, CallError, CallResult
 
-from .. import ocppj
 from ..errors import (
     InvalidIdentity,
     MqttConnectError,
     MqttConnectionLost,
     MqttSubscriptionRefused,
 )
-from ..identity import cp_id_for, validate_identity
+from ..identity import validate_identity
 from ..mqtt_link import Delivery, MqttDriver, MqttLink
-from ..subprotocol import OCPP_VERSIONS
+from .answering import Answerer
 from .authorization import AcceptAll, Authorizer
 from .config import ProcessorConfig
 from .defaults_16 import sign_certificate as sign_certificate_16
 from .defaults_201 import sign_certificate as sign_certificate_201
-from .dispatch import dispatch
-from .handlers import Context
-from .recent import RECENT_ANSWER_TTL, RECENT_ANSWERS, CallKey, RecentAnswers, call_key
-from .registry import HandlerRegistry, load_registry
+from .recent import RECENT_ANSWER_TTL, RECENT_ANSWERS
+from .registry import HandlerRegistry
+from .versions import DEFAULT_VERSION, MAX_KNOWN_VERSIONS, SHADOW_UPDATES, OcppVersions
 
 log = logging.getLogger(__name__)
 
 # ocpp validates in an asyncio executor unless told otherwise; we run under Trio.
 ocpp.messages.ASYNC_VALIDATION = False
 
-DEFAULT_VERSION = "2.0.1"
-# The gateway's shadow update requests: seen on AWS IoT, fakeiot and plain brokers alike.
-SHADOW_UPDATES = "$aws/things/+/shadow/update"
-# Any device may publish to its own shadow topic: unreadable updates are logged at WARNING at most this often.
-BAD_SHADOW_UPDATE_LOG_INTERVAL = 60.0
 # After a crash (a bug: run() itself retries lost connections), run() restarts after 0.5 s, doubling up to 30 s;
 # a run that lasted this long resets the backoff.
 CRASH_BACKOFF_RESET = 60.0
 # A CALL's handler gets this long (the gateway's --call-timeout: an answer after it is useless to the CP);
 # then the CALL is answered InternalError and its slot (and the broker's in-flight window) freed.
 HANDLER_TIMEOUT = 30.0
-# CPs whose OCPP version is remembered (least recently used go first; a forgotten one is read again from
-# the shadow): any device may publish its own shadow update, so the map must not grow with every id.
-MAX_KNOWN_VERSIONS = 100_000
 
 
 def inbound_topic(settings: ProcessorSettings) -> str:
@@ -131,8 +110,8 @@ class ProcessorSettings:
     handler_modules: tuple[str, ...] = ()
 
 
-class Processor:
-    """Answers the CALLs on ``+/in``.
+class Processor(Answerer):
+    """Answers the CALLs on ``+/in``: an :class:`~.answering.Answerer` fed by the broker.
 
     ``authorizer`` decides id tokens (default :class:`AcceptAll`);
     ``registry`` the handlers (default: :func:`load_registry` of
@@ -149,33 +128,20 @@ class Processor:
         authorizer: Authorizer | None = None,
         registry: HandlerRegistry | None = None,
     ) -> None:
+        super().__init__(iot_data, settings, authorizer=authorizer, registry=registry)
         self._driver = driver
-        self._iot_data = iot_data
-        self.settings = settings
-        self.handlers = load_registry(settings.handler_modules) if registry is None else registry
-        self.context = Context(
-            heartbeat_interval=settings.heartbeat_interval,
-            authorizer=AcceptAll() if authorizer is None else authorizer,
-            iot_data=iot_data,
-        )
-        self._versions: OrderedDict[str, str] = OrderedDict()  # LRU, max_known_versions
+        self.versions = OcppVersions(iot_data, settings.max_known_versions)
         self._limiter = trio.CapacityLimiter(settings.max_concurrent)
-        self._recent = RecentAnswers(settings.recent_answers, settings.recent_answer_ttl)
-        self._answering: dict[
-            CallKey, trio.Event
-        ] = {}  # CALLs being answered now (at most max_concurrent)
         self.handled = 0
-        self.duplicates = 0  # CALLs received again and given their first answer
         self.reconnects = 0
-        self.internal_errors = (
-            0  # messages whose handling raised (answered InternalError where a CALL)
-        )
-        self.timeouts = 0  # CALLs whose handler did not return within handler_timeout
-        self.bad_shadow_updates = 0  # shadow updates dropped as unreadable
         self.crashes = 0  # times run() ended with an exception under run_supervised()
         self._started = False
         self._subscribed = False
-        self._next_shadow_warning = 0.0
+
+    @property
+    def bad_shadow_updates(self) -> int:
+        """Shadow updates dropped as unreadable."""
+        return self.versions.bad_shadow_updates
 
     async def run_supervised(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -294,9 +260,9 @@ class Processor:
                         delivery = await link.receive(ack=False)
                         if delivery.topic.endswith("/shadow/update"):
                             try:
-                                self._learn_version(delivery.topic, delivery.payload)
+                                self.versions.learn(delivery.topic, delivery.payload)
                             except Exception:  # noqa: BLE001 - a bug must not let one device end the processor
-                                self._bad_shadow_update(
+                                self.versions.bad_shadow_update(
                                     delivery.topic, "internal error", exc_info=True
                                 )
                             link.ack(delivery)
@@ -329,75 +295,6 @@ class Processor:
         finally:
             self._limiter.release_on_behalf_of(token)
 
-    def _learn_version(self, topic: str, payload: bytes) -> None:
-        """Note the OCPP version in a shadow update request; anything unreadable is dropped."""
-        thing = topic.split("/")[2]
-        try:
-            document = ocppj.strict_loads(payload.decode("utf-8"))
-        except (
-            UnicodeDecodeError,
-            ValueError,
-        ) as exc:  # strict_loads raises JsonRejected (a ValueError) only
-            self._bad_shadow_update(topic, str(exc)[:80])
-            return
-        # Devices update their shadows with all sorts of documents: only the gateway's carries the protocol.
-        reported = document.get("state") if isinstance(document, dict) else None
-        reported = reported.get("reported") if isinstance(reported, dict) else None
-        protocol = reported.get("ocppProtocol") if isinstance(reported, dict) else None
-        if isinstance(protocol, str) and protocol in OCPP_VERSIONS:
-            self._remember_version(thing, OCPP_VERSIONS[protocol])
-
-    def _remember_version(self, thing_name: str, version: str) -> None:
-        self._versions[thing_name] = version
-        self._versions.move_to_end(thing_name)
-        while len(self._versions) > self.settings.max_known_versions:
-            self._versions.popitem(last=False)
-
-    def _bad_shadow_update(self, topic: str, why: str, *, exc_info: bool = False) -> None:
-        self.bad_shadow_updates += 1
-        now = time.monotonic()
-        level = logging.DEBUG
-        if now >= self._next_shadow_warning:
-            self._next_shadow_warning = now + BAD_SHADOW_UPDATE_LOG_INTERVAL
-            level = logging.WARNING
-        log.log(
-            level,
-            "processor: dropped unreadable shadow update on %r (%s; %d so far, logged at most once a "
-            "minute)",
-            topic[:160],
-            why,
-            self.bad_shadow_updates,
-            exc_info=exc_info,
-        )
-
-    async def _version_of(self, thing_name: str) -> str:
-        version = self._versions.get(thing_name)
-        if version is not None:
-            self._versions.move_to_end(thing_name)
-            return version
-        try:
-            response = await trio.to_thread.run_sync(
-                lambda: self._iot_data.get_thing_shadow(thingName=thing_name)
-            )
-            protocol = ocppj.strict_loads(response["payload"].read().decode("utf-8"))["state"][
-                "reported"
-            ]["ocppProtocol"]
-        except (ClientError, BotoCoreError, ValueError, KeyError, TypeError) as exc:
-            log.warning(
-                "%s: OCPP version unknown (%s); assuming %s",
-                cp_id_for(thing_name),
-                exc,
-                DEFAULT_VERSION,
-            )
-            return DEFAULT_VERSION
-        version = (
-            OCPP_VERSIONS.get(protocol, DEFAULT_VERSION)
-            if isinstance(protocol, str)
-            else DEFAULT_VERSION
-        )
-        self._remember_version(thing_name, version)
-        return version
-
     async def _handle(self, link: MqttLink, topic: str, payload: bytes) -> None:
         cp_id = topic[: -len("/in")]
         try:
@@ -406,7 +303,7 @@ class Processor:
             log.warning("processor: ignoring message on %r: %s", topic, exc.reason)
             return
         try:
-            version = await self._version_of(identity.thing_name)
+            version = await self.versions.version_of(identity.thing_name)
         except (
             Exception
         ):  # still answer the CALL (the lookup's expected failures are handled inside)
@@ -421,106 +318,6 @@ class Processor:
         except MqttConnectionLost:
             log.error("%s: reply lost, processor's MQTT connection is down: %s", cp_id, reply)
             raise
-
-    async def answer(self, cp_id: str, version: str, payload: bytes) -> str | None:
-        """The frame to send back for one frame from ``cp_id`` (None: no answer).
-
-        A CALL received again (see the module's notes) gets the answer its
-        first copy got, without being handled again.  Never raises but for
-        cancellation: whatever goes wrong past parsing is logged with its
-        traceback and answered with a CALLERROR ``InternalError`` carrying the
-        CALL's message id.
-        """
-        try:
-            frame = self._parse(cp_id, version, payload)
-        except Exception:  # noqa: BLE001 - logged by _internal_error; a bug costs this frame, not the processor
-            return self._internal_error(cp_id, ocppj.UNKNOWN_MESSAGE_ID)
-        if not isinstance(frame, Call):
-            return frame  # a CALLERROR for a malformed frame, or None
-        key = call_key(cp_id, frame.unique_id, payload)
-        duplicate = False
-        while True:
-            cached = self._recent.get(key, trio.current_time())
-            pending = self._answering.get(key) if cached is None else None
-            if not duplicate and (cached is not None or pending is not None):
-                duplicate = True
-                self.duplicates += 1
-                log.debug(
-                    "%s: CALL %s received again; given its first answer", cp_id, frame.unique_id
-                )
-            if cached is not None:
-                return cached
-            if pending is None:
-                break
-            await (
-                pending.wait()
-            )  # its first copy is being answered; if that is cancelled, this one answers
-        done = self._answering[key] = trio.Event()
-        try:
-            try:
-                reply = await self._answer_in_time(cp_id, version, frame)
-            except Exception:  # noqa: BLE001 - logged by _internal_error; a bug costs this CALL, not the processor
-                reply = self._internal_error(cp_id, frame.unique_id)
-            self._recent.put(key, reply, trio.current_time())
-        finally:
-            del self._answering[key]
-            done.set()
-        return reply
-
-    async def _answer_in_time(self, cp_id: str, version: str, frame: Call) -> str:
-        """The handler's answer, or CALLERROR InternalError once it has taken ``handler_timeout``.
-
-        A handler blocked in a worker thread is only cancelled when the thread returns (trio
-        never abandons one): such handlers must bound their own I/O.
-        """
-        limit = self.settings.handler_timeout
-        with trio.move_on_after(limit):
-            return await self._answer_call(cp_id, version, frame)
-        self.internal_errors += 1
-        self.timeouts += 1
-        log.error(
-            "%s: %s %r not answered by its handler within %g s; answered InternalError",
-            cp_id,
-            frame.action,
-            frame.unique_id,
-            limit,
-        )
-        return ocppj.call_error(
-            frame.unique_id,
-            "InternalError",
-            f"The CSMS did not answer {frame.action} within {limit:g} s",
-        )
-
-    def _internal_error(self, cp_id: str, message_id: str) -> str:
-        self.internal_errors += 1
-        log.exception("%s: internal error on message %s; answered InternalError", cp_id, message_id)
-        return ocppj.call_error(
-            message_id, "InternalError", "The CSMS could not process this message"
-        )
-
-    def _parse(self, cp_id: str, version: str, payload: bytes) -> Call | str | None:
-        """The CALL in ``payload``, or the answer to a frame that is not one (None: none)."""
-        try:
-            text = payload.decode("utf-8")
-        except UnicodeDecodeError:
-            return ocppj.call_error(
-                ocppj.UNKNOWN_MESSAGE_ID,
-                ocppj.format_violation_code(version),
-                "Message is not valid UTF-8",
-            )
-        try:
-            frame: Call | CallResult | CallError = ocppj.parse_frame(text, version)
-        except ocppj.FrameError as exc:
-            log.info("%s: malformed frame answered with %s: %s", cp_id, exc.code, exc.description)
-            return exc.to_call_error()
-        if not isinstance(frame, Call):
-            # A CALLRESULT/CALLERROR answers a CALL the CPO sent; nothing to reply.
-            log.info("%s: received %s for message %s", cp_id, type(frame).__name__, frame.unique_id)
-            return None
-        return frame
-
-    async def _answer_call(self, cp_id: str, version: str, frame: Call) -> str:
-        return await dispatch(self.handlers, self.context, cp_id, version, frame)
 
 
 class _StartedProbe:
