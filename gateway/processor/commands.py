@@ -5,7 +5,8 @@ this module never touches a socket, a clock or a thread, so each rule is unit-te
 
 * A command is ``(cp_id, action, payload)``.  :func:`check_command` refuses a bad one before
   anything is sent (:class:`InvalidCommand`, naming the field), validating the payload against
-  the action's *request* schema of the CP's OCPP version (the ``ocpp`` package's schemas).
+  the action's *request* schema of the CP's OCPP version (the ``ocpp`` package's schemas,
+  checked in :mod:`.command_schemas`).
 * :func:`build_call` gives it a fresh message id (uuid4); :func:`match_answer` reads a frame
   from ``<cp-id>/in`` and returns the :data:`Outcome` when it answers that id: the CALLRESULT
   (:class:`CallAnswered`, its payload validated against the *response* schema, else
@@ -19,39 +20,21 @@ this module never touches a socket, a clock or a thread, so each rule is unit-te
 
 from __future__ import annotations
 
-import decimal
-import functools
 import json
-import re
 import uuid
 from collections import deque
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-from jsonschema import Draft4Validator
-from jsonschema import _keywords as keywords
-from jsonschema.exceptions import (
-    ValidationError,
-    best_match,
-)
-from jsonschema.validators import extend
-from ocpp.messages import Call, CallError, CallResult, MessageType, get_validator
+from ocpp.messages import Call, CallError, CallResult, MessageType
 
 from .. import ocppj
 from ..errors import GatewayError, InvalidIdentity
 from ..identity import validate_identity
 from ..subprotocol import OCPP_VERSIONS
+from .command_schemas import ACTION, check_response, field_of, schema_error
 
-#: An OCPP action name: letters and digits only (it names a schema file).
-ACTION = re.compile(r"\A[A-Z][A-Za-z0-9]{0,63}\Z")
 PRESENCE_TOPICS = ("$aws/events/presence/connected/+", "$aws/events/presence/disconnected/+")
-# OCPP 1.6 schemas whose decimals must be parsed as Decimal (as ocpp.messages does).
-_DECIMAL_16 = {
-    (MessageType.Call, "SetChargingProfile"),
-    (MessageType.Call, "RemoteStartTransaction"),
-    (MessageType.CallResult, "GetCompositeSchedule"),
-}
 
 
 # -- errors --------------------------------------------------------------------------------
@@ -198,64 +181,6 @@ def parse_payload(text: str | bytes) -> dict[str, Any]:
     return payload
 
 
-def _multiple_of(validator: Any, divisor: Any, instance: Any, schema: Any) -> Any:
-    """jsonschema's ``multipleOf``, but a number too large to divide exactly is an error, not a crash.
-
-    OCPP 1.6's ``multipleOf: 0.1`` on Decimals: ``Decimal(1e308) % Decimal("0.1")`` raises
-    ``decimal.InvalidOperation`` (DivisionImpossible), which escaped the validation.
-    """
-    try:
-        check: Any = keywords.multipleOf  # typeshed: returns None; it is a generator
-        yield from cast(Iterator[ValidationError], check(validator, divisor, instance, schema))
-    except ArithmeticError:  # decimal.InvalidOperation, OverflowError, ZeroDivisionError
-        yield ValidationError(f"{instance!r} is out of range (multipleOf {divisor})")
-
-
-_SafeValidator = extend(Draft4Validator, {"multipleOf": _multiple_of})  # type: ignore[no-untyped-call]
-
-
-@functools.cache
-def _validator(message_type: int, action: str, version: str, decimals: bool) -> Any:
-    try:
-        schema = get_validator(
-            message_type, action, version, decimal.Decimal if decimals else float
-        ).schema
-    except (OSError, ValueError):
-        raise LookupError(action) from None
-    return _SafeValidator(schema)
-
-
-def _schema_errors(message_type: int, action: str, version: str, payload: Any) -> Any:
-    """The most relevant schema error of ``payload`` (None: valid); raises LookupError without a schema."""
-    decimals = version == "1.6" and (message_type, action) in _DECIMAL_16
-    if not ACTION.match(action):  # it names a schema file
-        raise LookupError(action)
-    validator = _validator(message_type, action, version, decimals)
-    if decimals:  # as ocpp.messages does: compare decimals as decimals
-        payload = json.loads(json.dumps(payload), parse_float=decimal.Decimal)
-    return best_match(validator.iter_errors(payload))
-
-
-def field_of(error: ValidationError) -> str:
-    """The field a schema error is about, as a dotted path (``chargingProfile.id``, ``[0]``)."""
-    path = [str(p) if not isinstance(p, int) else f"[{p}]" for p in error.absolute_path]
-    required = error.validator_value
-    if error.validator == "required" and isinstance(error.instance, dict):
-        missing = (
-            [n for n in required if n not in error.instance] if isinstance(required, list) else []
-        )
-        path.extend(missing[:1])
-    elif (
-        error.validator == "additionalProperties"
-        and isinstance(error.instance, dict)
-        and isinstance(error.schema, Mapping)
-    ):
-        allowed = set(error.schema.get("properties", {}))
-        extra = [n for n in error.instance if n not in allowed]
-        path.extend(extra[:1])
-    return ".".join(path).replace(".[", "[") or "(payload)"
-
-
 def check_command(cp_id: str, action: str, payload: dict[str, Any], version: str) -> Command:
     """Validate ``payload`` against ``action``'s request schema of ``version``.
 
@@ -263,7 +188,7 @@ def check_command(cp_id: str, action: str, payload: dict[str, Any], version: str
     """
     check_target(cp_id, action)
     try:
-        error = _schema_errors(MessageType.Call, action, version, payload)
+        error = schema_error(MessageType.Call, action, version, payload)
     except LookupError:
         raise InvalidCommand(f"OCPP {version} has no action {action!r}", "action") from None
     if error is not None:
@@ -272,17 +197,6 @@ def check_command(cp_id: str, action: str, payload: dict[str, Any], version: str
             ocppj.clip_text(f"invalid {action} request: {where}: {error.message}", 300), where
         )
     return Command(cp_id, action, payload, version)
-
-
-def check_response(action: str, version: str, payload: dict[str, Any]) -> str | None:
-    """Why ``payload`` is not a valid response to ``action`` (None: it is)."""
-    try:
-        error = _schema_errors(MessageType.CallResult, action, version, payload)
-    except LookupError:
-        return f"OCPP {version} has no response schema for {action}"
-    if error is None:
-        return None
-    return ocppj.clip_text(f"{field_of(error)}: {error.message}", 300)
 
 
 def version_from_shadow(document: Any) -> str | None:
