@@ -43,19 +43,29 @@ CPS = ("SCALE1", "SCALE2", "SCALE3", "SCALE4")
 
 
 class Stalling(Processor):
-    """A processor that answers ``answer_first`` CALLs, then takes CALLs without ever answering them."""
+    """A processor that answers ``answer_first`` CALLs, then takes CALLs without ever answering them.
+
+    ``answered``: what it answered.  Killed, it may not have acknowledged the last of those yet,
+    and the broker then delivers them again (at least once): only those may be answered twice.
+    """
 
     answer_first = 5
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.stalled = 0
+        self.taken = 0
+        self.answered: set[tuple[str, str]] = set()
 
     async def _handle(self, link: Any, topic: str, payload: bytes) -> None:
-        if self.handled >= self.answer_first:
+        if (
+            self.taken >= self.answer_first
+        ):  # decided on arrival: no more than answer_first answered
             self.stalled += 1
             await trio.sleep_forever()
+        self.taken += 1
         await super()._handle(link, topic, payload)
+        self.answered.add((topic.split("/")[0], json.loads(payload)[1]))
 
 
 class Replica:
@@ -110,9 +120,14 @@ class Answers:
                 assert frame[0] == 3, frame  # a CALLRESULT, never a CALLERROR
                 self.count[(topic.split("/")[0], frame[1])] += 1
 
-    def check_exactly_once(self, sent: list[tuple[str, str]]) -> None:
+    def check_exactly_once(
+        self, sent: list[tuple[str, str]], may_repeat: set[tuple[str, str]] = frozenset()
+    ) -> None:
+        """Each CALL answered, once; twice only for those in ``may_repeat`` (a killed replica's)."""
         missing = [key for key in sent if key not in self.count]
-        duplicated = {key: n for key, n in self.count.items() if n > 1}
+        duplicated = {
+            key: n for key, n in self.count.items() if n > 1 and (key not in may_repeat or n > 2)
+        }
         assert not missing, f"{len(missing)} CALLs unanswered, e.g. {missing[:3]}"
         assert not duplicated, f"answered more than once: {list(duplicated.items())[:3]}"
         assert set(self.count) == set(sent)
@@ -191,8 +206,10 @@ async def test_a_killed_replica_on_fakeiot_loses_nothing(
         sent += await send_calls(driver, 10, start=50)  # and more after it died
         await until(lambda: len(answers.count) >= len(sent), timeout=20)
         await trio.sleep(0.3)
-        answers.check_exactly_once(sent)  # the killed one never answered what it held
-        assert survivor.processor.handled + stalling.handled == len(sent)
+        # The killed one never answered what it held; what it had answered may come again.
+        answers.check_exactly_once(sent, may_repeat=stalling.answered)
+        handled = survivor.processor.handled + stalling.handled
+        assert len(sent) <= handled <= len(sent) + len(stalling.answered)
     nursery.cancel_scope.cancel()
 
 
@@ -236,7 +253,7 @@ async def test_a_killed_replica_on_mosquitto_loses_nothing_once_it_is_back(
         await start_replica(nursery, mqtt, aws[1], "cpo:processor:1")  # back, under its own id
         await until(lambda: len(answers.count) >= len(sent), timeout=20)
         await trio.sleep(0.3)
-        answers.check_exactly_once(sent)
+        answers.check_exactly_once(sent, may_repeat=stalling.answered)
     nursery.cancel_scope.cancel()
 
 
