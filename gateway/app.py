@@ -205,6 +205,7 @@ async def run_gateway(
         async with trio.open_nursery() as nursery:
             await nursery.start(loop.run)
             await nursery.start(bridge.run_call_timeouts)
+            await nursery.start(bridge.keepalive.run)
             watch = RegistryWatch(bridge, events_driver)
             await nursery.start(watch.run)
             await nursery.start(GcPolicy(runtime.full_interval, runtime.young_interval).run)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
@@ -49,6 +50,8 @@ class ChargePointSession:
     ending: Ending = field(default_factory=Ending)
     finished: trio.Event = field(default_factory=trio.Event)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)  # moved by its handler task only
+    ws: Any = None  # its WebSocket while connected (the keepalive pings it)
+    ping_due: float = 0.0  # when :mod:`.keepalive` pings it next
 
     def replace(self) -> None:
         self.end(CLOSE_NORMAL, REPLACED_REASON)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -65,20 +64,23 @@ class MqttLink:
         self._client.on_publish = self._on_publish
         self._client.on_subscribe = self._on_subscribe
         self._sock: Any = None
-        self._connack = trio.Event()
+        self._connack: trio.Event | None = trio.Event()  # dropped once connected
         # paho's ReasonCode objects each carry a copy of every reason name (about 1 KiB): keep plain values only.
         self._connect_refusal: str | None = None
         self._nursery: trio.Nursery | None = None  # the link's own, while connected
         self._writer_running = False
-        self._inbox: deque[tuple[str, bytes, int, int]] = deque()
+        # A list, not a deque: it is almost always empty, and an empty deque costs 600 bytes per CP.
+        self._inbox: list[tuple[str, bytes, int, int]] = []
         self._inbox_bytes = 0
         self.backlog_exceeded = False
         # Called (in the Trio thread) when the backlog bound is passed: the consumer may be stuck
         # elsewhere (a send to a CP that does not read), so waiting for its next receive() is not enough.
         self.on_backlog_exceeded: Callable[[], None] | None = None
-        self._inbox_changed = trio.Event()
+        # Events made only while a task waits (one per CP each would cost 300 bytes, and a new
+        # one per message signalled would cost time).
+        self._inbox_waiter: trio.Event | None = None
         self._unacked: set[int] = set()
-        self._acked = trio.Event()
+        self._acked_waiter: trio.Event | None = None
         self._suback: dict[int, tuple[trio.Event, list[tuple[bool, int]]]] = {}
         self._closed = trio.Event()
         self._close_reason: str | None = None
@@ -128,7 +130,9 @@ class MqttLink:
         """
         while qos > 0 and len(self._unacked) >= self._settings.max_inflight:
             self._check_open()
-            await self._acked.wait()
+            if self._acked_waiter is None:
+                self._acked_waiter = trio.Event()
+            await self._acked_waiter.wait()
         self._check_open()
         info = self._client.publish(topic, payload, qos=qos)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -166,8 +170,10 @@ class MqttLink:
         """
         while not self._inbox:
             self._check_open()
-            await self._inbox_changed.wait()
-        topic, payload, mid, qos = self._inbox.popleft()
+            if self._inbox_waiter is None:
+                self._inbox_waiter = trio.Event()
+            await self._inbox_waiter.wait()
+        topic, payload, mid, qos = self._inbox.pop(0)
         self._inbox_bytes -= len(payload)
         if not ack:
             return Delivery(topic, payload, self, mid, qos)
@@ -216,11 +222,13 @@ class MqttLink:
             self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._client.want_write():
                 self._client.loop_write()
+            connack = self._connack
+            assert connack is not None
             with trio.move_on_after(settings.connect_timeout):
-                while not self._connack.is_set() and self._sock is not None:
+                while not connack.is_set() and self._sock is not None:
                     await trio.lowlevel.wait_readable(self._sock)
                     self._client.loop_read()
-            if not self._connack.is_set():
+            if not connack.is_set():
                 raise MqttConnectError(
                     f"MQTT broker {where} did not accept CONNECT within {settings.connect_timeout:g} s"
                 )
@@ -231,6 +239,7 @@ class MqttLink:
         except BaseException:
             self._close_socket("connect failed")
             raise
+        self._connack = None
         log.debug("%s: MQTT connected to %s", self.client_id, where)
 
     def _blocking_connect(self) -> None:
@@ -277,8 +286,8 @@ class MqttLink:
         self._close_reason = reason
         self._closed.set()
         # Wake every task waiting on this link; each one re-checks and raises.
-        self._inbox_changed.set()
-        self._acked.set()
+        self._wake_receivers()
+        self._wake_publishers()
         for done, _ in self._suback.values():
             done.set()
 
@@ -350,7 +359,8 @@ class MqttLink:
         self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any
     ) -> None:
         self._connect_refusal = str(rc) if rc.is_failure else None
-        self._connack.set()
+        if self._connack is not None:
+            self._connack.set()
 
     def _on_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any
@@ -375,14 +385,26 @@ class MqttLink:
             return
         self._inbox_bytes += len(payload)
         self._inbox.append((topic, payload, mid, qos))
-        self._inbox_changed = _wake_all(self._inbox_changed)
+        self._wake_receivers()
+
+    def _wake_receivers(self) -> None:
+        waiter = self._inbox_waiter
+        if waiter is not None:
+            self._inbox_waiter = None  # the next waiter makes a new one: no wake-up is lost
+            waiter.set()
+
+    def _wake_publishers(self) -> None:
+        waiter = self._acked_waiter
+        if waiter is not None:
+            self._acked_waiter = None
+            waiter.set()
 
     def _on_publish(
         self, client: paho.Client, userdata: Any, mid: int, rc: Any, props: Any
     ) -> None:
         if mid in self._unacked:
             self._unacked.discard(mid)
-            self._acked = _wake_all(self._acked)
+            self._wake_publishers()
 
     def _on_subscribe(
         self, client: paho.Client, userdata: Any, mid: int, codes: list[Any], props: Any
@@ -396,13 +418,3 @@ class MqttLink:
         trio.lowlevel.notify_closing(sock)
         self._sock = None
         self._mark_closed("connection to the MQTT broker lost")
-
-
-def _wake_all(event: trio.Event) -> trio.Event:
-    """Wake every task waiting on ``event``; return a fresh one for the next waiters.
-
-    Waiters wait on the event current when they start waiting; only the
-    signalling side replaces it, so no wake-up is ever lost.
-    """
-    event.set()
-    return trio.Event()

@@ -1,17 +1,21 @@
-"""A bridged connection: its own MQTT link, the two pumps and the keepalive.
+"""A bridged connection: its own MQTT link and the two directions.
 
 :func:`bridge` waits for the MQTT connect pacer, connects the CP's paho
 client (client id = CP id), subscribes to ``<cp-id>/out``, records the
-subprotocol in the shadow and runs the tasks.  Frames are copied verbatim, WebSocket -> ``<cp-id>/in`` and ``<cp-id>/out``
--> WebSocket.  Each task records why it ended in the session's
-:class:`~.local_sessions.Ending` (the first cause wins) and cancels ``done``,
-the bridge's nursery, so whichever side ends first ends the other.
+subprotocol in the shadow and forwards frames verbatim: WebSocket ->
+``<cp-id>/in`` in the WebSocket's reader task (:class:`CpToMqtt`), and
+``<cp-id>/out`` -> WebSocket in the connection's own task
+(:func:`mqtt_to_cp`).  Whatever ends one direction records why in the
+session's :class:`~.local_sessions.Ending` (the first cause wins) and ends
+the session, and with it the other direction.  Keepalive pings come from
+one task per process (:mod:`.keepalive`), which starts :func:`ping`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from functools import partial
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
@@ -50,7 +54,14 @@ async def bridge(
     settings: SessionSettings,
     calls: CallTimeouts,
 ) -> None:
-    """Run an accepted CP's bridge until either side ends; raises MqttBacklogExceeded, MqttError."""
+    """Run an accepted CP's bridge until either side ends; raises MqttError.
+
+    Two tasks per CP: the WebSocket's reader task forwards each frame to
+    MQTT itself (:class:`CpToMqtt`, handed to the connection with
+    ``route_messages``), and this task forwards what MQTT delivers to the CP
+    (:func:`mqtt_to_cp`) beside the link's reader.  Either side ending ends
+    the session's cancel scope, and with it this function.
+    """
     identity = session.identity
     if not await _wait_for_turn(ws, session, driver):
         log.info("%s: left while waiting for its turn to connect to MQTT", identity.cp_id)
@@ -63,21 +74,44 @@ async def bridge(
         await link.publish(
             f"$aws/things/{identity.thing_name}/shadow/update", json.dumps(record).encode(), 1
         )
-        # Constant task names: trio would otherwise build one name string per task, per CP.
-        async with trio.open_nursery() as nursery:
-            done = nursery.cancel_scope
-            # A CP that does not read while its /out fills: the pump may be stuck in a send to it,
-            # so the link ends the whole bridge at once (MqttBacklogExceeded, raised below).
-            link.on_backlog_exceeded = done.cancel
-            nursery.start_soon(mqtt_to_cp, ws, link, session, done, calls, name="mqtt->cp")
-            if settings.ping_interval > 0:
-                nursery.start_soon(keepalive, ws, session, done, settings, name="ws keepalive")
-            # The CP -> MQTT pump runs in this task (one task fewer per CP); whichever pump ends
-            # first cancels the nursery, and with it the other pump.
-            await cp_to_mqtt(ws, link, session, done, settings, calls)
-        backlog = link.close_reason if link.backlog_exceeded else None
-    if backlog is not None:
-        raise MqttBacklogExceeded(backlog)
+        # A CP that does not read while its /out fills: the pump may be stuck in a send to it,
+        # so the link ends the whole session at once.
+        link.on_backlog_exceeded = partial(_backlog_exceeded, link, session)
+        route = getattr(ws, "route_messages", None)
+        if route is not None:
+            route(CpToMqtt(link, session, settings, calls), partial(_cp_closed, ws, session))
+            await mqtt_to_cp(ws, link, session, calls)
+        else:  # a connection not from our server (tests): a second task reads it
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_read_into, ws, CpToMqtt(link, session, settings, calls))
+                await mqtt_to_cp(ws, link, session, calls)
+
+
+async def _read_into(ws: WebSocketConnection, sink: CpToMqtt) -> None:
+    try:
+        while True:
+            await sink(await ws.get_message())
+    except ConnectionClosed as exc:
+        sink.session.end(*close_of(exc))
+
+
+def _backlog_exceeded(link: MqttLink, session: ChargePointSession) -> None:
+    log.warning(
+        "%s: closing, the CP does not read what is sent to it: %s",
+        session.identity.cp_id,
+        link.close_reason,
+    )
+    session.end(CLOSE_POLICY_VIOLATION, BACKLOG_REASON)
+
+
+def _cp_closed(ws: WebSocketConnection, session: ChargePointSession) -> None:
+    """The WebSocket closed (the CP's close frame, or its TCP connection gone): end the session."""
+    reason = ws.closed
+    if reason is None:
+        # The reader was cancelled (the gateway is stopping): whoever cancelled it says why.
+        session.cancel_scope.cancel()
+    else:
+        session.end(reason.code, reason.reason or "")
 
 
 async def _wait_for_turn(
@@ -106,72 +140,70 @@ async def _wait_for_turn(
     return ws.closed is None
 
 
-async def keepalive(
-    ws: WebSocketConnection,
-    session: ChargePointSession,
-    done: trio.CancelScope,
-    settings: SessionSettings,
-) -> None:
-    """Ping the CP; one that does not answer in time is closed and its MQTT session released."""
-    while True:
-        await trio.sleep(settings.ping_interval)
-        with trio.move_on_after(settings.pong_timeout) as waited:
-            try:
-                await ws.ping()
-            except ConnectionClosed:
-                return  # the reader task reports the close
-        if waited.cancelled_caught:
-            log.info(
-                "%s: no pong within %g s; closing", session.identity.cp_id, settings.pong_timeout
-            )
-            session.ending.set(
-                CLOSE_INTERNAL_ERROR,
-                f"Keepalive timeout: no pong within {settings.pong_timeout:g} s",
-            )
-            done.cancel()
+async def ping(ws: WebSocketConnection, session: ChargePointSession, pong_timeout: float) -> None:
+    """One keepalive ping (started by :class:`.keepalive.Keepalive`); no pong in time ends the session."""
+    with trio.move_on_after(pong_timeout) as waited:
+        try:
+            await ws.ping()
+        except ConnectionClosed:
+            return  # the reader reports the close
+    if waited.cancelled_caught:
+        log.info("%s: no pong within %g s; closing", session.identity.cp_id, pong_timeout)
+        session.end(CLOSE_INTERNAL_ERROR, f"Keepalive timeout: no pong within {pong_timeout:g} s")
+
+
+class CpToMqtt:
+    """WebSocket -> ``<cp-id>/in``: text frames only, at most ``max_message_rate`` per second.
+
+    Called by the WebSocket's reader task with each complete message; it
+    never raises (whatever goes wrong ends the session, with its reason).
+    """
+
+    __slots__ = ("_bucket", "_calls", "_link", "_rate", "_topic", "session")
+
+    def __init__(
+        self,
+        link: MqttLink,
+        session: ChargePointSession,
+        settings: SessionSettings,
+        calls: CallTimeouts,
+    ) -> None:
+        self._link = link
+        self.session = session
+        self._calls = calls
+        self._topic = session.identity.in_topic
+        self._rate = rate = settings.max_message_rate
+        self._bucket = TokenBucket(rate, settings.max_message_burst) if rate > 0 else None
+
+    async def __call__(self, message: str | bytes) -> None:
+        session = self.session
+        if session.ending.code is not None:
+            return  # ending: nothing more is forwarded
+        if isinstance(message, bytes):
+            session.end(CLOSE_UNSUPPORTED_DATA, BINARY_REASON)
             return
-
-
-async def cp_to_mqtt(
-    ws: WebSocketConnection,
-    link: MqttLink,
-    session: ChargePointSession,
-    done: trio.CancelScope,
-    settings: SessionSettings,
-    calls: CallTimeouts,
-) -> None:
-    """WebSocket -> ``<cp-id>/in``: text frames only, at most ``max_message_rate`` per second."""
-    cp_id = session.identity.cp_id
-    topic = session.identity.in_topic
-    rate = settings.max_message_rate
-    bucket = TokenBucket(rate, settings.max_message_burst) if rate > 0 else None
-    try:
-        while True:
-            message = await ws.get_message()
-            if isinstance(message, bytes):
-                session.ending.set(CLOSE_UNSUPPORTED_DATA, BINARY_REASON)
-                break
-            if bucket is not None and not bucket.take(trio.current_time()):
-                log.warning("%s: more than %g messages/s; closing", cp_id, rate)
-                session.ending.set(
-                    CLOSE_POLICY_VIOLATION, f"Message rate limit exceeded ({rate:g}/s)"
-                )
-                break
-            log.debug("%s: CP -> %s: %s", cp_id, topic, message)
-            await link.publish(topic, message.encode("utf-8"), 1)
-            calls.sent_by_cp(session, message, trio.current_time())
-    except ConnectionClosed as exc:
-        session.ending.set(*close_of(exc))
-    except MqttConnectionLost as exc:
-        session.ending.set(*mqtt_ending(exc))
-    done.cancel()
+        if self._bucket is not None and not self._bucket.take(trio.current_time()):
+            log.warning("%s: more than %g messages/s; closing", session.identity.cp_id, self._rate)
+            session.end(CLOSE_POLICY_VIOLATION, f"Message rate limit exceeded ({self._rate:g}/s)")
+            return
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: CP -> %s: %s", session.identity.cp_id, self._topic, message)
+        try:
+            await self._link.publish(self._topic, message.encode("utf-8"), 1)
+        except MqttConnectionLost as exc:
+            session.end(*mqtt_ending(exc))
+            return
+        except Exception:  # a bug costs this connection only, never the reader (and the server)
+            log.exception("%s: unexpected error forwarding a frame", session.identity.cp_id)
+            session.end(CLOSE_INTERNAL_ERROR, "Internal error in the gateway")
+            return
+        self._calls.sent_by_cp(session, message, trio.current_time())
 
 
 async def mqtt_to_cp(
     ws: WebSocketConnection,
     link: MqttLink,
     session: ChargePointSession,
-    done: trio.CancelScope,
     calls: CallTimeouts,
 ) -> None:
     """``<cp-id>/out`` (and the gateway's own answers) -> WebSocket, UTF-8 text only."""
@@ -208,11 +240,11 @@ async def mqtt_to_cp(
                 )
                 session.ending.set(*close_of(exc))
                 break
-            log.debug("%s: %s -> CP: %s", cp_id, topic, text)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s: %s -> CP: %s", cp_id, topic, text)
     except MqttConnectionLost as exc:
         log.info("%s: MQTT connection ended: %s", cp_id, exc)
         session.ending.set(*mqtt_ending(exc))
-    done.cancel()
 
 
 def mqtt_ending(exc: MqttConnectionLost) -> tuple[int, str]:

@@ -62,6 +62,7 @@ from .errors import (
     only_error,
 )
 from .identity import ChargePointIdentity
+from .keepalive import Keepalive
 from .lifecycle import Event, Lifecycle, State
 from .local_sessions import REPLACED_REASON, ChargePointSession, LocalSessions
 from .mqtt_link import MqttDriver
@@ -100,6 +101,7 @@ class Bridge:
     calls_timed_out: int = 0
     pending: int = 0  # connections between the upgrade request and admission
     calls: CallTimeouts = field(init=False)
+    keepalive: Keepalive = field(init=False)
     passwords: PasswordChecker = field(init=False)
     _throttle: KeyThrottle = field(init=False)
     _unknown_lookups: KeyThrottle = field(init=False)
@@ -113,6 +115,7 @@ class Bridge:
         )
         self.passwords = PasswordChecker()
         self.calls = CallTimeouts(settings.call_timeout)
+        self.keepalive = Keepalive(settings.ping_interval, settings.pong_timeout)
 
     @property
     def auth_failures(self) -> int:
@@ -166,19 +169,26 @@ class Bridge:
         takes the place of a connected one.
         """
         lifecycle = Lifecycle()
+        path = request.path[:80]
         try:
-            await self._handle(request, stream, lifecycle)
+            admitted = await self._admit(request, stream, lifecycle)
+            # What admission looked at (the request and its headers, the facts) is not kept for the
+            # connection's whole life: only what _serve needs.
+            del request
+            if admitted is not None:
+                await self._serve(*admitted, lifecycle)
         except ConnectionClosed:
             # The CP went away during the handshake or the refusal.
             if not lifecycle.closed:
                 lifecycle.advance(Event.LOST)
         except Exception:
             # Contained here as well as in the server: log it with what we know of the request.
-            log.exception("unexpected error handling %s", request.path[:80])
+            log.exception("unexpected error handling %s", path)
 
-    async def _handle(
+    async def _admit(
         self, request: WebSocketRequest, stream: trio.abc.Stream, lifecycle: Lifecycle
-    ) -> None:
+    ) -> tuple[WebSocketConnection, Accept, float] | None:
+        """Admission: the accepted WebSocket, its verdict and arrival time; None once refused."""
         source = peer_host(stream)
         arrived = trio.current_time()
         self.pending += 1
@@ -203,11 +213,11 @@ class Bridge:
                 step = decide(facts, self.settings)
             if isinstance(step, Refuse):
                 await self._refuse(request, lifecycle, step)
-                return
+                return None
             if isinstance(step, Challenge):  # HTTP 401: no WebSocket at all
                 lifecycle.advance(Event.CHALLENGED)
                 await request.reject(step.status, extra_headers=list(step.headers))
-                return
+                return None
         finally:
             self.pending -= 1
         assert isinstance(step, Handshake), step  # decide() accepts only once the handshake is done
@@ -219,9 +229,9 @@ class Bridge:
         verdict = decide(facts, self.settings)
         if isinstance(verdict, Refuse):
             await self._refuse(request, lifecycle, verdict, ws)
-            return
+            return None
         assert isinstance(verdict, Accept), verdict
-        await self._serve(ws, verdict, arrived, lifecycle)
+        return ws, verdict, arrived
 
     async def _serve(
         self, ws: WebSocketConnection, accepted: Accept, arrived: float, lifecycle: Lifecycle
@@ -248,6 +258,8 @@ class Bridge:
             return
         self.connections += 1
         log.info("%s: connected from %s (%s)", identity.cp_id, _peer(ws), accepted.subprotocol)
+        session.ws = ws
+        self.keepalive.add(session)
         try:
             with session.cancel_scope:
                 try:
@@ -271,7 +283,7 @@ class Bridge:
         finally:
             self.sessions.release(session)
             self.calls.forget(session)
-            session.link = None
+            session.link = session.ws = None
             session.ending.set(CLOSE_GOING_AWAY, SHUTTING_DOWN_REASON)
             state = lifecycle.advance(Event.DRAINED if self.draining else Event.ENDED)
             # Bounded, also when the gateway itself is being cancelled: then the reader that would

@@ -84,6 +84,118 @@ class _Connection(WebSocketConnection):
             await super()._handle_ping_event(event)
 
 
+MessageSink = Callable[[str | bytes], Awaitable[None]]
+
+
+class _Routed:
+    """A server connection's messages, handed on by its reader task (replaces the message channel).
+
+    Until :meth:`_ServerConnection.route_messages` names the sink, the
+    reader waits at the first message (as it would on a full channel); once
+    the connection is closing, messages are dropped.
+    """
+
+    __slots__ = ("discarding", "ready", "sink")
+
+    def __init__(self) -> None:
+        self.sink: MessageSink | None = None
+        self.ready: trio.Event | None = trio.Event()
+        self.discarding = False
+
+    async def send(self, message: str | bytes) -> None:
+        if self.sink is None and self.ready is not None:
+            await self.ready.wait()
+        if self.sink is not None and not self.discarding:
+            await self.sink(message)
+
+    def release(self) -> None:
+        if self.ready is not None:
+            self.ready.set()
+            self.ready = None  # nobody waits on it again
+
+    # The parts of a channel the reader and the close path use.
+    def close(self) -> None:
+        self.discarding = True
+        self.release()
+
+    async def aclose(self) -> None:
+        self.close()
+
+    async def __aenter__(self) -> _Routed:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def receive_nowait(self) -> str | bytes:
+        raise trio.EndOfChannel  # server connections route their messages; nothing is queued
+
+    async def receive(self) -> str | bytes:
+        raise trio.EndOfChannel
+
+
+class _Shed:
+    """Stands in for what an open server connection no longer uses (the opening handshake's h11
+    state, an event only trio-websocket's own tests wait on): about 2 KiB per CP."""
+
+    __slots__ = ()
+
+    def events(self) -> tuple[()]:  # wsproto asks the handshake for events on every read
+        return ()
+
+    def set(self) -> None:
+        pass
+
+
+_SHED = _Shed()
+
+
+class _ServerConnection(_Connection):
+    """A server connection whose reader task hands each message to a sink: no queue, no extra task.
+
+    trio-websocket queues each message in a memory channel for a task
+    calling ``get_message()``; the gateway instead forwards each frame to
+    MQTT in the reader task itself (:meth:`route_messages`), which saves a
+    task, a channel and a task switch per message.  ``get_message()`` is
+    not used on these connections.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._routed = _Routed()
+        self._send_channel = self._recv_channel = self._routed  # type: ignore[assignment]
+        self._on_closed: Callable[[], None] | None = None
+        self._reader_done = False
+        self._for_testing_peer_closed_connection = _SHED  # type: ignore[assignment]
+
+    def route_messages(self, sink: MessageSink, on_closed: Callable[[], None]) -> None:
+        """From now on each complete message goes to ``sink`` (awaited in the reader task), and
+        ``on_closed()`` is called once the connection has closed (at once if it already has).
+
+        ``sink`` must not raise: it handles its own errors.
+        """
+        if self._wsproto.connection is not None:  # open: the handshake's state is never read again
+            self._wsproto.handshake = _SHED  # type: ignore[assignment]
+        self._routed.sink = sink
+        self._routed.release()
+        self._on_closed = on_closed
+        if self._reader_done:
+            on_closed()
+
+    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
+        self._routed.close()  # nothing more is forwarded, and a waiting reader goes on reading
+        await super().aclose(code, reason)
+
+    async def _reader_task(self) -> None:
+        try:
+            await super()._reader_task()
+        finally:
+            self._reader_done = True
+            self._routed.close()
+            if self._on_closed is not None:
+                self._on_closed()
+
+
 class GatewayWebSocketServer(WebSocketServer):
     """A :class:`trio_websocket.WebSocketServer` whose connections cannot end it.
 
@@ -117,8 +229,31 @@ class GatewayWebSocketServer(WebSocketServer):
 
     async def _handle_connection(self, stream: trio.abc.Stream) -> None:
         # trio.serve_listeners closes ``stream`` (aclose_forcefully) after this returns, whatever happens.
+        # One frame (this one) lives as long as the connection, and it holds no reference to the
+        # upgrade request once the handler has it.
         try:
-            await self._serve_connection(stream)
+            async with trio.open_nursery() as nursery:
+                connection = _ServerConnection(
+                    stream,
+                    WSConnection(ConnectionType.SERVER),
+                    max_message_size=self._max_message_size,
+                    receive_buffer_size=self._receive_buffer_size,
+                )
+                nursery.start_soon(connection._reader_task)
+                with trio.move_on_after(self._connect_timeout) as handshake:
+                    request = await connection._get_request()
+                if handshake.cancelled_caught:
+                    nursery.cancel_scope.cancel()
+                    return
+                handling = self._gateway_handler(request, stream)
+                del request
+                try:
+                    await handling
+                finally:
+                    # Bounded: a client that never answers our close frame loses its TCP connection.
+                    with trio.move_on_after(self._disconnect_timeout):
+                        await connection.aclose()
+                    nursery.cancel_scope.cancel()
         except* Exception as group:
             self.contained_errors += 1
             log.warning(
@@ -127,29 +262,6 @@ class GatewayWebSocketServer(WebSocketServer):
                 group.exceptions[0],
                 exc_info=log.isEnabledFor(logging.DEBUG),
             )
-
-    async def _serve_connection(self, stream: trio.abc.Stream) -> None:
-        async with trio.open_nursery() as nursery:
-            connection = _Connection(
-                stream,
-                WSConnection(ConnectionType.SERVER),
-                message_queue_size=self._message_queue_size,
-                max_message_size=self._max_message_size,
-                receive_buffer_size=self._receive_buffer_size,
-            )
-            nursery.start_soon(connection._reader_task)
-            with trio.move_on_after(self._connect_timeout) as handshake:
-                request = await connection._get_request()
-            if handshake.cancelled_caught:
-                nursery.cancel_scope.cancel()
-                return
-            try:
-                await self._gateway_handler(request, stream)
-            finally:
-                # Bounded: a client that never answers our close frame loses its TCP connection.
-                with trio.move_on_after(self._disconnect_timeout):
-                    await connection.aclose()
-                nursery.cancel_scope.cancel()
 
 
 async def wrap_client_stream(

@@ -298,14 +298,16 @@ async def test_a_connect_storm_is_paced_not_refused(
             if result["status"] == "Accepted":
                 accepted.append(cp_id)
 
+    started = trio.current_time()
     with trio.fail_after(30):
         async with trio.open_nursery() as storm:
             for cp_id in ids:
                 storm.start_soon(one, cp_id)
     assert sorted(accepted) == sorted(ids)
-    assert (
-        gateway.driver.admission_waits >= len(ids) - 5 - 1
-    )  # beyond the burst, each waited its turn
+    # Paced, not refused: beyond the burst of 5, 20 per second at most, however the connects
+    # happened to arrive (how many had to wait depends on the machine's speed; this bound does not).
+    assert gateway.driver.admission_waits > 0
+    assert trio.current_time() - started >= (len(ids) - 5) / 20.0 - 0.05
 
 
 async def test_connect_admission_gives_up_after_max_wait(
