@@ -40,7 +40,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
-from trio_websocket import WebSocketConnection, WebSocketRequest, WebSocketServer
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, WebSocketServer
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import Ping
@@ -156,8 +156,9 @@ class _ServerConnection(_Connection):
     trio-websocket queues each message in a memory channel for a task
     calling ``get_message()``; the gateway instead forwards each frame to
     MQTT in the reader task itself (:meth:`route_messages`), which saves a
-    task, a channel and a task switch per message.  ``get_message()`` is
-    not used on these connections.
+    task, a channel and a task switch per message.  A handler that calls
+    ``get_message()`` instead gets upstream's behaviour: the first call
+    routes the messages into a one-message channel.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -166,6 +167,7 @@ class _ServerConnection(_Connection):
         self._send_channel = self._recv_channel = self._routed  # type: ignore[assignment]
         self._on_closed: Callable[[], None] | None = None
         self._reader_done = False
+        self._queue: trio.MemoryReceiveChannel[str | bytes] | None = None
         self._for_testing_peer_closed_connection = _SHED  # type: ignore[assignment]
 
     def route_messages(self, sink: MessageSink, on_closed: Callable[[], None]) -> None:
@@ -181,6 +183,17 @@ class _ServerConnection(_Connection):
         self._on_closed = on_closed
         if self._reader_done:
             on_closed()
+
+    async def get_message(self) -> str | bytes:
+        if self._queue is None:
+            if self._routed.sink is not None:
+                raise RuntimeError("this connection's messages are routed to a sink")
+            send, self._queue = trio.open_memory_channel[str | bytes](1)
+            self.route_messages(send.send, send.close)
+        try:
+            return await self._queue.receive()
+        except (trio.ClosedResourceError, trio.EndOfChannel):
+            raise ConnectionClosed(self._close_reason) from None
 
     async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
         self._routed.close()  # nothing more is forwarded, and a waiting reader goes on reading
