@@ -213,10 +213,11 @@ async def one_cp(
             established = True
             stats.established += 1
             now = trio.current_time()
-            stats.first_connect = stats.first_connect or time.time()
-            stats.last_connect = time.time()
-            if late:
-                stats.late_connects.append(stats.last_connect)
+            if late:  # the late group's connects are counted apart
+                stats.late_connects.append(time.time())
+            else:
+                stats.first_connect = stats.first_connect or time.time()
+                stats.last_connect = time.time()
             if args.boot_delay > 0:  # both gateways alike: a CP that waits a moment before booting
                 await trio.sleep(args.boot_delay)
             booting = True
