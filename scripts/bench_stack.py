@@ -8,6 +8,7 @@ certificate), and the message processor; our gateway is started per run with ``S
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import re
 import shutil
@@ -101,10 +102,16 @@ class Stack:
                     capture_output=True,
                 )
                 self.tls_port = free_port()
-                text += (
-                    f"listener {self.tls_port} 127.0.0.1\ncafile {self.certs / 'ca.pem'}\n"
-                    f"certfile {self.certs / 'server.pem'}\nkeyfile {self.certs / 'server.key'}\n"
-                    "require_certificate true\ntls_version tlsv1.2\n"
+                # Run as this user (no switch to "mosquitto" when started as root): the key lives in our
+                # private temporary directory.
+                text = (
+                    f"user {getpass.getuser()}\n"
+                    + text
+                    + (
+                        f"listener {self.tls_port} 127.0.0.1\ncafile {self.certs / 'ca.pem'}\n"
+                        f"certfile {self.certs / 'server.pem'}\nkeyfile {self.certs / 'server.key'}\n"
+                        "require_certificate true\ntls_version tlsv1.2\n"
+                    )
                 )
             conf.write_text(text)
             self.procs.append(start([MOSQUITTO, "-c", str(conf)], "running"))
