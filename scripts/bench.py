@@ -32,6 +32,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import sys
 import tempfile
 import time
@@ -428,7 +429,7 @@ def main() -> int:
         return 2
     results["duration_s"] = time.monotonic() - started
     results["medians"] = medians(results.get("runs", []))
-    command = ("python scripts/bench.py " + " ".join(sys.argv[1:])).strip()
+    command = ("python scripts/bench.py " + shlex.join(sys.argv[1:])).strip()
     results["command"] = command
     results["generated_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print(f"done in {results['duration_s'] / 60:.1f} min (estimated {estimate / 60:.0f})")

@@ -154,7 +154,7 @@ def targets(
     if scale:
         largest = scale[-1]
         compare(
-            f"RSS per CP at {int(largest):,} CPs ≤ 0.5× peer",
+            f"RSS per CP at {int(largest):,} CPs ≤ 0.5× peer (KiB)",
             "scale",
             largest,
             "rss_per_cp_kib",
@@ -167,7 +167,7 @@ def targets(
         r = ratio(idle[OURS], idle[peer])
         rows.append(
             {
-                "target": "idle RSS (before any CP) ≤ peer",
+                "target": "idle RSS before any CP ≤ peer (MiB)",
                 "ours": idle[OURS],
                 "peer": idle[peer],
                 "ratio": r,
@@ -176,7 +176,7 @@ def targets(
             }
         )
         compare(
-            f"heartbeat p99 at {int(largest):,} CPs (after all booted) ≤ peer",
+            f"heartbeat p99 at {int(largest):,} CPs after all booted ≤ peer (ms)",
             "scale",
             largest,
             "hb_p99_ms",
@@ -193,7 +193,7 @@ def targets(
         )
     if loads:
         compare(
-            f"RTT p50 at {int(loads[-1]):,} msgs/s ≤ peer",
+            f"RTT p50 at {int(loads[-1]):,} msgs/s ≤ peer (ms)",
             "throughput",
             loads[-1],
             "rtt_p50_ms",
@@ -201,7 +201,7 @@ def targets(
         )
     for size in _sizes(table, "storm"):
         compare(
-            f"storm ({int(size):,} CPs at once): all booted after ≤ peer",
+            f"storm ({int(size):,} CPs at once): all booted after ≤ peer (s)",
             "storm",
             size,
             "all_booted_after_s",
