@@ -282,7 +282,7 @@ def main() -> int:
         help="connects/s of the scale runs (a ramp faster than the machine sustains only queues connects)",
     )
     p.add_argument("--storm", type=int, default=2000, help="CPs in the reconnect storm (0: skip)")
-    p.add_argument("--storm-hold", type=float, default=45.0, help="seconds a storm run lasts")
+    p.add_argument("--storm-hold", type=float, default=30.0, help="seconds a storm run lasts")
     p.add_argument("--throughput-cps", type=int, default=500)
     p.add_argument("--loads", default="1000,2500", help="offered OCPP messages per second")
     p.add_argument(

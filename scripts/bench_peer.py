@@ -160,6 +160,7 @@ def run_peer(
     finally:
         stop_group(proc)
         drain.join(timeout=2.0)
+        proc.stdout.close()
 
 
 def _drain(stream: IO[str], keep: list[str]) -> None:

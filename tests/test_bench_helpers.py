@@ -124,3 +124,50 @@ def test_targets_compute_ratios_and_verdicts() -> None:
     assert rows["ours: zero refused, dropped or unanswered (all runs)"]["met"] is False
     assert rows["ours: connect rate while loaded at 1,000 msgs/s ≥ 0.9 × 500/s"]["met"] is True
     assert rows["ours: connect rate while loaded at 2,500 msgs/s ≥ 0.9 × 500/s"]["met"] is False
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+LISTENER = (
+    "import socket, time; s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(); "
+    "print('up', flush=True); time.sleep(60)"
+)
+
+
+def test_run_peer_waits_for_its_port_and_stops_its_process_group(tmp_path: Path) -> None:
+    import os
+
+    from bench_peer import run_peer
+
+    spec = parse_peer(f'p={sys.executable} -c "{LISTENER}" {{ids_file}}')
+    output: list[str] = []
+    port = _free_port()
+    with run_peer(
+        spec,
+        port=port,
+        mqtt_host="127.0.0.1",
+        mqtt_port=1,
+        ids_file=tmp_path / "ids",
+        output=output,
+    ) as pid:
+        os.kill(pid, 0)  # running
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert output == ["up\n"]
+
+
+def test_a_peer_that_exits_before_listening_is_a_clear_error(tmp_path: Path) -> None:
+    from bench_peer import run_peer
+
+    spec = parse_peer(f"p={sys.executable} -c \"print('no broker'); raise SystemExit(3)\"")
+    with pytest.raises(PeerError, match="exited with status 3 before listening(.|\n)*no broker"):
+        with run_peer(
+            spec, port=_free_port(), mqtt_host="h", mqtt_port=1, ids_file=tmp_path / "ids"
+        ):
+            pass
