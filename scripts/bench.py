@@ -1,47 +1,44 @@
 #!/usr/bin/env python3
-"""Benchmarks of the gateway, and docs/benchmarks.md regenerated from them.
+"""Benchmarks of the gateway beside peer gateways, and docs/benchmarks.md regenerated from them.
 
-    python scripts/bench.py --markdown docs/benchmarks.md       # the full plan (about 20 minutes)
-    python scripts/bench.py --quick --markdown /tmp/quick.md     # a few minutes, smaller numbers
+    python scripts/bench.py --peer aws-sample='CMD {port} {mqtt_host} {mqtt_port} {ids_file}' \\
+        --broker-tls --markdown docs/benchmarks.md                  # the full plan (the estimate is printed)
+    python scripts/bench.py --quick --peer ... --markdown /tmp/quick.md   # a few minutes, small sizes
+    python scripts/bench.py --render docs/benchmarks.json --markdown docs/benchmarks.md
 
-Starts, on free 127.0.0.1 ports: fakeiot (registry and shadows; also the
-broker for the amqtt runs), Mosquitto (the broker for the mosquitto runs),
-the message processor in its own process, and ONE gateway process per run.
-The load comes from ``scripts/loadtest.py`` (separate process) for the
-gateway path, and from bare MQTT clients in this process for the baseline:
-the same CP ids, frames, broker and processor, with no gateway in between.
-The gap between the two is the gateway's own cost.
+Starts, on free 127.0.0.1 ports: fakeiot (registry and shadows), Mosquitto (``set_tcp_nodelay true``;
+with ``--broker-tls`` also a TLS listener with fakeiot's development certificates), the message
+processor, and ONE gateway process per run: ours, or a peer (``--peer NAME=COMMAND``, see
+scripts/bench_peer.py).  The load comes from ``scripts/loadtest.py`` (a separate process), the same
+for every gateway: each CP waits ``--boot-delay`` s after its WebSocket opens before booting.
 
-The plan:
+The plan, every gateway in turn (ours, peer, ours, peer ...) ``--repeat`` times, medians reported:
 
-1. scale: N CPs held (1k, 5k, and the largest this machine allows, "10k"),
-   booted, heartbeating every 30 s; gateway RSS, threads and CPU at each N;
-2. storm: all "10k" CPs connecting at once, as after a gateway restart;
-3. throughput: a fixed offered load of OCPP messages per second (5,000,
-   half of it, and 1,000) through the gateway and through bare MQTT, on
-   Mosquitto and on amqtt; achieved rate each way, round trips, added
-   latency, ratios, and how busy the machine's cores were.
+1. scale: N CPs held (``--scale``), booted, heartbeating every 30 s: idle RSS, RSS max and per CP,
+   threads, CPU after all booted, heartbeat round trips after all booted;
+2. storm: ``--storm`` CPs connecting at once: all booted after, boot round trips, unanswered boots;
+3. throughput: ``--throughput-cps`` CPs at each offered load (``--loads`` msgs/s): gateway CPU µs per
+   forwarded message in a measured window, achieved rates and round trips; then a second group of
+   CPs connects at 500/s while the first keeps loading the gateway (the connect rate while loaded).
 
-Figures are printed as they come and, with ``--markdown``, written as a
-document with the commands that made them.
+``--broker-tls`` adds our gateway over TLS to the broker to the scale and throughput plans (peers
+keep the plain listener).  ``--baseline`` adds the bare-MQTT baseline (``--brokers`` mosquitto, amqtt).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
-import random
-import re
 import resource
-import shutil
-import subprocess
+import shlex
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,680 +46,212 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import trio  # noqa: E402
-from cost_per_cp import free_port, proc_stats, start  # noqa: E402
-from loadtest import percentiles  # noqa: E402
-
-from gateway.mqtt_link import MqttSettings, open_mqtt_driver  # noqa: E402
-
-MOSQUITTO = shutil.which("mosquitto") or (
-    "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+from bench_doc import markdown  # noqa: E402
+from bench_figures import (  # noqa: E402
+    OURS,
+    OURS_TLS,
+    medians,
+    scale_figures,
+    storm_figures,
+    throughput_figures,
 )
+from bench_legacy import throughput_runs  # noqa: E402
+from bench_peer import PeerError, PeerSpec, parse_peer, run_peer  # noqa: E402
+from bench_stack import MOSQUITTO, Stack, loop_figures, run_loadtest  # noqa: E402
+from cost_per_cp import free_port, proc_stats  # noqa: E402
+
+PREFIX = "LT"
+CONNECT_RATE = 500.0  # the throughput runs' ramps (and the gateway's --mqtt-connect-rate)
+RUN_OVERHEAD_S = 8.0  # start, 1 s idle, stop and the load test's own start, per run
 
 
-class Stack:
-    """fakeiot + broker + processor; gateways started per run."""
+@dataclass(frozen=True)
+class Variant:
+    """One gateway under test: ours (plain or TLS to the broker) or a peer."""
 
-    def __init__(self, broker: str, tmp: Path) -> None:
-        self.broker, self.tmp = broker, tmp
-        self.procs: list[subprocess.Popen[str]] = []
-        self.api_port, self.amqtt_port = free_port(), free_port()
-        self.api_url = f"http://127.0.0.1:{self.api_port}"
-        self.mqtt_port = self.amqtt_port
-        self.processor_output: list[str] = []
-        self.processor_loop: dict[str, float] | None = None
-        # fakeiot's broker wants the gateway's credential from device clients (one per CP); Mosquitto here none.
-        self.gateway_credentials: list[str] = []
-        self.device_username: str | None = None
-        self.device_password: str | None = None
+    name: str
+    tls: bool = False
+    peer: PeerSpec | None = None
 
-    def __enter__(self) -> Stack:
-        data = self.tmp / f"iot-{self.broker}"
-        self.procs.append(
-            start(
-                [
-                    sys.executable,
-                    "-m",
-                    "fakeiot",
-                    "--mqtt-port",
-                    str(self.amqtt_port),
-                    "--api-port",
-                    str(self.api_port),
-                    "--data-dir",
-                    str(data),
-                ],
-                "fakeiot: MQTT",
+
+@dataclass(frozen=True)
+class Plan:
+    sizes: list[int]
+    hold: float
+    ramp: float
+    storm: int
+    storm_hold: float
+    throughput_cps: int
+    loads: list[int]
+    window: float
+    late_cps: int
+    boot_delay: float
+    repeat: int
+    parts: set[str]
+
+    def scale_seconds(self, n: int) -> float:
+        return n / self.ramp + self.boot_delay + self.hold
+
+    def throughput_timeline(self) -> tuple[float, float, float]:
+        """(measure from, late group at, duration) in seconds after the load test's start."""
+        measure_from = self.throughput_cps / CONNECT_RATE + self.boot_delay + 3.0
+        late_at = measure_from + self.window + 0.5
+        duration = late_at + self.late_cps / CONNECT_RATE + self.boot_delay + 5.0
+        return measure_from, late_at, duration
+
+    def estimate_s(self, scale_variants: int, other_variants: int) -> float:
+        total = 0.0
+        if "scale" in self.parts:
+            total += scale_variants * sum(
+                self.scale_seconds(n) + RUN_OVERHEAD_S for n in self.sizes
             )
-        )
-        credentials = [
-            "--mqtt-username",
-            "fakeiot-backend",
-            "--mqtt-password-file",
-            str(data / "backend-password"),
-        ]
-        self.gateway_credentials = [
-            "--mqtt-username",
-            "fakeiot-gateway",
-            "--mqtt-password-file",
-            str(data / "gateway-password"),
-        ]
-        self.device_username, self.device_password = (
-            "fakeiot-gateway",
-            (data / "gateway-password").read_text().strip(),
-        )
-        if self.broker == "mosquitto":
-            assert MOSQUITTO, "mosquitto is not installed"
-            self.mqtt_port = free_port()
-            conf = self.tmp / "mosquitto.conf"
-            conf.write_text(
-                f"listener {self.mqtt_port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
-                "max_inflight_messages 100\nset_tcp_nodelay true\nlog_dest stderr\n"
+        if "storm" in self.parts and self.storm:
+            total += other_variants * (self.storm_hold + RUN_OVERHEAD_S)
+        if "throughput" in self.parts:
+            total += (
+                scale_variants * len(self.loads) * (self.throughput_timeline()[2] + RUN_OVERHEAD_S)
             )
-            self.procs.append(start([MOSQUITTO, "-c", str(conf)], "running"))
-            credentials, self.gateway_credentials = [], []
-            self.device_username = self.device_password = None
-        self.procs.append(
-            start(
-                [
-                    sys.executable,
-                    "-m",
-                    "gateway.processor",
-                    "--mqtt-port",
-                    str(self.mqtt_port),
-                    "--iot-api-url",
-                    self.api_url,
-                    "--log-level",
-                    "WARNING",
-                    *credentials,
-                ],
-                "processor: answering",
-                keep=self.processor_output,
-            )
-        )
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for proc in reversed(self.procs):
-            stop(proc)
-        time.sleep(0.2)  # the drain thread reads the processor's last lines
-        self.processor_loop = loop_figures(self.processor_output)
-        print(f"processor ({self.broker} runs): {self.processor_loop}", flush=True)
-
-    @contextmanager
-    def gateway(self, output: list[str] | None = None) -> Iterator[tuple[str, int]]:
-        """A gateway process for one run; its output lines (its stop summary included) go to ``output``."""
-        port = free_port()
-        proc = start(
-            [
-                sys.executable,
-                "-m",
-                "gateway",
-                "--port",
-                str(port),
-                "--mqtt-host",
-                "127.0.0.1",
-                "--mqtt-port",
-                str(self.mqtt_port),
-                "--iot-api-url",
-                self.api_url,
-                "--no-processor",
-                "--log-level",
-                "WARNING",
-                "--mqtt-connect-rate",
-                "500",
-                "--mqtt-connect-burst",
-                "500",
-                "--max-message-rate",
-                "0",
-                "--max-connections",
-                "20000",
-                *self.gateway_credentials,
-            ],
-            "listening on",
-            keep=output,
-        )
-        try:
-            time.sleep(1.0)
-            yield f"ws://127.0.0.1:{port}", proc.pid
-        finally:
-            stop(proc)
-            time.sleep(0.3)  # the drain thread reads the gateway's last lines (its stop summary)
-
-    def register(self, prefix: str, n: int) -> None:
-        run_loadtest(
-            [
-                "--url",
-                "ws://unused",
-                "--cps",
-                str(n),
-                "--prefix",
-                prefix,
-                "--register",
-                "--api-url",
-                self.api_url,
-                "--duration",
-                "0.001",
-                "--rate",
-                "1",
-                "--quiet",
-            ],
-            register_only=True,
-        )
+        return total * self.repeat + 30.0  # the stack and the registrations
 
 
-LOOP_LINE = re.compile(
-    r"event loop lag max (\d+) ms, mean ([\d.]+) ms, (\d+) stalls over (\d+) ms; "
-    r"full GCs (\d+) \(max (\d+) ms\)(?:, young GCs max (\d+) ms)?"
-)
+@contextmanager
+def serve(
+    variant: Variant, stack: Stack, ids_file: Path, output: list[str]
+) -> Iterator[tuple[str, int]]:
+    """The variant's gateway, ready and idle for 1 s: yields (url, pid)."""
+    if variant.peer is None:
+        with stack.gateway(output, tls=variant.tls) as served:
+            yield served
+        return
+    port = free_port()
+    with run_peer(
+        variant.peer,
+        port=port,
+        mqtt_host="127.0.0.1",
+        mqtt_port=stack.mqtt_port,
+        ids_file=ids_file,
+        output=output,
+    ) as pid:
+        time.sleep(1.0)  # as for ours: idle figures after the same settling time
+        yield f"ws://127.0.0.1:{port}", pid
 
 
-def loop_figures(lines: list[str]) -> dict[str, float] | None:
-    """The event-loop summary a gateway or processor prints when it stops (gateway/looplag.py).
-
-    Warnings and errors it logged are shown too (at most 20 lines)."""
-    problems = [line.rstrip() for line in lines if " WARNING " in line or " ERROR " in line]
-    for line in problems[:20]:
-        print(f"  | {line}", flush=True)
-    if len(problems) > 20:
-        print(f"  | ... {len(problems) - 20} more", flush=True)
-    for line in reversed(lines):
-        found = LOOP_LINE.search(line)
-        if found:
-            lag_max, lag_mean, stalls, threshold, full_gcs, gc_max, young_max = found.groups()
-            return {
-                "lag_max_ms": float(lag_max),
-                "lag_mean_ms": float(lag_mean),
-                "stalls": int(stalls),
-                "stall_threshold_ms": float(threshold),
-                "full_gcs": int(full_gcs),
-                "full_gc_max_ms": float(gc_max),
-                "young_gc_max_ms": float(young_max or 0),
-            }
-    return None
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def run_loadtest(args: list[str], *, register_only: bool = False) -> dict[str, Any]:
-    """scripts/loadtest.py as a subprocess; returns its JSON figures."""
-    if register_only:
-        # Register through the load test's own code path, without running load.
-        from loadtest import register  # noqa: PLC0415
-
-        ns = argparse.Namespace(api_url=args[args.index("--api-url") + 1])
-        prefix, n = args[args.index("--prefix") + 1], int(args[args.index("--cps") + 1])
-        register(ns, [f"{prefix}{i}" for i in range(n)])
-        return {}
-    with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        command = [
-            sys.executable,
-            str(ROOT / "scripts" / "loadtest.py"),
-            *args,
-            "--json",
-            out.name,
-            "--quiet",
-        ]
-        print("+ " + " ".join(command[1:]), flush=True)
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-        print(done.stdout, flush=True)
-        if done.returncode not in (0, 1):
-            raise SystemExit(f"loadtest failed: {done.stderr[-2000:]}")
-        return json.loads(Path(out.name).read_text())  # type: ignore[no-any-return]
-
-
-# -- the bare-MQTT baseline ------------------------------------------------------------
-
-
-async def _baseline(
-    port: int,
-    prefix: str,
-    cps: int,
-    interval: float,
-    duration: float,
-    rate: float,
-    username: str | None = None,
-    password: str | None = None,
+def one_run(
+    variant: Variant,
+    stack: Stack,
+    ids_file: Path,
+    plan_name: str,
+    size: int,
+    loadtest_args: list[str],
 ) -> dict[str, Any]:
-    """CPs as bare MQTT clients (client id = CP id): publish CALLs to <id>/in, await <id>/out.
-
-    ``username``/``password``: the device credential the broker wants (fakeiot: the gateway's)."""
-    boot_rtt: list[float] = []
-    steady: list[float] = []
-    errors = 0
-    sent = answered = 0
-    settings = MqttSettings(
-        port=port, connect_rate=0, keepalive=60, username=username, password=password
-    )
-    async with open_mqtt_driver(settings) as driver:
-        start_at = trio.current_time() + 0.2
-        end_at = start_at + duration
-
-        async def one(i: int) -> None:
-            nonlocal errors, sent, answered
-            cp_id = f"{prefix}{i}"
-            await trio.sleep_until(start_at + i / rate)
-            try:
-                async with driver.link(cp_id) as link:
-                    await link.subscribe(f"{cp_id}/out", 1)
-                    record = {"state": {"reported": {"ocppProtocol": "ocpp2.0.1"}}}
-                    await link.publish(
-                        f"$aws/things/{cp_id}/shadow/update", json.dumps(record).encode()
-                    )
-
-                    async def call(action: str, payload: dict[str, Any]) -> float:
-                        nonlocal sent, answered
-                        mid = str(uuid.uuid4())
-                        t0 = trio.current_time()
-                        sent += 1
-                        await link.publish(
-                            f"{cp_id}/in", json.dumps([2, mid, action, payload]).encode()
-                        )
-                        with trio.fail_after(30):
-                            while True:
-                                _, body = await link.receive()
-                                if json.loads(body)[1] == mid:
-                                    answered += 1
-                                    return trio.current_time() - t0
-
-                    boot = {
-                        "chargingStation": {"vendorName": "LoadTest", "model": "LT-1"},
-                        "reason": "PowerUp",
-                    }
-                    boot_rtt.append(await call("BootNotification", boot))
-                    next_at = trio.current_time() + random.uniform(0, interval)
-                    while next_at < end_at:
-                        await trio.sleep_until(next_at)
-                        steady.append(await call("Heartbeat", {}))
-                        next_at += interval
-            except Exception:  # noqa: BLE001 - counted
-                errors += 1
-
-        wall0 = trio.current_time()
-        async with trio.open_nursery() as nursery:
-            for i in range(cps):
-                nursery.start_soon(one, i)
-        wall = trio.current_time() - wall0
+    output: list[str] = []
+    print(f"== {plan_name} {size:,} · {variant.name}", flush=True)
+    with serve(variant, stack, ids_file, output) as (url, pid):
+        idle = proc_stats(pid)
+        summary = run_loadtest(["--url", url, "--gateway-pid", str(pid), *loadtest_args])
+    if plan_name == "scale":
+        figures = scale_figures(summary, idle[0], idle[1])
+    elif plan_name == "storm":
+        figures = storm_figures(summary)
+    else:
+        figures = throughput_figures(summary)
+    figures["idle_rss_mib"] = idle[0]
     return {
-        "cps": cps,
-        "boot_rtt_ms": percentiles(boot_rtt),
-        "steady_rtt_ms": percentiles(steady),
-        "sent": sent,
-        "answered": answered,
-        "errors": errors,
-        "msgs_per_s_cp_to_cpo": sent / wall,
-        "msgs_per_s_cpo_to_cp": answered / wall,
+        "plan": plan_name,
+        "size": size,
+        "gateway": variant.name,
+        "tls": variant.tls,
+        "figures": figures,
+        "loop": loop_figures(output) if variant.peer is None else None,
+        "errors": summary.get("errors", {}),
+        "loadtest": summary,
     }
 
 
-# -- the plan ------------------------------------------------------------------------
-
-
-def scale_runs(
+def run_plan(
+    plan: Plan,
     stack: Stack,
-    sizes: list[int],
-    hold: float,
-    hold_largest: float,
-    ramp: float,
+    ids_file: Path,
+    variants: list[Variant],
+    tls_variant: Variant | None,
     results: dict[str, Any],
 ) -> None:
-    for n in sizes:
-        output: list[str] = []
-        with stack.gateway(output) as (url, pid):
-            idle = proc_stats(pid)
-            duration = hold_largest if n == max(sizes) else hold
-            figures = run_loadtest(
+    runs: list[dict[str, Any]] = results.setdefault("runs", [])
+    common = ["--prefix", PREFIX, "--boot-delay", f"{plan.boot_delay:g}"]
+    with_tls = variants + ([tls_variant] if tls_variant else [])
+
+    def rotate(name: str, size: int, group: list[Variant], args: list[str]) -> None:
+        for r in range(plan.repeat):
+            for variant in group:
+                run = one_run(variant, stack, ids_file, name, size, common + args)
+                run["repeat"] = r
+                runs.append(run)
+
+    if "scale" in plan.parts:
+        for n in plan.sizes:
+            rotate(
+                "scale",
+                n,
+                with_tls,
                 [
-                    "--url",
-                    url,
                     "--cps",
                     str(n),
-                    "--prefix",
-                    "LT",
                     "--rate",
-                    f"{ramp:g}",
+                    f"{plan.ramp:g}",
                     "--interval",
                     "30",
                     "--duration",
-                    str(duration + n / ramp),
+                    f"{plan.scale_seconds(n):g}",
                     "--connect-timeout",
                     "120",
-                    "--gateway-pid",
-                    str(pid),
-                ]
+                ],
             )
-            figures["gateway_idle"] = {"rss_mib": idle[0], "threads": idle[1]}
-        figures["gateway_loop"] = loop_figures(output)
-        results.setdefault("scale", []).append(figures)
-
-
-def storm_run(stack: Stack, n: int, results: dict[str, Any]) -> None:
-    output: list[str] = []
-    with stack.gateway(output) as (url, pid):
-        figures = run_loadtest(
+    if "storm" in plan.parts and plan.storm:
+        rotate(
+            "storm",
+            plan.storm,
+            variants,
             [
-                "--url",
-                url,
                 "--cps",
-                str(n),
-                "--prefix",
-                "LT",
+                str(plan.storm),
                 "--rate",
                 "100000",
                 "--interval",
                 "30",
                 "--duration",
-                "90",
+                f"{plan.storm_hold:g}",
                 "--connect-timeout",
                 "120",
                 "--call-timeout",
-                "120",
-                "--gateway-pid",
-                str(pid),
-            ]
+                "60",
+            ],
         )
-    figures["gateway_loop"] = loop_figures(output)
-    results["storm"] = figures
-
-
-def _cpu_times() -> tuple[int, int]:
-    """(busy, total) jiffies of the whole machine, all cores, from /proc/stat."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return sum(fields) - idle, sum(fields)
-
-
-def _busy_since(start: tuple[int, int]) -> float:
-    busy, total = _cpu_times()
-    return 100.0 * (busy - start[0]) / max(1, total - start[1])
-
-
-def throughput_runs(
-    stack: Stack, cps: int, loads: list[int], duration: float, results: dict[str, Any]
-) -> None:
-    for load in loads:
-        interval = cps / load
-        output: list[str] = []
-        with stack.gateway(output) as (url, pid):
-            cpu0 = _cpu_times()
-            through = run_loadtest(
+    if "throughput" in plan.parts:
+        measure_from, late_at, duration = plan.throughput_timeline()
+        for load in plan.loads:
+            rotate(
+                "throughput",
+                load,
+                with_tls,
                 [
-                    "--url",
-                    url,
                     "--cps",
-                    str(cps),
-                    "--prefix",
-                    "LT",
+                    str(plan.throughput_cps),
                     "--rate",
-                    "500",
+                    f"{CONNECT_RATE:g}",
                     "--interval",
-                    f"{interval:g}",
+                    f"{plan.throughput_cps / load:g}",
                     "--duration",
-                    str(duration + cps / 500),
-                    "--gateway-pid",
-                    str(pid),
-                ]
+                    f"{duration:g}",
+                    "--measure-from",
+                    f"{measure_from:g}",
+                    "--measure-for",
+                    f"{plan.window:g}",
+                    "--late-cps",
+                    str(plan.late_cps),
+                    "--late-at",
+                    f"{late_at:g}",
+                ],
             )
-            through["machine_busy_percent"] = _busy_since(cpu0)
-        through["gateway_loop"] = loop_figures(output)
-        print(f"baseline: {cps} bare MQTT clients, {load} msgs/s offered ...", flush=True)
-        cpu0 = _cpu_times()
-        bare = trio.run(
-            _baseline,
-            stack.mqtt_port,
-            "LT",
-            cps,
-            interval,
-            duration + cps / 500,
-            500.0,
-            stack.device_username,
-            stack.device_password,
-        )
-        bare["machine_busy_percent"] = _busy_since(cpu0)
-        print(json.dumps({k: v for k, v in bare.items() if k != "cps"}), flush=True)
-        results.setdefault("throughput", {}).setdefault(stack.broker, []).append(
-            {"offered": load, "cps": cps, "gateway": through, "baseline": bare}
-        )
-
-
-# -- the document -------------------------------------------------------------------
-
-
-def _ms(d: dict[str, Any], key: str = "p50") -> str:
-    value = d.get(key)
-    return "-" if value is None else f"{value:.1f}"
-
-
-def _loop(figures: dict[str, Any] | None) -> str:
-    if not figures:
-        return "-"
-    return f"{figures['lag_max_ms']:.0f} / {figures['full_gcs']} ({figures['full_gc_max_ms']:.0f})"
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
-def _busy(figures: dict[str, Any]) -> str:
-    value = figures.get("machine_busy_percent")
-    return "-" if value is None else f"{value:.0f}"
-
-
-def targets(results: dict[str, Any]) -> list[str]:
-    """The issue's targets next to what this run measured (met / missed is computed, not typed)."""
-    rows: list[tuple[str, str, bool | None]] = []
-    if results.get("scale"):
-        big = max(results["scale"], key=lambda r: r["cps"])
-        after = big.get("steady_after_boot_rtt_ms", {})
-        p99 = after.get("p99")
-        asked = (
-            ""
-            if big["cps"] >= 10_000
-            else " (10,000 asked; one gateway here is capped by the open files limit above)"
-        )
-        rows.append(
-            (
-                f"{big['cps']:,} CPs held by one gateway{asked}, none refused or dropped",
-                f"established {big['established']:,}, refused {big['refused']}, dropped {big['dropped']}, booted {big['booted']:,}",
-                big["refused"] == 0 and big["dropped"] == 0 and big["booted"] == big["cps"],
-            )
-        )
-        rows.append(
-            (
-                "p99 heartbeat round trip < 100 ms at that size (after all booted)",
-                f"p99 {_ms(after, 'p99')} ms (p50 {_ms(after)}, max {_ms(after, 'max')})",
-                None if p99 is None else p99 < 100,
-            )
-        )
-        gw, idle = big.get("gateway", {}), big["gateway_idle"]
-        per_cp = (gw.get("rss_mib_max", 0) - idle["rss_mib"]) * 1024 / max(1, big["booted"])
-        rows.append(
-            (
-                "at most 50 KB of gateway RSS per CP",
-                f"{per_cp:.1f} KiB = {per_cp * 1.024:.1f} KB",
-                per_cp * 1.024 <= 50,
-            )
-        )
-        per_cp_rss, per_k_cpu = [], []
-        for run in sorted(results["scale"], key=lambda r: r["cps"]):
-            g, i = run.get("gateway", {}), run["gateway_idle"]
-            per_cp_rss.append(
-                (g.get("rss_mib_max", 0) - i["rss_mib"]) * 1024 / max(1, run["booted"])
-            )
-            if g.get("cpu_percent_after_boot") is not None:
-                per_k_cpu.append(g["cpu_percent_after_boot"] * 1000 / run["cps"])
-        sizes = " / ".join(
-            f"{r['cps']:,}" for r in sorted(results["scale"], key=lambda r: r["cps"])
-        )
-        cpu_text = (
-            (
-                " / ".join(f"{c:.2f}" for c in per_k_cpu)
-                + " % of a core per 1,000 CPs after all booted"
-            )
-            if per_k_cpu
-            else "CPU not sampled"
-        )
-        # Linear or better: the cost per CP at the largest size is at most 1.5 times that at the smallest.
-        flat = per_cp_rss[-1] <= 1.5 * per_cp_rss[0] and (
-            not per_k_cpu or per_k_cpu[-1] <= 1.5 * per_k_cpu[0]
-        )
-        rows.append(
-            (
-                f"cost grows linearly ({sizes} CPs; met: per CP, the largest costs at most 1.5 times the smallest)",
-                f"RSS per CP {' / '.join(f'{r:.1f}' for r in per_cp_rss)} KiB; {cpu_text}",
-                flat,
-            )
-        )
-        rows.append(
-            (
-                "threads bounded, not one per CP",
-                f"{gw.get('threads_max', '-')} threads at most with {big['cps']:,} CPs",
-                isinstance(gw.get("threads_max"), int) and gw["threads_max"] < 64,
-            )
-        )
-    if "storm" in results:
-        st = results["storm"]
-        rows.append(
-            (
-                f"reconnect storm ({st['cps']:,} at once): all Accepted, no failures",
-                f"booted {st['booted']:,}, refused {st['refused']}, dropped {st['dropped']}, errors {st['errors'] or 'none'}",
-                st["booted"] == st["cps"] and not st["errors"],
-            )
-        )
-    runs = results.get("throughput", {}).get("mosquitto", [])
-    if runs:
-        best = max(runs, key=lambda r: r["gateway"]["msgs_per_s_cpo_to_cp"])
-        g, b = best["gateway"], best["baseline"]
-        rate = min(g["msgs_per_s_cp_to_cpo"], g["msgs_per_s_cpo_to_cp"])
-        rows.append(
-            (
-                "at least 5,000 OCPP messages/s each way through the gateway (Mosquitto)",
-                f"{rate:,.0f}/s at {best['offered']:,} offered; bare MQTT, same offered load: "
-                f"{min(b['msgs_per_s_cp_to_cpo'], b['msgs_per_s_cpo_to_cp']):,.0f}/s",
-                rate >= 5000,
-            )
-        )
-        half = [r for r in runs if r["offered"] == 2500]
-        if half:
-            g, b = half[0]["gateway"], half[0]["baseline"]
-            added = (g["steady_rtt_ms"]["p50"] or 0) - (b["steady_rtt_ms"]["p50"] or 0)
-            rows.append(
-                (
-                    "added latency over bare MQTT < 2 ms at p50, at half that load (2,500/s)",
-                    f"{added:+.1f} ms (gateway p50 {_ms(g['steady_rtt_ms'])}, bare {_ms(b['steady_rtt_ms'])}; "
-                    f"machine {_busy(g)} % busy)",
-                    added < 2,
-                )
-            )
-    if not rows:
-        return []
-    lines = ["## Against the targets", "", "| target | this run | |", "|---|---|---|"]
-    for target, measured, met in rows:
-        lines.append(
-            f"| {target} | {measured} | {'-' if met is None else ('met' if met else '**missed**')} |"
-        )
-    return lines + [""]
-
-
-def markdown(results: dict[str, Any], command: str) -> str:
-    lines = [
-        "# Benchmarks",
-        "",
-        f"Generated by `{command}` on {results.get('generated_at') or time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
-        "— do not edit by hand.",
-        f"Machine: {results['machine']}. Load generator, broker, processor and gateway all on it.",
-        "Gateway settings for these runs: `--mqtt-connect-rate 500 --mqtt-connect-burst 500 --max-message-rate 0` "
-        "(and the defaults `--gc-full-interval 300`: one scheduled full garbage collection per 5 minutes, "
-        "`--gc-young-interval 0.1`: young collections ten times a second).",
-        '"Loop lag" is how late a process\'s event loop woke a task (gateway/looplag.py): a stall there delays every CP.',
-        "",
-    ]
-    lines += targets(results)
-    if "scale" in results:
-        lines += [
-            "## Charge points held by one gateway process (Mosquitto)",
-            "",
-            f"Each CP boots, then sends a Heartbeat every 30 s; connect ramp {results.get('ramp', 200):g}/s; "
-            '"after all booted" leaves out the heartbeats sent during the ramp.',
-            "",
-            "| CPs | established / refused / dropped | booted | all booted after s | heartbeat RTT ms p50 / p99 / max (whole run) | same, after all booted | gateway RSS MiB idle → max | RSS per CP KiB | threads max | gateway CPU % of a core: whole run / after all booted | gateway loop lag max ms / full GCs (max ms) | generator loop lag max ms |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        for run in results["scale"]:
-            gw, idle = run.get("gateway", {}), run["gateway_idle"]
-            per_cp = (gw.get("rss_mib_max", 0) - idle["rss_mib"]) * 1024 / max(1, run["booted"])
-            after = run.get("steady_after_boot_rtt_ms", {})
-            booted_after = run.get("all_booted_after_s")
-            lines.append(
-                f"| {run['cps']} | {run['established']} / {run['refused']} / {run['dropped']} | {run['booted']} | "
-                f"{'-' if booted_after is None else format(booted_after, '.1f')} | "
-                f"{_ms(run['steady_rtt_ms'])} / {_ms(run['steady_rtt_ms'], 'p99')} / {_ms(run['steady_rtt_ms'], 'max')} | "
-                f"{_ms(after)} / {_ms(after, 'p99')} / {_ms(after, 'max')} | "
-                f"{idle['rss_mib']:.1f} → {gw.get('rss_mib_max', 0):.1f} | {per_cp:.1f} | {gw.get('threads_max', '-')} | "
-                f"{gw.get('cpu_percent_mean', 0):.1f} / {_pct(gw.get('cpu_percent_after_boot'))} | {_loop(run.get('gateway_loop'))} | "
-                f"{run.get('generator', {}).get('loop_lag_max_ms', 0):.0f} |"
-            )
-        scale_errors = (
-            "; ".join(f"{r['cps']} CPs: {r['errors']}" for r in results["scale"] if r["errors"])
-            or "none"
-        )
-        lines += ["", f"Errors: {scale_errors}.", ""]
-    if "storm" in results:
-        s = results["storm"]
-        lines += [
-            "## Reconnect storm (Mosquitto)",
-            "",
-            f"{s['cps']} CPs connecting at once. Established {s['established']}, refused {s['refused']}, "
-            f"dropped {s['dropped']}, booted {s['booted']}; all booted after "
-            f"{'-' if s['all_booted_after_s'] is None else format(s['all_booted_after_s'], '.1f')} s; connect rate sustained "
-            f"{'-' if s['connect_rate_per_s'] is None else format(s['connect_rate_per_s'], '.0f')}/s; BootNotification RTT ms "
-            f"p50 {_ms(s['boot_rtt_ms'])}, p99 {_ms(s['boot_rtt_ms'], 'p99')}, max {_ms(s['boot_rtt_ms'], 'max')}. "
-            f"Errors: {s['errors'] or 'none'}. Gateway loop lag max ms / full GCs (max ms): {_loop(s.get('gateway_loop'))}.",
-            "",
-        ]
-    if "throughput" in results:
-        lines += [
-            "## Throughput and the bare-MQTT baseline",
-            "",
-            "The same CP ids and OCPP frames, the same broker and processor: through the gateway (WebSocket → MQTT) "
-            "and as bare MQTT clients (the physical limit of the architecture).",
-            "",
-            "| broker | offered msgs/s | path | achieved CP→CPO / CPO→CP msgs/s | RTT ms p50 / p99 | CALLs unanswered | added p50 ms | ratio p50 | gateway CPU % / loop lag max ms | machine CPU busy % |",
-            "|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        for broker, runs in results["throughput"].items():
-            for run in runs:
-                g, b = run["gateway"], run["baseline"]
-                added = (g["steady_rtt_ms"]["p50"] or 0) - (b["steady_rtt_ms"]["p50"] or 0)
-                ratio = (g["steady_rtt_ms"]["p50"] or 0) / (b["steady_rtt_ms"]["p50"] or 1)
-                lines.append(
-                    f"| {broker} | {run['offered']} | gateway | {g['msgs_per_s_cp_to_cpo']:.0f} / {g['msgs_per_s_cpo_to_cp']:.0f} | "
-                    f"{_ms(g['steady_rtt_ms'])} / {_ms(g['steady_rtt_ms'], 'p99')} | {g['unanswered']} of {g['sent']} | {added:+.1f} | {ratio:.2f} | "
-                    f"{g.get('gateway', {}).get('cpu_percent_mean', 0):.0f} / "
-                    f"{(g.get('gateway_loop') or {}).get('lag_max_ms', 0):.0f} | {_busy(g)} |"
-                )
-                lines.append(
-                    f"| {broker} | {run['offered']} | bare MQTT | {b['msgs_per_s_cp_to_cpo']:.0f} / {b['msgs_per_s_cpo_to_cp']:.0f} | "
-                    f"{_ms(b['steady_rtt_ms'])} / {_ms(b['steady_rtt_ms'], 'p99')} | {b['sent'] - b['answered']} of {b['sent']} | | | | {_busy(b)} |"
-                )
-        lines += [
-            "",
-            "A CALL is unanswered when no answer came within 30 s. fakeiot (amqtt 0.12.1) keeps at most "
-            "100 QoS 1 messages unacknowledged per client, as AWS IoT does, queues 1,000 more and drops beyond "
-            "that (`fakeiot/limits.py`); once it is overloaded, CALLs go unanswered on both paths. "
-            'Mosquitto, at higher rates, lost none. "Machine CPU busy" is both cores together (100 % = both busy): '
-            "the load generator, broker, processor and gateway share them, so near 100 % every process waits "
-            "for a core and round trips grow with the queue.",
-            "",
-        ]
-    lines += ["Raw figures: `benchmarks.json` next to this file.", ""]
-    return "\n".join(lines)
 
 
 def main() -> int:
@@ -732,28 +261,61 @@ def main() -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    largest = min(10_000, (fd_limit - 100) // 2)  # the gateway holds two sockets per CP
     p.add_argument(
         "--quick", action="store_true", help="small sizes and short holds (a few minutes)"
     )
-    p.add_argument("--scale", default=f"1000,5000,{largest}", help="CP counts held by one gateway")
-    p.add_argument("--hold", type=float, default=60.0, help="seconds each scale run holds its CPs")
     p.add_argument(
-        "--hold-largest", type=float, default=300.0, help="seconds the largest scale run holds"
+        "--peer",
+        action="append",
+        default=[],
+        metavar="NAME=COMMAND",
+        help="a peer gateway run beside ours (repeatable); COMMAND may use {port} {mqtt_host} "
+        "{mqtt_port} {ids_file}",
     )
+    p.add_argument("--repeat", type=int, default=2, help="runs per gateway and size (medians)")
+    p.add_argument("--scale", default="1000,3000,5000", help="CP counts held by one gateway")
+    p.add_argument("--hold", type=float, default=60.0, help="seconds each scale run holds its CPs")
     p.add_argument(
         "--ramp",
         type=float,
         default=200.0,
         help="connects/s of the scale runs (a ramp faster than the machine sustains only queues connects)",
     )
-    p.add_argument(
-        "--storm", type=int, default=largest, help="CPs in the reconnect storm (0: skip)"
-    )
+    p.add_argument("--storm", type=int, default=2000, help="CPs in the reconnect storm (0: skip)")
+    p.add_argument("--storm-hold", type=float, default=30.0, help="seconds a storm run lasts")
     p.add_argument("--throughput-cps", type=int, default=500)
-    p.add_argument("--loads", default="5000,2500,1000", help="offered OCPP messages per second")
-    p.add_argument("--throughput-duration", type=float, default=30.0)
-    p.add_argument("--brokers", default="mosquitto,amqtt", help="brokers for the throughput runs")
+    p.add_argument("--loads", default="1000,2500", help="offered OCPP messages per second")
+    p.add_argument(
+        "--throughput-duration",
+        type=float,
+        default=30.0,
+        help="seconds of the measured window of each throughput run",
+    )
+    p.add_argument(
+        "--late-cps",
+        type=int,
+        default=500,
+        help="CPs connecting at 500/s after the measured window, while the load goes on",
+    )
+    p.add_argument(
+        "--boot-delay",
+        type=float,
+        default=0.5,
+        help="seconds each CP waits after its WebSocket opens before booting (every gateway alike)",
+    )
+    p.add_argument(
+        "--broker-tls",
+        action="store_true",
+        help="also run our gateway over TLS to the broker (scale and throughput)",
+    )
+    p.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also the bare-MQTT baseline against our gateway on --brokers (the older document part)",
+    )
+    p.add_argument(
+        "--brokers", default="mosquitto", help="brokers for --baseline (mosquitto,amqtt)"
+    )
     p.add_argument("--only", default="scale,storm,throughput", help="parts of the plan to run")
     p.add_argument("--markdown", help="write the document here (and benchmarks.json beside it)")
     p.add_argument(
@@ -771,46 +333,107 @@ def main() -> int:
         )
         print(f"wrote {args.markdown} from {args.render}")
         return 0
+    try:
+        peers = [parse_peer(text) for text in args.peer]
+    except PeerError as exc:
+        p.error(str(exc))
+    if len({peer.name for peer in peers}) != len(peers):
+        p.error("--peer names must differ")
+    if not MOSQUITTO:
+        p.error("mosquitto is not installed (the scale, storm and throughput plans run on it)")
     if args.quick:
-        args.scale, args.hold, args.hold_largest, args.storm = "200,500,1000", 15.0, 20.0, 1000
-        args.loads, args.throughput_duration, args.throughput_cps = "1000,500", 10.0, 200
-    sizes = [int(x) for x in args.scale.split(",")]
-    parts = set(args.only.split(","))
-    results_ramp = args.ramp
-    results: dict[str, Any] = {
-        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, "
-        f"Python {platform.python_version()}, open files limit {fd_limit}",
-        "ramp": results_ramp,
-    }
-    if max(sizes) < 10_000 and "scale" in parts:
+        args.scale, args.hold, args.storm, args.storm_hold = "200,500", 35.0, 500, 25.0
+        args.loads, args.throughput_duration, args.throughput_cps = "500,1000", 10.0, 200
+        args.late_cps, args.repeat = 200, 1
+    try:
+        plan = Plan(
+            sizes=[int(x) for x in args.scale.split(",")],
+            hold=args.hold,
+            ramp=args.ramp,
+            storm=args.storm,
+            storm_hold=args.storm_hold,
+            throughput_cps=args.throughput_cps,
+            loads=[int(x) for x in args.loads.split(",")],
+            window=args.throughput_duration,
+            late_cps=args.late_cps,
+            boot_delay=args.boot_delay,
+            repeat=args.repeat,
+            parts=set(args.only.split(",")),
+        )
+    except ValueError as exc:
+        p.error(f"--scale and --loads take comma-separated integers: {exc}")
+    if plan.repeat < 1 or min(plan.sizes + plan.loads) < 1 or plan.window <= 0:
+        p.error("--repeat, --scale, --loads and --throughput-duration must be positive")
+    if unknown := plan.parts - {"scale", "storm", "throughput"}:
+        p.error(f"--only: unknown parts {', '.join(sorted(unknown))}")
+    largest = max(plan.sizes + [plan.storm, plan.throughput_cps + plan.late_cps])
+    if 2 * largest + 100 > fd_limit:
         print(
-            f"note: the open files limit ({fd_limit}) caps one gateway at {largest} CPs (two sockets each)",
+            f"warning: the open files limit ({fd_limit}) is below two sockets per CP for {largest:,} CPs",
             flush=True,
         )
-    with tempfile.TemporaryDirectory() as tmp:
-        brokers = args.brokers.split(",")
-        for broker in (["mosquitto"] if MOSQUITTO else []) + [
-            b for b in brokers if b != "mosquitto"
-        ]:
-            with Stack(broker, Path(tmp)) as stack:
-                stack.register("LT", max(sizes + [args.storm, args.throughput_cps]))
-                if broker == "mosquitto" and "scale" in parts:
-                    scale_runs(stack, sizes, args.hold, args.hold_largest, args.ramp, results)
-                if broker == "mosquitto" and "storm" in parts and args.storm:
-                    storm_run(stack, args.storm, results)
-                if "throughput" in parts and broker in brokers:
-                    throughput_runs(
-                        stack,
-                        args.throughput_cps,
-                        [int(x) for x in args.loads.split(",")],
-                        args.throughput_duration,
-                        results,
-                    )
-            results.setdefault("processor_loop", {})[broker] = stack.processor_loop
+    variants = [Variant(OURS)] + [Variant(peer.name, peer=peer) for peer in peers]
+    tls_variant = Variant(OURS_TLS, tls=True) if args.broker_tls else None
+    estimate = plan.estimate_s(len(variants) + bool(tls_variant), len(variants))
+    print(
+        f"plan: {', '.join(v.name for v in variants + ([tls_variant] if tls_variant else []))}; "
+        f"estimated {estimate / 60:.0f} min"
+        + (" (plus the --baseline runs)" if args.baseline else ""),
+        flush=True,
+    )
+    results: dict[str, Any] = {
+        "format": 2,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, open files limit {fd_limit}",
+        "gateways": {OURS: "this repository's gateway (plain TCP to the broker)"}
+        | (
+            {OURS_TLS: "this repository's gateway, TLS 1.2 to the broker with a client certificate"}
+            if tls_variant
+            else {}
+        )
+        | {peer.name: peer.command for peer in peers},
+        "plan": {
+            "scale": plan.sizes,
+            "hold_s": plan.hold,
+            "ramp": plan.ramp,
+            "storm": plan.storm,
+            "storm_hold_s": plan.storm_hold,
+            "throughput_cps": plan.throughput_cps,
+            "loads": plan.loads,
+            "window_s": plan.window,
+            "late_cps": plan.late_cps,
+            "connect_rate": CONNECT_RATE,
+            "boot_delay_s": plan.boot_delay,
+            "repeat": plan.repeat,
+        },
+    }
+    started = time.monotonic()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            with Stack("mosquitto", Path(tmp), tls=bool(tls_variant)) as stack:
+                count = max(plan.sizes + [plan.storm, plan.throughput_cps + plan.late_cps])
+                stack.register(PREFIX, count)
+                ids_file = Path(tmp) / "ids.txt"
+                ids_file.write_text("".join(f"{PREFIX}{i}\n" for i in range(count)))
+                run_plan(plan, stack, ids_file, variants, tls_variant, results)
+                if args.baseline and "mosquitto" in args.brokers.split(","):
+                    throughput_runs(stack, plan.throughput_cps, plan.loads, plan.window, results)
+            results["processor_loop"] = {"mosquitto": stack.processor_loop}
+            if args.baseline and "amqtt" in args.brokers.split(","):
+                with Stack("amqtt", Path(tmp)) as amqtt:
+                    amqtt.register(PREFIX, plan.throughput_cps)
+                    throughput_runs(amqtt, plan.throughput_cps, plan.loads, plan.window, results)
+                results["processor_loop"]["amqtt"] = amqtt.processor_loop
+    except PeerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    results["duration_s"] = time.monotonic() - started
+    results["medians"] = medians(results.get("runs", []))
+    command = ("python scripts/bench.py " + shlex.join(sys.argv[1:])).strip()
+    results["command"] = command
+    results["generated_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print(f"done in {results['duration_s'] / 60:.1f} min (estimated {estimate / 60:.0f})")
     if args.markdown:
-        command = ("python scripts/bench.py " + " ".join(sys.argv[1:])).strip()
-        results["command"] = command
-        results["generated_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         Path(args.markdown).write_text(markdown(results, command))
         Path(args.markdown).with_name("benchmarks.json").write_text(
             json.dumps(results, indent=1) + "\n"

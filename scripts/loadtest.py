@@ -33,6 +33,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,13 @@ class Stats:
     boot_rtt: list[float] = field(default_factory=list)
     steady_rtt: list[float] = field(default_factory=list)
     steady_at: list[float] = field(default_factory=list)  # wall clock of each steady-state answer
+    steady_sent_at: list[float] = field(
+        default_factory=list
+    )  # wall clock of each steady-state CALL
+    boot_unanswered: int = 0  # BootNotifications with no answer within --call-timeout
+    # The --late-cps group (connecting while the first group loads the gateway): wall clock of its boots.
+    late_boots: list[float] = field(default_factory=list)
+    late_connects: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     first_connect: float = 0.0
     last_connect: float = 0.0
@@ -78,11 +86,15 @@ class Stats:
             "booted",
             "sent",
             "received",
+            "boot_unanswered",
         ):
             setattr(self, name, getattr(self, name) + other[name])
         self.boot_rtt += other["boot_rtt"]
         self.steady_rtt += other["steady_rtt"]
         self.steady_at += other["steady_at"]
+        self.steady_sent_at += other["steady_sent_at"]
+        self.late_boots += other["late_boots"]
+        self.late_connects += other["late_connects"]
         self.errors.update(other["errors"])
         firsts = [t for t in (self.first_connect, other["first_connect"]) if t]
         self.first_connect = min(firsts) if firsts else 0.0
@@ -105,6 +117,10 @@ class Stats:
             "boot_rtt": self.boot_rtt,
             "steady_rtt": self.steady_rtt,
             "steady_at": self.steady_at,
+            "steady_sent_at": self.steady_sent_at,
+            "boot_unanswered": self.boot_unanswered,
+            "late_boots": self.late_boots,
+            "late_connects": self.late_connects,
             "errors": dict(self.errors),
             "first_connect": self.first_connect,
             "last_connect": self.last_connect,
@@ -172,7 +188,10 @@ async def one_cp(
     end_at: float,
     ssl_context: ssl.SSLContext | None,
     mix: list[tuple[str, float]],
+    *,
+    late: bool = False,
 ) -> None:
+    """One CP's run; a ``late`` CP (the --late-cps group) boots, then only holds its connection."""
     await trio.sleep_until(start_at)
     stats.attempted += 1
     version = args.ocpp
@@ -180,6 +199,7 @@ async def one_cp(
     kinds, weights = zip(*mix, strict=True)
     established = False
     finished = False  # the CP's run is over; only the closing handshake is left
+    booting = False
     connection: Any = None
     try:
         async with connect(
@@ -193,8 +213,14 @@ async def one_cp(
             established = True
             stats.established += 1
             now = trio.current_time()
-            stats.first_connect = stats.first_connect or time.time()
-            stats.last_connect = time.time()
+            if late:  # the late group's connects are counted apart
+                stats.late_connects.append(time.time())
+            else:
+                stats.first_connect = stats.first_connect or time.time()
+                stats.last_connect = time.time()
+            if args.boot_delay > 0:  # both gateways alike: a CP that waits a moment before booting
+                await trio.sleep(args.boot_delay)
+            booting = True
             t0 = trio.current_time()
             stats.sent += 1
             result = await cp.call(
@@ -208,6 +234,12 @@ async def one_cp(
             if result.get("status") != "Accepted":
                 stats.errors[f"boot {result.get('status')}"] += 1
                 return
+            booting = False
+            if late:  # not in booted / last_boot: those are the first group's
+                stats.late_boots.append(time.time())
+                await trio.sleep_until(end_at)
+                finished = True
+                return
             stats.booted += 1
             stats.last_boot = time.time()
             tx: dict[str, Any] = {}
@@ -218,6 +250,7 @@ async def one_cp(
                 action, payload = message(random.choices(kinds, weights)[0], version, tx)
                 t0 = trio.current_time()
                 stats.sent += 1
+                stats.steady_sent_at.append(time.time())
                 try:
                     await cp.call(action, payload, timeout=args.call_timeout)
                 except CallErrorReceived as exc:  # answered, with an error: count it and go on
@@ -231,6 +264,8 @@ async def one_cp(
         stats.received += 1
         stats.errors[f"BootNotification: CallError {_error_code(exc)}"] += 1
     except trio.TooSlowError:
+        if booting:
+            stats.boot_unanswered += 1
         stats.errors["call timeout" if established else "connect timeout"] += 1
     except Exception as exc:  # noqa: BLE001 - every failure is counted by kind
         reason = getattr(exc, "reason", None) or getattr(connection, "closed", None)
@@ -288,6 +323,21 @@ async def worker(
                     ssl_context,
                     mix,
                 )
+            late_start = start + args.late_at
+            for k in range(index, args.late_cps, workers):
+                nursery.start_soon(
+                    partial(
+                        one_cp,
+                        f"{args.prefix}{args.cps + k}",
+                        args,
+                        stats,
+                        late_start + k / args.rate,
+                        end_at,
+                        ssl_context,
+                        mix,
+                        late=True,
+                    )
+                )
         outer.cancel_scope.cancel()
     loop = monitor.summary()
     stats.loop_lag_max_ms, stats.loop_stalls = loop["lag_max_ms"], loop["stalls"]
@@ -316,6 +366,54 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
         return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))] * 1000
 
     return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99), "max": ordered[-1] * 1000}
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds a process has used so far (Linux /proc), None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def span_rate(times: list[float]) -> float | None:
+    """Events per second between the first and the last of ``times`` (None for fewer than two)."""
+    if len(times) < 2 or max(times) <= min(times):
+        return None
+    return (len(times) - 1) / (max(times) - min(times))
+
+
+Window = tuple[tuple[float, float], tuple[float, float]]
+
+
+def window_figures(stats: Stats, window: Window | None) -> dict[str, Any] | None:
+    """The measured window (--measure-from/--measure-for): gateway CPU per forwarded message.
+
+    ``window`` is ((wall clock, gateway CPU s) at its start, the same at its end). A forwarded message
+    is a CALL the gateway took from a CP to MQTT or an answer it took from MQTT to a CP."""
+    if window is None:
+        return None
+    (w0, cpu0), (w1, cpu1) = window
+    seconds = w1 - w0
+    sent = sum(1 for at in stats.steady_sent_at if w0 <= at < w1)
+    answered = [
+        rtt for rtt, at in zip(stats.steady_rtt, stats.steady_at, strict=True) if w0 <= at < w1
+    ]
+    forwarded = sent + len(answered)
+    cpu = cpu1 - cpu0
+    return {
+        "seconds": seconds,
+        "gateway_cpu_s": cpu,
+        "gateway_cpu_percent": 100.0 * cpu / seconds if seconds > 0 else None,
+        "sent": sent,
+        "answered": len(answered),
+        "forwarded": forwarded,
+        "cpu_us_per_msg": 1e6 * cpu / forwarded if forwarded else None,
+        "msgs_per_s_cp_to_cpo": sent / seconds if seconds > 0 else 0.0,
+        "msgs_per_s_cpo_to_cp": len(answered) / seconds if seconds > 0 else 0.0,
+        "rtt_ms": percentiles(answered),
+    }
 
 
 class ProcSampler:
@@ -388,6 +486,7 @@ def summarize(
     wall: float,
     gateway: list[dict[str, float]],
     started: float,
+    window: Window | None = None,
 ) -> dict[str, Any]:
     ramp = stats.last_connect - stats.first_connect if stats.established > 1 else 0.0
     summary: dict[str, Any] = {
@@ -401,6 +500,8 @@ def summarize(
         "refused": stats.refused,
         "dropped": stats.dropped,
         "booted": stats.booted,
+        "boot_unanswered": stats.boot_unanswered,
+        "boot_delay_s": args.boot_delay,
         "connect_rate_per_s": (stats.established - 1) / ramp if ramp > 0 else None,
         "all_booted_after_s": stats.last_boot - started if stats.booted == args.cps else None,
         "boot_rtt_ms": percentiles(stats.boot_rtt),
@@ -422,6 +523,19 @@ def summarize(
         "msgs_per_s_cpo_to_cp": stats.received / wall if wall else 0.0,
         "errors": dict(stats.errors),
         "wall_s": wall,
+        "window": window_figures(stats, window),
+        "late": {
+            "cps": args.late_cps,
+            "at_s": args.late_at,
+            "configured_rate_per_s": args.rate,
+            "established": len(stats.late_connects),
+            "booted": len(stats.late_boots),
+            # CPs connected (booted) per second, first to last, while the first group loads the gateway.
+            "connect_rate_per_s": span_rate(stats.late_connects),
+            "boot_rate_per_s": span_rate(stats.late_boots),
+        }
+        if args.late_cps
+        else None,
         "generator": {
             "loop_lag_max_ms": stats.loop_lag_max_ms,
             "loop_stalls_over_100ms": stats.loop_stalls,
@@ -453,6 +567,28 @@ def render(summary: dict[str, Any]) -> str:
         )
 
     rate = summary["connect_rate_per_s"]
+    extra: list[tuple[str, str]] = []
+    if summary.get("window"):
+        w = summary["window"]
+        cpu = w["cpu_us_per_msg"]
+        extra.append(
+            (
+                "measured window: gateway CPU us per forwarded msg",
+                f"{'-' if cpu is None else format(cpu, '.1f')} ({w['forwarded']} msgs in {w['seconds']:.1f} s)",
+            )
+        )
+    if summary.get("late"):
+        late = summary["late"]
+        extra.append(
+            (
+                "late group booted / boots per s / connects per s",
+                f"{late['booted']} of {late['cps']} / "
+                + " / ".join(
+                    "-" if r is None else f"{r:.0f}"
+                    for r in (late["boot_rate_per_s"], late["connect_rate_per_s"])
+                ),
+            )
+        )
     rows = [
         (
             "connections attempted / established",
@@ -498,17 +634,31 @@ def render(summary: dict[str, Any]) -> str:
                 ),
             ),
         ]
+    rows += extra
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
 
 
 async def run_all(
     args: argparse.Namespace, ids: list[str]
-) -> tuple[Stats, float, list[dict[str, float]]]:
+) -> tuple[Stats, float, list[dict[str, float]], Window | None]:
     sampler = ProcSampler(args.gateway_pid) if args.gateway_pid else None
     stats = Stats()
     started = time.monotonic()
+    origin = trio.current_time() + 0.2  # the workers' start, as they compute it
+    edges: list[tuple[float, float]] = []
     async with trio.open_nursery() as nursery:
+        if args.gateway_pid and args.measure_for > 0:
+
+            async def measure() -> None:
+                for at in (args.measure_from, args.measure_from + args.measure_for):
+                    await trio.sleep_until(origin + at)
+                    cpu = cpu_seconds(args.gateway_pid)
+                    if cpu is None:
+                        return
+                    edges.append((time.time(), cpu))
+
+            nursery.start_soon(measure)
         if sampler is not None:
 
             async def sample() -> None:
@@ -526,7 +676,8 @@ async def run_all(
         nursery.cancel_scope.cancel()
     if not args.quiet:
         sys.stderr.write("\n")
-    return stats, time.monotonic() - started, sampler.samples if sampler else []
+    window = (edges[0], edges[1]) if len(edges) == 2 else None
+    return stats, time.monotonic() - started, sampler.samples if sampler else [], window
 
 
 async def _run_workers(args: argparse.Namespace, ids: list[str]) -> list[dict[str, Any]]:
@@ -584,6 +735,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ca-file", help="CA bundle for wss://")
     p.add_argument("--connect-timeout", type=float, default=30.0)
     p.add_argument("--call-timeout", type=float, default=30.0)
+    p.add_argument(
+        "--boot-delay",
+        type=float,
+        default=0.0,
+        help="seconds each CP waits after its WebSocket opens before its BootNotification",
+    )
+    p.add_argument(
+        "--late-cps",
+        type=int,
+        default=0,
+        help="a second group of CPs (ids after the first --cps) that connect at --rate from --late-at "
+        "s, boot and hold: the connect rate while the first group loads the gateway",
+    )
+    p.add_argument("--late-at", type=float, default=0.0, help="seconds after the start")
+    p.add_argument(
+        "--measure-from",
+        type=float,
+        default=0.0,
+        help="start of the measured window (s after the start): gateway CPU per forwarded message",
+    )
+    p.add_argument(
+        "--measure-for",
+        type=float,
+        default=0.0,
+        help="length of the measured window in s (0: none; needs --gateway-pid)",
+    )
     p.add_argument("--gateway-pid", type=int, help="sample this process's RSS, threads and CPU")
     p.add_argument("--json", help="write the figures to this file ('-': stdout)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
@@ -597,6 +774,10 @@ def main(argv: list[str] | None = None) -> int:
         or args.processes < 1
     ):
         p.error("--cps, --rate, --interval, --duration and --processes must be positive")
+    if args.boot_delay < 0 or args.late_cps < 0 or args.late_at < 0:
+        p.error("--boot-delay, --late-cps and --late-at must not be negative")
+    if args.measure_from < 0 or args.measure_for < 0:
+        p.error("--measure-from and --measure-for must not be negative")
     try:
         parse_mix(args.mix)
     except argparse.ArgumentTypeError as exc:
@@ -610,10 +791,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.register:
-        register(args, ids)
+        register(args, ids + [f"{args.prefix}{args.cps + k}" for k in range(args.late_cps)])
     started = time.time()
-    stats, wall, gateway = trio.run(run_all, args, ids)
-    summary = summarize(stats, args, wall, gateway, started)
+    stats, wall, gateway, window = trio.run(run_all, args, ids)
+    summary = summarize(stats, args, wall, gateway, started, window)
     print(render(summary))
     if args.json:
         text = json.dumps(summary, indent=2)
@@ -621,7 +802,13 @@ def main(argv: list[str] | None = None) -> int:
             print(text)
         else:
             Path(args.json).write_text(text + "\n")
-    ok = summary["booted"] == args.cps and summary["unanswered"] == 0 and not summary["errors"]
+    late_ok = not args.late_cps or summary["late"]["booted"] == args.late_cps
+    ok = (
+        late_ok
+        and summary["booted"] == args.cps
+        and summary["unanswered"] == 0
+        and not summary["errors"]
+    )
     return 0 if ok else 1
 
 

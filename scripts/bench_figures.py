@@ -1,0 +1,239 @@
+"""Pure arithmetic for scripts/bench.py: each run's figures, medians over repeats, the targets table.
+
+No I/O here: the functions take the load test's JSON summaries (scripts/loadtest.py) and return dicts,
+so tests can feed them numbers directly.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable
+from typing import Any
+
+OURS = "ours"
+OURS_TLS = "ours-tls"
+CONFIGURED_CONNECT_RATE = 500.0
+
+
+def _get(d: dict[str, Any] | None, *path: str) -> Any:
+    for key in path:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(key)
+    return d
+
+
+def scale_figures(
+    summary: dict[str, Any], idle_rss_mib: float, idle_threads: int
+) -> dict[str, Any]:
+    """One scale run: memory, threads, CPU and heartbeat round trips after all booted."""
+    rss_max = _get(summary, "gateway", "rss_mib_max")
+    booted = summary["booted"]
+    return {
+        "cps": summary["cps"],
+        "idle_rss_mib": idle_rss_mib,
+        "idle_threads": idle_threads,
+        "rss_max_mib": rss_max,
+        "rss_per_cp_kib": None
+        if rss_max is None
+        else (rss_max - idle_rss_mib) * 1024 / max(1, booted),
+        "threads_max": _get(summary, "gateway", "threads_max"),
+        "cpu_percent_after_boot": _get(summary, "gateway", "cpu_percent_after_boot"),
+        "hb_p50_ms": _get(summary, "steady_after_boot_rtt_ms", "p50"),
+        "hb_p99_ms": _get(summary, "steady_after_boot_rtt_ms", "p99"),
+        "all_booted_after_s": summary.get("all_booted_after_s"),
+        "booted": booted,
+        "refused": summary["refused"],
+        "dropped": summary["dropped"],
+        "unanswered": summary["unanswered"],
+    }
+
+
+def throughput_figures(summary: dict[str, Any]) -> dict[str, Any]:
+    """One closed-loop run: CPU per forwarded message in the measured window, and the late group's rate."""
+    window = summary.get("window") or {}
+    late = summary.get("late") or {}
+    return {
+        "cpu_us_per_msg": window.get("cpu_us_per_msg"),
+        "cpu_percent": window.get("gateway_cpu_percent"),
+        "msgs_per_s_cp_to_cpo": window.get("msgs_per_s_cp_to_cpo"),
+        "msgs_per_s_cpo_to_cp": window.get("msgs_per_s_cpo_to_cp"),
+        "rtt_p50_ms": _get(window, "rtt_ms", "p50"),
+        "rtt_p99_ms": _get(window, "rtt_ms", "p99"),
+        "rss_max_mib": _get(summary, "gateway", "rss_mib_max"),
+        "connect_rate_loaded": late.get("boot_rate_per_s"),
+        "late_booted": late.get("booted"),
+        "late_cps": late.get("cps"),
+        "booted": summary["booted"],
+        "refused": summary["refused"],
+        "dropped": summary["dropped"],
+        "unanswered": summary["unanswered"],
+    }
+
+
+def storm_figures(summary: dict[str, Any]) -> dict[str, Any]:
+    """One storm: every CP connecting at once."""
+    return {
+        "cps": summary["cps"],
+        "all_booted_after_s": summary.get("all_booted_after_s"),
+        "boot_p50_ms": _get(summary, "boot_rtt_ms", "p50"),
+        "boot_p99_ms": _get(summary, "boot_rtt_ms", "p99"),
+        "boot_unanswered": summary.get("boot_unanswered", 0),
+        "booted": summary["booted"],
+        "refused": summary["refused"],
+        "dropped": summary["dropped"],
+        "unanswered": summary["unanswered"],
+    }
+
+
+def median_of(values: Iterable[Any]) -> Any:
+    """The median of the numbers among ``values`` (None when there are none)."""
+    numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    return statistics.median(numbers) if numbers else None
+
+
+def medians(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
+    """{plan: {size: {gateway: {figure: median over the repeats}}}}; counts of failures are summed."""
+    grouped: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for run in runs:
+        grouped.setdefault((run["plan"], str(run["size"]), run["gateway"]), []).append(
+            run["figures"]
+        )
+    out: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+    for (plan, size, gateway), figures in grouped.items():
+        keys = dict.fromkeys(k for f in figures for k in f)
+        merged = {
+            k: (
+                sum(f.get(k) or 0 for f in figures)
+                if k in ("refused", "dropped", "unanswered", "boot_unanswered")
+                else median_of(f.get(k) for f in figures)
+            )
+            for k in keys
+        }
+        merged["repeats"] = len(figures)
+        out.setdefault(plan, {}).setdefault(size, {})[gateway] = merged
+    return out
+
+
+def ratio(ours: Any, peer: Any) -> float | None:
+    """ours / peer, None when either is missing or the peer's is zero."""
+    if not isinstance(ours, int | float) or not isinstance(peer, int | float) or not peer:
+        return None
+    return float(ours) / float(peer)
+
+
+def _sizes(table: dict[str, Any], plan: str) -> list[str]:
+    return sorted(table.get(plan, {}), key=float)
+
+
+def targets(
+    table: dict[str, dict[str, dict[str, dict[str, Any]]]], peer: str
+) -> list[dict[str, Any]]:
+    """The issue's targets, ours against ``peer``: each row has the figures, the ratio and met/missed.
+
+    A row is {"target", "ours", "peer", "ratio", "limit", "met"}; ``limit`` bounds the ratio (ratio rows)
+    or is None (rows judged on ours alone); ``met`` is None when a figure is missing."""
+    rows: list[dict[str, Any]] = []
+
+    def compare(target: str, plan: str, size: str, key: str, limit: float) -> None:
+        cell = table.get(plan, {}).get(size, {})
+        ours, theirs = _get(cell, OURS, key), _get(cell, peer, key)
+        r = ratio(ours, theirs)
+        rows.append(
+            {
+                "target": target,
+                "ours": ours,
+                "peer": theirs,
+                "ratio": r,
+                "limit": limit,
+                "met": None if r is None else r <= limit,
+            }
+        )
+
+    scale = _sizes(table, "scale")
+    if scale:
+        largest = scale[-1]
+        compare(
+            f"RSS per CP at {int(largest):,} CPs ≤ 0.5× peer (KiB)",
+            "scale",
+            largest,
+            "rss_per_cp_kib",
+            0.5,
+        )
+        idle = {
+            g: median_of(_get(table["scale"][s], g, "idle_rss_mib") for s in scale)
+            for g in (OURS, peer)
+        }
+        r = ratio(idle[OURS], idle[peer])
+        rows.append(
+            {
+                "target": "idle RSS before any CP ≤ peer (MiB)",
+                "ours": idle[OURS],
+                "peer": idle[peer],
+                "ratio": r,
+                "limit": 1.0,
+                "met": None if r is None else r <= 1.0,
+            }
+        )
+        compare(
+            f"heartbeat p99 at {int(largest):,} CPs after all booted ≤ peer (ms)",
+            "scale",
+            largest,
+            "hb_p99_ms",
+            1.0,
+        )
+    loads = _sizes(table, "throughput")
+    for load in loads:
+        compare(
+            f"CPU µs per forwarded message at {int(load):,} msgs/s ≤ 0.6× peer",
+            "throughput",
+            load,
+            "cpu_us_per_msg",
+            0.6,
+        )
+    if loads:
+        compare(
+            f"RTT p50 at {int(loads[-1]):,} msgs/s ≤ peer (ms)",
+            "throughput",
+            loads[-1],
+            "rtt_p50_ms",
+            1.0,
+        )
+    for size in _sizes(table, "storm"):
+        compare(
+            f"storm ({int(size):,} CPs at once): all booted after ≤ peer (s)",
+            "storm",
+            size,
+            "all_booted_after_s",
+            1.0,
+        )
+    lost = [cell[OURS] for plan in table.values() for cell in plan.values() if OURS in cell]
+    if lost:
+        total = sum(
+            (f.get("refused") or 0) + (f.get("dropped") or 0) + (f.get("unanswered") or 0)
+            for f in lost
+        )
+        rows.append(
+            {
+                "target": "ours: zero refused, dropped or unanswered (all runs)",
+                "ours": total,
+                "peer": None,
+                "ratio": None,
+                "limit": None,
+                "met": total == 0,
+            }
+        )
+    for load in loads:
+        rate = _get(table["throughput"][load], OURS, "connect_rate_loaded")
+        floor = 0.9 * CONFIGURED_CONNECT_RATE
+        rows.append(
+            {
+                "target": f"ours: connect rate while loaded at {int(load):,} msgs/s ≥ 0.9 × {CONFIGURED_CONNECT_RATE:.0f}/s",
+                "ours": rate,
+                "peer": _get(table["throughput"][load], peer, "connect_rate_loaded"),
+                "ratio": None,
+                "limit": None,
+                "met": None if rate is None else rate >= floor,
+            }
+        )
+    return rows
