@@ -44,7 +44,7 @@ import trio
 from .config import GatewayConfig
 from .errors import WorkerFailed, leaves
 from .reuseport import port_of, reserve_port
-from .worker import Assignment, decode
+from .worker_pipes import Assignment, decode
 
 log = logging.getLogger(__name__)
 
@@ -179,9 +179,9 @@ class Supervisor:
     def _on_message(self, worker: _Worker, message: dict[str, str], errors: list[str]) -> None:
         if "ready" in message:
             worker.serving = True
-            if self._announced:
-                log.info("%s serving again", worker.label)
-            elif all(w.serving for w in self.workers):
+            pid = worker.process.pid if worker.process is not None else "?"
+            log.info("%s serving%s (pid %s)", worker.label, " again" * self._announced, pid)
+            if not self._announced and all(w.serving for w in self.workers):
                 self._announced = True
                 print(
                     f"OCPP gateway listening on {message['ready']}/<charge-point-id> "

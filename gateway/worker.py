@@ -4,11 +4,11 @@ Started by gateway/supervisor.py only, never by hand.  A worker is a whole
 gateway (:func:`gateway.__main__._main`): its own Trio run, MQTT connections
 and registry cache, listening on the shared port with SO_REUSEPORT.  Its pipes:
 
-* stdin: the :class:`Assignment` (pickled: it comes from the parent process
+* stdin: the :class:`~gateway.worker_pipes.Assignment` (pickled: it comes from the parent process
   that wrote it, and carries secrets that must not travel in argv), then
   nothing; it stays open while the supervisor lives.  End-of-file means the
   supervisor is gone: the worker drains and exits, as on SIGTERM.
-* stdout: one JSON object a line for the supervisor (:func:`encode`):
+* stdout: one JSON object a line for the supervisor (gateway/worker_pipes.py):
   ``{"ready": url}`` once serving, ``{"error": text}`` for each start-up
   error (then exit 2), ``{"stopped": summary}`` once stopped.
 * stderr: the log, every line tagged ``worker i/N``.
@@ -16,49 +16,18 @@ and registry cache, listening on the shared port with SO_REUSEPORT.  Its pipes:
 
 from __future__ import annotations
 
-import json
 import pickle
 import sys
-from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 import trio
 
 from .__main__ import _main, startup_errors
-from .config import GatewayConfig
 from .logthrottle import configure_logging
+from .worker_pipes import Assignment, encode
 
 if TYPE_CHECKING:
     from .app import RunningGateway
-
-
-@dataclass(frozen=True)
-class Assignment:
-    """What the supervisor tells a worker: its configuration (the port already chosen)."""
-
-    config: GatewayConfig
-    number: int  # 1-based
-    total: int
-
-    @property
-    def label(self) -> str:
-        return f"worker {self.number}/{self.total}"
-
-
-def encode(**message: str) -> bytes:
-    """One line of the worker -> supervisor protocol."""
-    return json.dumps(message).encode() + b"\n"
-
-
-def decode(line: bytes) -> dict[str, str]:
-    """A line of the protocol -> its message; a line that is not one -> ``{"output": line}``."""
-    try:
-        message = json.loads(line)
-    except ValueError:
-        message = None
-    if not isinstance(message, dict) or not all(isinstance(v, str) for v in message.values()):
-        return {"output": line.decode(errors="replace")}
-    return message
 
 
 class _Channel:
