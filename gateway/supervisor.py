@@ -128,7 +128,7 @@ class Supervisor:
                     return
             code = await self._run_once(worker, config)
             if self.stopping:
-                if code != 0:
+                if code != 0 and worker.serving:  # one still starting may die of the SIGTERM
                     self.clean = False
                     log.warning("%s stopped with %s", worker.label, describe_exit(code))
                 return

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from gateway.local_sessions import REPLACED_REASON
 
 from .processes import ROOT, run
 from .test_gateway_loop import closed_with
+from .waiting import until
 
 # Each attempt lands the second connection on the other worker with probability 1/2.
 TAKE_OVER_ATTEMPTS = 12
@@ -105,6 +107,10 @@ async def workers_gateway(
             await process.stdout.aclose()
 
 
+def connected(broker: Any, cp_id: str) -> bool:
+    return cp_id in broker.connected_client_ids()
+
+
 def worker_of(output: Output, cp_id: str, ws: Any) -> str:
     """Which worker logged the connection from this client's port."""
     line = output.matching(f"{cp_id}: connected from 127.0.0.1:{ws.local.port} ")[0]
@@ -118,7 +124,9 @@ async def test_two_workers_share_a_port_take_over_across_workers_and_drain(
 ) -> None:
     cp_ids = [f"CP{n}" for n in range(TAKE_OVER_ATTEMPTS)]
     register(*cp_ids)
-    extra = ["--cp-reconnect-rate", "0", "--log-level", "DEBUG", "--drain-timeout", "3"]
+    extra = ["--cp-reconnect-rate", "0", "--drain-timeout", "3"]
+    broker = fakeiot.broker
+    assert broker is not None
     async with workers_gateway(fakeiot, *extra) as (process, output):
         line = await output.wait_for("OCPP gateway listening on")
         found = re.search(
@@ -150,12 +158,14 @@ async def test_two_workers_share_a_port_take_over_across_workers_and_drain(
         # one's MQTT CONNECT takes the client id over at the broker, and the older is closed 1000.
         for cp_id in cp_ids:
             async with connect(url, cp_id) as older:
-                await output.wait_for(f"{cp_id}: MQTT connected")
+                await until(partial(connected, broker, cp_id), what=f"{cp_id} bridged")
+                takeovers = broker.takeovers
                 async with connect(url, cp_id) as newer:
                     code, reason = await closed_with(older.ws)
                     if reason == REPLACED_REASON:
                         continue  # both on one worker: the local take-over (tested elsewhere)
                     assert code == 1000 and reason.startswith("MQTT session ended"), reason
+                    assert broker.takeovers > takeovers
                     assert worker_of(output, cp_id, older.ws) != worker_of(output, cp_id, newer.ws)
                     # SIGTERM to the supervisor drains every worker: the newer connection gets 1001.
                     process.send_signal(signal.SIGTERM)
