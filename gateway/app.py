@@ -236,6 +236,7 @@ async def run_gateway(
                     max_message_size=server.max_frame_size,
                     connect_timeout=server.handshake_timeout,
                     disconnect_timeout=limits.close_timeout,
+                    reuse_port=runtime.workers > 1,
                 )
             )
             port = listener.port

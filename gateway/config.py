@@ -73,6 +73,7 @@ def _cross_check(config: GatewayConfig) -> GatewayConfig:
         )
     if config.max_backlog_bytes < config.max_frame_size:
         raise ConfigError("--max-backlog-bytes must be at least --max-frame-size")
+    _check_workers(config)
     return replace(
         config,
         mqtt_password=read_password(
@@ -84,6 +85,24 @@ def _cross_check(config: GatewayConfig) -> GatewayConfig:
             "--processor-mqtt-password",
         ),
     )
+
+
+def _check_workers(config: GatewayConfig) -> None:
+    """What --workers above 1 cannot run: each worker is a whole gateway process."""
+    if config.workers == 1:
+        return
+    if config.embedded:
+        raise ConfigError(
+            f"--workers {config.workers} needs a broker: the development stack (no --mqtt-host or "
+            "--iot-endpoint) is one process; run python -m fakeiot on its own and give --mqtt-host "
+            "and --iot-api-url (docs/fakeiot.md), or drop --workers"
+        )
+    if config.processor:
+        raise ConfigError(
+            f"--processor with --workers {config.workers} would run one processor per worker on "
+            "the same MQTT client id: run python -m gateway.processor on its own (with "
+            "--shared-group for several) and drop --processor"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:

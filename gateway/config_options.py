@@ -11,12 +11,15 @@ rather than loose fields.  Reading them from flags and the environment:
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import options
 from .client_certs import BINDINGS
+from .errors import ConfigError
 from .options import option
 from .subconfigs import (
     DevStackOptions,
@@ -72,6 +75,28 @@ def _check_endpoint(endpoint: str) -> str | None:
         host, port = "", 0
     if not host or not 0 < port <= 65535:
         return f"must be HOST[:PORT], not {endpoint!r}"
+    return None
+
+
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity: a container's cpuset, taskset)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+def _parse_workers(text: str) -> int:
+    if text.strip().lower() == "auto":
+        return cores()
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"expected a number or auto, not {text!r}") from None
+
+
+def _check_workers(workers: int) -> str | None:
+    if workers > 1 and not sys.platform.startswith("linux"):
+        return "above 1 needs Linux (SO_REUSEPORT spreads connections over the workers only there)"
     return None
 
 
@@ -398,6 +423,19 @@ class GatewayConfig:
         group="runtime",
         min=0,
         note="(0: CPython's allocation counter only)",
+    )
+    workers: int = option(
+        1,
+        "processes serving the port, each with its own MQTT connections and one core's worth of "
+        "work (auto: one per core this process may use); above 1 the process supervises them: "
+        "Linux only, needs a broker, and the in-process processor runs elsewhere "
+        "(see docs/deploying.md)",
+        group="runtime",
+        parse=_parse_workers,
+        check=_check_workers,
+        min=1,
+        max=1024,
+        metavar="N|auto",
     )
     log_level: str = option("INFO", "DEBUG logs every frame", group="runtime", choices=LOG_LEVELS)
     # Not an option: the options set by a flag or a variable (load_config fills it in).

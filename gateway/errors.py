@@ -39,6 +39,13 @@ def only_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return error
 
 
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The individual errors inside (possibly nested) exception groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in leaves(sub)]
+    return [exc]
+
+
 class GatewayError(Exception):
     """Base class of every error the gateway raises on purpose."""
 
@@ -111,3 +118,12 @@ class MqttSubscriptionRefused(MqttError):
 
 class MqttBacklogExceeded(MqttConnectionLost):
     """More was received for a consumer than it took (``max_backlog_bytes``): the link was ended."""
+
+
+class WorkerFailed(GatewayError):
+    """A worker process of ``--workers N`` did not start serving: the supervisor stops them all."""
+
+    def __init__(self, worker: str, reasons: list[str]) -> None:
+        super().__init__(f"{worker}: {'; '.join(reasons)}")
+        self.worker = worker
+        self.reasons = reasons

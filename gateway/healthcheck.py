@@ -7,6 +7,9 @@ of the loopback interface, ws:// or wss:// as the gateway serves: a gateway that
 is serving answers the upgrade and then closes with 1008 (an empty charge point
 id is not valid), without touching MQTT or the registry.  Anything else -
 refused, timed out, a bad configuration - exits 1.
+
+With ``--workers N`` every worker answers on the shared port: the probe reaches
+the one the kernel picks for its connection.
 """
 
 from __future__ import annotations

@@ -44,9 +44,13 @@ class RepeatFilter(logging.Filter):
         return False
 
 
-def configure_logging(level: str | int) -> None:
-    """``logging.basicConfig`` plus the repeat filter on every root handler; quiets chatty libraries."""
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def configure_logging(level: str | int, *, worker: str | None = None) -> None:
+    """``logging.basicConfig`` plus the repeat filter on every root handler; quiets chatty libraries.
+
+    ``worker`` (e.g. ``"worker 2/4"``, with ``--workers``) starts every line after the level.
+    """
+    tag = f"{worker} " if worker else ""
+    logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, RepeatFilter) for f in handler.filters):
             handler.addFilter(RepeatFilter())

@@ -132,4 +132,5 @@ class DevStackOptions:
 class RuntimeOptions:
     full_interval: float
     young_interval: float
+    workers: int
     log_level: str

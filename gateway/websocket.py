@@ -45,6 +45,8 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import Ping
 
+from .reuseport import open_listeners
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[WebSocketRequest, trio.abc.Stream], Awaitable[None]]
@@ -334,11 +336,17 @@ async def serve(
     max_message_size: int,
     connect_timeout: float,
     disconnect_timeout: float,
+    reuse_port: bool = False,
     task_status: trio.TaskStatus[GatewayWebSocketServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Listen on ``host:port`` (``wss://`` with ``ssl_context``) until cancelled."""
+    """Listen on ``host:port`` (``wss://`` with ``ssl_context``) until cancelled.
+
+    ``reuse_port``: share the port with the other workers of this gateway (gateway/reuseport.py).
+    """
     listeners: Sequence[trio.SSLListener[trio.SocketStream] | trio.SocketListener]
-    if ssl_context is None:
+    if reuse_port:
+        listeners = open_listeners(host, port, ssl_context)
+    elif ssl_context is None:
         listeners = await trio.open_tcp_listeners(port, host=host)
     else:
         listeners = await trio.open_ssl_over_tcp_listeners(
