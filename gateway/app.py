@@ -12,24 +12,30 @@ import ssl
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .aws import AwsSettings, make_clients
+from .aws import AwsSettings, make_client
+from .client_certs import load_cryptography
 from .config import GatewayConfig
 from .errors import ConfigError
 from .gcpolicy import GcPolicy
 from .looplag import LoopMonitor
 from .mqtt_link import MqttDriver, MqttSettings, open_mqtt_driver
-from .processor import Processor, ProcessorSettings
-from .processor.command_cli import start_command_api
-from .processor.config import ProcessorConfig
-from .processor.idtokens import open_authorizer
 from .registry import Registry
 from .revocation import RegistryWatch
 from .session import Bridge, LocalSessions, SessionSettings
 from .subconfigs import MqttOptions, TlsOptions
 from .websocket import GatewayWebSocketServer, serve
+
+if TYPE_CHECKING:
+    from .processor import Processor
+    from .processor.config import ProcessorConfig
+
+# What the gateway itself calls (the registry); the in-process processor and its command API
+# get clients with every operation.
+GATEWAY_IOT_OPERATIONS = ("DescribeThing",)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +61,7 @@ def server_ssl_context(tls: TlsOptions) -> ssl.SSLContext | None:
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"cannot load --client-ca-file: {exc}") from None
         context.verify_mode = ssl.CERT_OPTIONAL
+        load_cryptography()
     return context
 
 
@@ -95,17 +102,20 @@ def mqtt_settings(mqtt: MqttOptions) -> MqttSettings:
     )
 
 
-def embedded_processor_config(config: GatewayConfig) -> ProcessorConfig:
+def embedded_processor_config(config: GatewayConfig) -> ProcessorConfig | None:
     """The standalone processor's options as the in-process processor has them: its authorizer
-    (``--processor-authorization``, the table at ``--iot-api-url``) and its command API."""
+    (``--processor-authorization``, the table at ``--iot-api-url``) and its command API; None
+    without ``--processor`` (the processor's modules are then never imported)."""
     processing, registry = config.processing, config.registry
-    if not processing.run and (
-        processing.authorization != "accept-all" or processing.http_port is not None
-    ):
-        raise ConfigError(
-            "--processor-authorization and --processor-http-port are for the in-process "
-            "processor: give --processor (the development stack runs it by default)"
-        )
+    if not processing.run:
+        if processing.authorization != "accept-all" or processing.http_port is not None:
+            raise ConfigError(
+                "--processor-authorization and --processor-http-port are for the in-process "
+                "processor: give --processor (the development stack runs it by default)"
+            )
+        return None
+    from .processor.config import ProcessorConfig
+
     return ProcessorConfig(
         iot_api_url=registry.iot_api_url,
         region=registry.region,
@@ -145,14 +155,19 @@ async def run_gateway(
     processor_config = embedded_processor_config(config)
     async with AsyncExitStack() as stack:
         settings = mqtt_settings(mqtt)
-        iot_client, iot_data = await trio.to_thread.run_sync(
-            make_clients,
-            AwsSettings(
-                region=registry_options.region, iot_endpoint_url=registry_options.iot_api_url
-            ),
+        aws = AwsSettings(
+            region=registry_options.region, iot_endpoint_url=registry_options.iot_api_url
         )
+        iot_data: Any = None
+        if processor_config is None:
+            iot_client = await trio.to_thread.run_sync(
+                partial(make_client, aws, "iot", operations=GATEWAY_IOT_OPERATIONS)
+            )
+        else:
+            iot_client = await trio.to_thread.run_sync(make_client, aws, "iot")
+            iot_data = await trio.to_thread.run_sync(make_client, aws, "iot-data")
+            stack.callback(iot_data.close)
         stack.callback(iot_client.close)
-        stack.callback(iot_data.close)
         driver = await stack.enter_async_context(open_mqtt_driver(settings))
         # Its own driver, so that ``driver.link_count`` counts charge points only.
         events_driver = await stack.enter_async_context(open_mqtt_driver(settings))
@@ -211,7 +226,11 @@ async def run_gateway(
             await nursery.start(GcPolicy(runtime.full_interval, runtime.young_interval).run)
             processor = None
             command_api_port = None
-            if processing.run:
+            if processor_config is not None:
+                from .processor import Processor, ProcessorSettings
+                from .processor.command_cli import start_command_api
+                from .processor.idtokens import open_authorizer
+
                 # Closed by the exit stack after the nursery: the processor is done with it then.
                 authorizer = await stack.enter_async_context(open_authorizer(processor_config))
                 processor = Processor(

@@ -18,15 +18,24 @@ certificate.
 
 from __future__ import annotations
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
+from typing import TYPE_CHECKING
 
 from iotshared.attributes import SERIAL_NUMBER_ATTRIBUTE
 
 from .errors import ConnectionRefused
 from .identity import ChargePointIdentity
 
+if TYPE_CHECKING:
+    from cryptography import x509
+
 BINDINGS = ("cn-or-san", "cn", "san")
+
+
+def load_cryptography() -> None:
+    """Import what the checks use: cryptography's x509, about 7 MiB resident, so only a gateway
+    that checks client certificates holds it (app.py calls this at start-up when
+    ``--client-ca-file`` is set, so that no connection waits for the import)."""
+    import cryptography.x509.oid  # noqa: F401
 
 
 def _names(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> list[str]:
@@ -42,6 +51,9 @@ def check_client_certificate(
     binding: str = "cn-or-san",
 ) -> None:
     """Raise :class:`ConnectionRefused` (1008) unless the certificate belongs to this CP."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     cp_id = identity.cp_id
     if der is None:
         raise ConnectionRefused(
