@@ -24,7 +24,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import Stack, _busy_since, _cpu_times, run_loadtest, stop  # noqa: E402
+from bench_legacy import _busy_since, _cpu_times  # noqa: E402
+from bench_stack import Stack, run_loadtest, stop  # noqa: E402
 from cost_per_cp import free_port, start  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")

@@ -171,3 +171,25 @@ def test_a_peer_that_exits_before_listening_is_a_clear_error(tmp_path: Path) -> 
             spec, port=_free_port(), mqtt_host="h", mqtt_port=1, ids_file=tmp_path / "ids"
         ):
             pass
+
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+@pytest.mark.parametrize(
+    "script",
+    sorted(p.name for p in SCRIPTS.glob("*.py") if '__name__ == "__main__"' in p.read_text()),
+)
+def test_every_script_starts_and_explains_itself(script: str) -> None:
+    # Catches a script left behind by a refactoring (an import that moved) without running it.
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / script), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=SCRIPTS.parent,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "usage:" in done.stdout
