@@ -259,16 +259,16 @@ def _manage(args: argparse.Namespace, thing_name: str | None, iot: Any, iot_data
 
 
 def serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    for noisy in ("amqtt", "transitions"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         functions = parse_function_map(args.lambda_functions)
     except LambdaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("amqtt", "transitions"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     config = FakeIotConfig(
         host=args.host,
         mqtt_port=int(args.mqtt_port),
