@@ -3,6 +3,9 @@
 Each records what it was given in :data:`CALLS` (event, context attributes, thread name) so that
 a test can check how it was invoked.  ``blocking`` waits on :data:`RELEASE` (bounded), to hold a
 worker while a test floods the runner; ``failing`` raises; ``exiting`` calls ``sys.exit``.
+
+Also a processor handler module (``PROCESSOR_HANDLERS=tests.lambda_targets``): a Heartbeat
+handler that never answers in time.
 """
 
 from __future__ import annotations
@@ -10,6 +13,10 @@ from __future__ import annotations
 import sys
 import threading
 from typing import Any
+
+import trio
+
+from gateway.processor.handlers import Call, Json, handler
 
 CALLS: list[dict[str, Any]] = []
 RELEASE = threading.Event()
@@ -56,3 +63,9 @@ def reset() -> None:
 
 
 not_callable = 42
+
+
+@handler("2.0.1", "Heartbeat")
+async def slow_heartbeat(call: Call) -> Json:
+    await trio.sleep(60)
+    return {"currentTime": call.context.now()}

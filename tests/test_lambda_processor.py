@@ -264,3 +264,31 @@ async def test_an_answer_that_cannot_be_published_is_raised_for_lambda_to_retry(
     function_env.setenv("PROCESSOR_IOT_DATA_URL", "http://127.0.0.1:9")  # nothing listens there
     with pytest.raises(AnswerNotPublished, match="CP1: answer not published to CP1/out"):
         await invoke(frame_event("CP1", b'[2,"h1","Heartbeat",{}]'))
+
+
+class FakeContext:
+    """What the Lambda runtime passes: the time the invocation has left."""
+
+    function_name = "ocpp-processor"
+    aws_request_id = "request-1"
+
+    def __init__(self, remaining_ms: int) -> None:
+        self.remaining_ms = remaining_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+async def test_a_slow_handler_is_answered_within_the_invocations_time(
+    lambda_iot: FakeIot, lambda_spy: Spy, function_env: pytest.MonkeyPatch
+) -> None:
+    function_env.setenv("PROCESSOR_HANDLERS", "tests.lambda_targets")  # a Heartbeat that hangs
+    began = trio.current_time()
+    outcome = await trio.to_thread.run_sync(
+        lambda_handler.handler, frame_event("SLOW", b'[2,"s1","Heartbeat",{}]'), FakeContext(3000)
+    )
+    # 3 s left: 0.2 s kept for returning, 2 s for publishing, so the handler had 0.8 s.
+    assert outcome == {"result": "answered", "chargePointId": "SLOW", "ocppVersion": "2.0.1"}
+    assert trio.current_time() - began < 2.8
+    answer = await answer_on(lambda_spy, "SLOW", "s1")
+    assert answer[2:4] == ["InternalError", "The CSMS did not answer Heartbeat within 0.8 s"]
