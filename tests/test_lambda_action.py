@@ -242,3 +242,43 @@ async def test_rule_invokes_the_function_and_survives_its_failures(
     finally:
         iot_client.close()
         iot_data.close()
+
+
+async def test_a_flood_through_the_broker_is_throttled_and_fakeiot_serves_on(
+    tmp_path: Path,
+) -> None:
+    config = FakeIotConfig(
+        mqtt_port=0,
+        api_port=0,
+        data_dir=tmp_path / "fakeiot",
+        lambda_functions=((ARN.format("blocking"), "tests.lambda_targets:blocking"),),
+        lambda_concurrency=1,
+        lambda_queue=1,
+    )
+    async with running_fakeiot(config) as iot:
+        iot_client, iot_data = make_clients(AwsSettings(iot_endpoint_url=iot.api_url))
+        try:
+            action = {"lambda": {"functionArn": ARN.format("blocking")}}
+            await trio.to_thread.run_sync(
+                lambda: iot_client.create_topic_rule(
+                    ruleName="flood", topicRulePayload={"sql": RULE_SQL, "actions": [action]}
+                )
+            )
+            async with (
+                open_mqtt_driver(backend_settings(iot)) as driver,
+                driver.link("test:flood") as link,
+            ):
+                for n in range(20):
+                    await link.publish(f"CP{n}/in", b"{}", qos=1)
+                pool = iot.lambdas
+                assert pool is not None
+                await until(lambda: pool.throttled == 18, what="all but 1 running + 1 waiting")
+                # The broker and the API go on while the function holds the only worker.
+                await link.publish("CP1/out", b"still here", qos=1)
+                assert await trio.to_thread.run_sync(iot_client.list_topic_rules)
+                lambda_targets.RELEASE.set()
+                await until(lambda: pool.invoked == 2)
+            assert [c["event"]["chargePointId"] for c in lambda_targets.CALLS] == ["CP0", "CP1"]
+        finally:
+            iot_client.close()
+            iot_data.close()

@@ -111,18 +111,21 @@ class LambdaProcessor:
             log.warning("processor: event dropped: %s", exc)
             return Outcome("dropped", reason=str(exc))
         cp_id = rule_event.identity.cp_id
-        with trio.move_on_after(max(time_left, MIN_HANDLER_TIME)) as scope:
-            return await self._answer(rule_event, time_left)
-        assert scope.cancelled_caught
+        deadline = trio.current_time() + max(time_left, MIN_HANDLER_TIME)
+        with trio.move_on_at(deadline):
+            return await self._answer(rule_event, deadline)
         log.error("%s: not answered within the invocation's %.1f s left", cp_id, time_left)
         return Outcome("no-answer", cp_id, reason="the invocation ran out of time")
 
-    async def _answer(self, rule_event: RuleEvent, time_left: float) -> Outcome:
+    async def _answer(self, rule_event: RuleEvent, deadline: float) -> Outcome:
         identity = rule_event.identity
         # A fresh map per event: the shadow is read each time (see the module's notes).
         version = await OcppVersions(self._iot_data, max_known=1).version_of(identity.thing_name)
-        # The handler's bound is the MQTT processor's, shortened to what this invocation has left.
+        # The handler's bound is the MQTT processor's, shortened to what this invocation has left
+        # once the shadow has been read, less the time kept for publishing.
+        time_left = deadline - trio.current_time()
         handler_time = max(MIN_HANDLER_TIME, min(HANDLER_TIMEOUT, time_left - PUBLISH_RESERVE))
+        handler_time = round(handler_time, 1)  # said in the CALLERROR's description
         self.answerer.settings = replace(self._settings, handler_timeout=handler_time)
         reply = await self.answerer.answer(identity.cp_id, version, rule_event.frame)
         if reply is None:
