@@ -32,6 +32,7 @@ from gateway.processor.lambda_event import RULE_SQL
 
 from . import lambda_targets
 from .conftest import backend_settings
+from .processes import run
 from .waiting import until
 
 ARN = "arn:aws:lambda:us-east-1:000000000000:function:{}"
@@ -110,6 +111,33 @@ def test_a_function_that_cannot_be_imported_is_refused_at_start() -> None:
     ):
         with pytest.raises(LambdaError, match=fragment):
             LambdaRunner({ARN.format("f"): target}).start()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "error"),
+    [
+        (
+            ["--lambda", ARN.format("f") + "=tests.no_such_module:f"],
+            {},
+            f"error: --lambda {ARN.format('f')}: cannot import tests.no_such_module: "
+            "ModuleNotFoundError: No module named 'tests.no_such_module'",
+        ),
+        ([], {"FAKEIOT_LAMBDA": "x"}, "error: --lambda 'x': expected ARN=module:function"),
+        (
+            ["--lambda-concurrency", "0"],
+            {},
+            "error: --lambda-concurrency must be at least 1, not 0",
+        ),
+        (["--lambda-timeout", "0"], {}, "error: --lambda-timeout must be above 0 seconds, not 0"),
+    ],
+)
+def test_fakeiot_does_not_start_with_a_function_it_cannot_run(
+    tmp_path: Path, args: list[str], env: dict[str, str], error: str
+) -> None:
+    ports = ["--mqtt-port", "0", "--api-port", "0", "--data-dir", str(tmp_path)]
+    done = run("-m", "fakeiot", *ports, *args, env=env)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [error]
 
 
 def test_cli_refuses_a_bad_lambda_option(capsys: pytest.CaptureFixture[str]) -> None:

@@ -157,8 +157,12 @@ class LambdaRunner:
         queue_size: int = 100,
         timeout: float = 30.0,
     ) -> None:
-        if concurrency < 1 or queue_size < 0 or timeout <= 0:
-            raise LambdaError("Lambda concurrency must be >= 1, queue size >= 0, timeout > 0")
+        if concurrency < 1:
+            raise LambdaError(f"--lambda-concurrency must be at least 1, not {concurrency}")
+        if queue_size < 0:
+            raise LambdaError(f"--lambda-queue must be 0 or more, not {queue_size}")
+        if not timeout > 0:
+            raise LambdaError(f"--lambda-timeout must be above 0 seconds, not {timeout:g}")
         self.targets = dict(functions)
         self.concurrency = concurrency
         self.timeout = timeout
