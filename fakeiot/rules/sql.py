@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .sql_functions import FUNCTIONS, RAW_PAYLOAD, fn_get, is_number
+from .sql_functions import FUNCTIONS, RAW_PAYLOAD, arith, compare, fn_get, is_number
 from .sql_functions import UNDEFINED as UNDEFINED
 from .sql_functions import Message as Message
 
@@ -164,39 +164,6 @@ def _tokenize(sql: str) -> list[tuple[str, str]]:
     return tokens
 
 
-def _arith(op: str) -> Callable[[Any, Any], Any]:
-    def apply(a: Any, b: Any) -> Any:
-        if op == "+" and isinstance(a, str) and isinstance(b, str):
-            return a + b
-        if not is_number(a) or not is_number(b):
-            return UNDEFINED
-        try:
-            return (
-                {"+": a + b, "-": a - b, "*": a * b}[op]
-                if op in "+-*"
-                else (a / b if op == "/" else a % b)
-            )
-        except ZeroDivisionError:
-            return UNDEFINED
-
-    return apply
-
-
-def _compare(op: str) -> Callable[[Any, Any], Any]:
-    def apply(a: Any, b: Any) -> Any:
-        if a is UNDEFINED or b is UNDEFINED:
-            return UNDEFINED
-        if op in ("=", "<>", "!="):
-            equal = a == b and (is_number(a) == is_number(b))
-            return equal if op == "=" else not equal
-        comparable = (is_number(a) and is_number(b)) or (isinstance(a, str) and isinstance(b, str))
-        if not comparable:
-            return UNDEFINED
-        return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
-
-    return apply
-
-
 class _Parser:
     def __init__(self, sql: str) -> None:
         self.tokens = _tokenize(sql)
@@ -300,7 +267,7 @@ class _Parser:
         if tok is not None and tok[0] == "op" and tok[1] in ("=", "<>", "!=", "<", "<=", ">", ">="):
             self.pos += 1
             right = self.additive()
-            return _binary(_compare(tok[1]), left, right)
+            return _binary(compare(tok[1]), left, right)
         return left
 
     def additive(self) -> Expr:
@@ -312,14 +279,14 @@ class _Parser:
             and len(tok[1]) == 1
         ):
             self.pos += 1
-            left = _binary(_arith(tok[1]), left, self.multiplicative())
+            left = _binary(arith(tok[1]), left, self.multiplicative())
         return left
 
     def multiplicative(self) -> Expr:
         left = self.unary()
         while (tok := self.peek()) is not None and tok[0] == "op" and tok[1] in ("*", "/", "%"):
             self.pos += 1
-            left = _binary(_arith(tok[1]), left, self.unary())
+            left = _binary(arith(tok[1]), left, self.unary())
         return left
 
     def unary(self) -> Expr:

@@ -1,5 +1,6 @@
-"""The values and functions of fakeiot's AWS IoT SQL (pure): what a rule sees of a message,
-*undefined*, and the functions a statement may call (:data:`FUNCTIONS`).
+"""The values, operators and functions of fakeiot's AWS IoT SQL (pure): what a rule sees of a
+message, *undefined*, arithmetic and comparison, and the functions a statement may call
+(:data:`FUNCTIONS`).
 
 ``encode(value, 'base64')``: the base64 text of a string's UTF-8 bytes, or of
 any other value's JSON; ``encode(*, 'base64')`` encodes the message's payload
@@ -42,6 +43,45 @@ class Message:
 
 def is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# -- operators ------------------------------------------------------------------------
+
+
+def arith(op: str) -> Callable[[Any, Any], Any]:
+    def apply(a: Any, b: Any) -> Any:
+        if op == "+" and isinstance(a, str) and isinstance(b, str):
+            return a + b
+        if not is_number(a) or not is_number(b):
+            return UNDEFINED
+        try:
+            return (
+                {"+": a + b, "-": a - b, "*": a * b}[op]
+                if op in "+-*"
+                else (a / b if op == "/" else a % b)
+            )
+        except ZeroDivisionError:
+            return UNDEFINED
+
+    return apply
+
+
+def compare(op: str) -> Callable[[Any, Any], Any]:
+    def apply(a: Any, b: Any) -> Any:
+        if a is UNDEFINED or b is UNDEFINED:
+            return UNDEFINED
+        if op in ("=", "<>", "!="):
+            equal = a == b and (is_number(a) == is_number(b))
+            return equal if op == "=" else not equal
+        comparable = (is_number(a) and is_number(b)) or (isinstance(a, str) and isinstance(b, str))
+        if not comparable:
+            return UNDEFINED
+        return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
+
+    return apply
+
+
+# -- functions ------------------------------------------------------------------------
 
 
 def _fn_topic(m: Message, args: list[Any]) -> Any:
