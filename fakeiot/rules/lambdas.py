@@ -271,7 +271,8 @@ class LambdaRunner:
         began = time.monotonic()
         context = LambdaContext(invocation.function_arn, began + self.timeout)
         try:
-            function(json.loads(json.dumps(invocation.event)), context)
+            event = json.loads(json.dumps(invocation.event))  # what arrives after serialisation
+            function(event, context)
         except (Exception, SystemExit):  # a function's failure is its own: logged, counted
             with self._lock:
                 self.errors += 1
