@@ -26,7 +26,7 @@ amqtt 0.12.1 private methods overridden here (see :mod:`fakeiot.broker`):
   persistent session as a connected client's (:mod:`fakeiot.limits`).
 * ``_broadcast_message``: every delivered message also goes through the
   rules engine (:mod:`fakeiot.rules`); its table items are written in the
-  store thread.
+  store thread, its Lambda invocations queued for the Lambda workers.
 """
 
 from __future__ import annotations
@@ -94,6 +94,7 @@ class RoutingBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
         output = rules.evaluate(topic, bytes(data or b""), client_id)
         if output.items:
             await self._store_worker.run(rules.store_items, output.items)
+        rules.invoke(output.invocations)  # queued for the Lambda workers, never waited for
         for out_topic, payload, qos in output.republish:
             await super()._broadcast_message(None, out_topic, payload, qos)
 

@@ -4,7 +4,7 @@
     python -m fakeiot thing create|describe|delete CP1 [--api-url URL]
     python -m fakeiot thing list [--api-url URL]
     python -m fakeiot shadow get|delete CP1 [--api-url URL]
-    python -m fakeiot rule create NAME --sql "SELECT ..." (--table T | --republish TOPIC) [--api-url URL]
+    python -m fakeiot rule create NAME --sql "SELECT ..." (--table T | --republish TOPIC | --function ARN) [--api-url URL]
     python -m fakeiot rule list|get|delete [NAME] [--api-url URL]
     python -m fakeiot table scan TABLE [--api-url URL]
 
@@ -40,6 +40,7 @@ from iotshared.passwords import generate_password, hash_password
 
 from .cli_parser import build_parser
 from .errors import FakeIotError
+from .rules.lambdas import LambdaError, parse_function_map
 from .service import FakeIot, FakeIotConfig
 
 REGION = "us-east-1"  # fakeiot answers in any region; boto3 needs one
@@ -150,9 +151,11 @@ def _rules(args: argparse.Namespace, iot: Any) -> int:
             }
             for t in args.republish
         ]
+        actions += [{"lambda": {"functionArn": arn}} for arn in args.function]
         if not actions:
             print(
-                "error: give --table and/or --republish (what the rule does with each result)",
+                "error: give --table, --republish and/or --function (what the rule does with each "
+                "result)",
                 file=sys.stderr,
             )
             return 2
@@ -256,6 +259,11 @@ def _manage(args: argparse.Namespace, thing_name: str | None, iot: Any, iot_data
 
 
 def serve(args: argparse.Namespace) -> int:
+    try:
+        functions = parse_function_map(args.lambda_functions)
+    except LambdaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -276,6 +284,10 @@ def serve(args: argparse.Namespace) -> int:
         max_inflight=int(args.max_inflight),
         max_queued_messages=int(args.max_queued_messages),
         max_queued_bytes=int(args.max_queued_bytes),
+        lambda_functions=tuple(functions.items()),
+        lambda_concurrency=int(args.lambda_concurrency),
+        lambda_queue=int(args.lambda_queue),
+        lambda_timeout=float(args.lambda_timeout),
     )
     iot = FakeIot(config)
     stop = threading.Event()

@@ -135,6 +135,14 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         metavar="TOPIC",
         help="publish each result to TOPIC (${...} templates allowed)",
     )
+    create.add_argument(
+        "--function",
+        action="append",
+        default=[],
+        metavar="ARN",
+        help="invoke this Lambda function with each result (fakeiot runs it as the callable its "
+        "--lambda maps the ARN to)",
+    )
     for action, text in (("get", "show a rule"), ("delete", "delete a rule")):
         rule_sub.add_parser(action, help=text).add_argument("name", metavar="NAME")
     rule_sub.add_parser("list", help="list rules")
@@ -195,6 +203,35 @@ def _serve_options(
         "--rules",
         default=_env(environ, "rules", None),
         help='JSON file {"rules": {"<name>": {"sql": ..., "actions": [...]}}} loaded (replacing same-named rules) at start',
+    )
+    p.add_argument(
+        "--lambda",
+        dest="lambda_functions",
+        action="append",
+        default=[v for v in [_env(environ, "lambda", None)] if v],
+        metavar="ARN=MODULE:FUNCTION",
+        help="run the Lambda function ARN of rules' lambda actions as this Python callable "
+        "(e.g. arn:aws:lambda:us-east-1:000000000000:function:ocpp-processor="
+        "gateway.processor.lambda_handler:handler); repeatable, or comma-separated in "
+        "FAKEIOT_LAMBDA",
+    )
+    p.add_argument(
+        "--lambda-concurrency",
+        type=int,
+        default=_env(environ, "lambda-concurrency", DEFAULTS.lambda_concurrency),
+        help="Lambda invocations running at once (worker threads, one container each)",
+    )
+    p.add_argument(
+        "--lambda-queue",
+        type=int,
+        default=_env(environ, "lambda-queue", DEFAULTS.lambda_queue),
+        help="Lambda invocations waiting for a worker; more are throttled (dropped, logged)",
+    )
+    p.add_argument(
+        "--lambda-timeout",
+        type=float,
+        default=_env(environ, "lambda-timeout", DEFAULTS.lambda_timeout),
+        help="seconds a Lambda invocation may take (its context's remaining time)",
     )
     p.add_argument(
         "--backend-password",

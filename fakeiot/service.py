@@ -32,7 +32,7 @@ from .errors import FakeIotError
 from .limits import DeliveryLimits
 from .listeners import TlsListener, broker_config
 from .policy import Credentials
-from .rules import RuleError, RulesEngine, load_rules_file
+from .rules import LambdaRunner, RuleError, RulesEngine, load_rules_file
 from .security import CERTIFICATE_KIND
 from .shadow_service import Publication, ShadowService
 from .store import Store
@@ -73,6 +73,12 @@ class FakeIotConfig:
     max_inflight: int = 100
     max_queued_messages: int = 1000
     max_queued_bytes: int = 8 * 1024 * 1024
+    # The rules' lambda action (fakeiot/rules/lambdas.py): function ARN -> "module:function", and
+    # the bounds of the pool that runs them (beyond concurrency + queue: throttled, dropped).
+    lambda_functions: tuple[tuple[str, str], ...] = ()
+    lambda_concurrency: int = 4
+    lambda_queue: int = 100
+    lambda_timeout: float = 30.0
 
     @property
     def delivery_limits(self) -> DeliveryLimits:
@@ -160,6 +166,7 @@ class FakeIot:
         self.tls_port: int | None = None
         self.api_port = 0
         self.rules: RulesEngine | None = None
+        self.lambdas: LambdaRunner | None = None
         self.ca: CertificateAuthority | None = None
         self.ca_file: Path | None = None
         self.backend_password = ""
@@ -186,6 +193,7 @@ class FakeIot:
         try:
             self._start(limits)
         except BaseException:
+            self._stop_lambdas()
             self._lock.release()
             raise
 
@@ -203,7 +211,14 @@ class FakeIot:
             )
             self.ca, pki = ensure_pki(self.config.certs_dir)
             self.ca_file = pki["ca"].cert
-            self.rules = RulesEngine(self.store)
+            self.lambdas = LambdaRunner(
+                dict(self.config.lambda_functions),
+                concurrency=self.config.lambda_concurrency,
+                queue_size=self.config.lambda_queue,
+                timeout=self.config.lambda_timeout,
+            )
+            self.lambdas.start()  # imports the functions: LambdaError (a ValueError) if one fails
+            self.rules = RulesEngine(self.store, self.lambdas)
             if self.config.rules_file is not None:
                 for name, payload in load_rules_file(self.config.rules_file).items():
                     self.rules.put(name, payload, replace=True)
@@ -278,6 +293,7 @@ class FakeIot:
         )
 
     def stop(self) -> None:
+        self._stop_lambdas()  # first: the functions running now still reach the API and broker
         if self._api_server is not None and self._api_thread is not None:
             self._api_server.shutdown()
             self._api_server.server_close()
@@ -290,6 +306,11 @@ class FakeIot:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+
+    def _stop_lambdas(self) -> None:
+        if self.lambdas is not None:
+            self.lambdas.stop()
+            self.lambdas = None
 
     def _stop_broker_thread(self) -> None:
         if self._loop is not None and self._stop_broker is not None:

@@ -102,7 +102,9 @@ def test_sql_errors_name_the_problem(sql: str, error: type[Exception], fragment:
 
 
 def test_rule_validation() -> None:
-    with pytest.raises(RuleError, match="unsupported action 'lambda'"):
+    with pytest.raises(RuleError, match="unsupported action 's3'"):
+        compile_rule("r", {"sql": HEARTBEAT_SQL, "actions": [{"s3": {"bucketName": "b"}}]})
+    with pytest.raises(RuleError, match="lambda functionArn: 'x' is not a Lambda function ARN"):
         compile_rule("r", {"sql": HEARTBEAT_SQL, "actions": [{"lambda": {"functionArn": "x"}}]})
     with pytest.raises(RuleError, match="first SELECT column, which cannot be"):
         compile_rule("r", {"sql": "SELECT * FROM 't'", "actions": HEARTBEAT_RULE["actions"]})

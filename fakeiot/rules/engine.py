@@ -15,6 +15,9 @@ Actions supported:
 * ``republish``: the SELECT result (JSON) is published to ``topic``, whose
   ``${expression}`` parts are evaluated against the message.  Republished
   messages do not trigger rules again (no loops).
+* ``lambda``: the SELECT result is the event of the function ``functionArn``,
+  run offline as a Python callable (:mod:`fakeiot.rules.lambdas`: fakeiot's
+  ``--lambda ARN=module:function``), asynchronously, in a bounded pool.
 
 Any other action is refused with an error naming it.  Rules see every
 message the broker delivers: client publishes, shadow responses, presence
@@ -34,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..store import Store
+from .lambdas import Invocation, LambdaError, LambdaRunner, check_function_arn
 from .sql import UNDEFINED, Message, RuleSqlError, Statement, parse
 
 log = logging.getLogger(__name__)
@@ -41,7 +45,7 @@ log = logging.getLogger(__name__)
 RULE_KIND = "topic-rule"
 RULE_NAME = re.compile(r"\A[a-zA-Z0-9_]{1,128}\Z")
 _TEMPLATE = re.compile(r"\$\{([^}]*)\}")
-SUPPORTED_ACTIONS = ("dynamoDBv2", "republish")
+SUPPORTED_ACTIONS = ("dynamoDBv2", "republish", "lambda")
 
 
 class RuleError(ValueError):
@@ -64,6 +68,7 @@ class RuleOutput:
 
     republish: list[tuple[str, bytes, int]] = field(default_factory=list)  # (topic, payload, qos)
     items: list[TableItem] = field(default_factory=list)
+    invocations: list[Invocation] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,7 @@ class _Rule:
     tables: tuple[str, ...]
     republish: tuple[_Republish, ...]
     disabled: bool
+    functions: tuple[str, ...] = ()  # Lambda function ARNs
 
 
 def compile_rule(name: str, payload: Mapping[str, Any]) -> _Rule:
@@ -102,6 +108,7 @@ def compile_rule(name: str, payload: Mapping[str, Any]) -> _Rule:
         )
     tables: list[str] = []
     republish: list[_Republish] = []
+    functions: list[str] = []
     for action in actions:
         kinds = list(action) if isinstance(action, Mapping) else []
         if len(kinds) != 1:
@@ -129,20 +136,31 @@ def compile_rule(name: str, payload: Mapping[str, Any]) -> _Rule:
                         f"rule {name}: republish topic ${{{expression}}}: {exc}"
                     ) from None
             republish.append(_Republish(topic, tuple(templates), int((spec or {}).get("qos", 0))))
+        elif kind == "lambda":
+            try:
+                functions.append(check_function_arn((spec or {}).get("functionArn")))
+            except LambdaError as exc:
+                raise RuleError(f"rule {name}: lambda functionArn: {exc}") from None
         else:
             raise RuleError(
                 f"rule {name}: unsupported action {kind!r} (fakeiot supports {', '.join(SUPPORTED_ACTIONS)})"
             )
     return _Rule(
-        name, statement, tuple(tables), tuple(republish), bool(payload.get("ruleDisabled", False))
+        name,
+        statement,
+        tuple(tables),
+        tuple(republish),
+        bool(payload.get("ruleDisabled", False)),
+        tuple(functions),
     )
 
 
 class RulesEngine:
     """Rules kept in the store, evaluated by the broker for every delivered message."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, lambdas: LambdaRunner | None = None) -> None:
         self._store = store
+        self.lambdas = lambdas  # runs the lambda actions' invocations (None: each is an error)
         self._lock = threading.Lock()
         self._rules: dict[str, _Rule] = {}
         self.errors = 0
@@ -188,6 +206,7 @@ class RulesEngine:
         """
         output = self.evaluate(topic, payload, client_id)
         self.store_items(output.items)
+        self.invoke(output.invocations)
         return output.republish
 
     @property
@@ -228,6 +247,8 @@ class RulesEngine:
                             result,
                         )
                     )
+                for arn in rule.functions:
+                    output.invocations.append(Invocation(rule.name, arn, result))
                 for action in rule.republish:
                     output.republish.append(
                         (_render(action, message), json.dumps(result).encode(), action.qos)
@@ -236,6 +257,20 @@ class RulesEngine:
                 self.errors += 1
                 log.exception("rule %s failed on a message on %s", rule.name, topic)
         return output
+
+    def invoke(self, invocations: list[Invocation]) -> None:
+        """Hand the lambda actions' invocations to the runner; never blocks (a full pool drops)."""
+        for invocation in invocations:
+            if self.lambdas is None:
+                self.errors += 1
+                log.error(
+                    "rule %s: %s not invoked: fakeiot runs no functions (start it with --lambda "
+                    "ARN=module:function)",
+                    invocation.rule,
+                    invocation.function_arn,
+                )
+                continue
+            self.lambdas.submit(invocation)
 
     def store_items(self, items: list[TableItem]) -> None:
         """Store what :meth:`evaluate` produced, in order (blocking: SQLite)."""

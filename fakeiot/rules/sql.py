@@ -9,7 +9,8 @@ Expressions: numbers, 'strings', true/false/null, payload fields
 (``state.reported.model``, ``a.b[0]``), ``*`` (the whole payload, as in
 ``get(*, 2)``), the functions ``topic([n])``, ``timestamp()``,
 ``clientid()``, ``get(value, index_or_key)``, ``lower``, ``upper``,
-``concat``; operators ``= <> != < <= > >= AND OR NOT + - * / %`` and
+``concat``, ``encode(value, 'base64')`` (``encode(*, 'base64')``: the
+payload's bytes, JSON or not; see :mod:`.sql_functions`); operators ``= <> != < <= > >= AND OR NOT + - * / %`` and
 parentheses.  Anything else (``CASE``, ``GROUP BY``, another function...)
 raises :class:`UnsupportedSql` naming what is not supported; a malformed
 statement raises :class:`SqlSyntaxError`.
@@ -21,11 +22,14 @@ match, and an undefined column is left out of the result.
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from .sql_functions import FUNCTIONS, RAW_PAYLOAD, arith, compare, fn_get, is_number
+from .sql_functions import UNDEFINED as UNDEFINED
+from .sql_functions import Message as Message
 
 
 class RuleSqlError(ValueError):
@@ -39,13 +43,6 @@ class SqlSyntaxError(RuleSqlError):
 class UnsupportedSql(RuleSqlError):
     pass
 
-
-class _Undefined:
-    def __repr__(self) -> str:
-        return "Undefined"
-
-
-UNDEFINED: Any = _Undefined()
 
 _TOKEN = re.compile(
     r"\s*(?:(?P<number>\d+(?:\.\d+)?)|(?P<string>'(?:[^']|'')*')|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
@@ -74,22 +71,6 @@ _UNSUPPORTED_KEYWORDS = {
     "UPDATE",
     "DELETE",
 }
-
-
-@dataclass(frozen=True)
-class Message:
-    """What a rule sees of one MQTT message."""
-
-    topic: str
-    payload: bytes
-    client_id: str | None = None
-    timestamp_ms: int = 0
-
-    def document(self) -> Any:
-        try:
-            return json.loads(self.payload)
-        except (ValueError, UnicodeDecodeError):
-            return UNDEFINED
 
 
 Expr = Callable[[Message, Any], Any]  # (message, parsed payload) -> value
@@ -181,91 +162,6 @@ def _tokenize(sql: str) -> list[tuple[str, str]]:
             kind, text = "keyword", text.upper()
         tokens.append((kind, text))
     return tokens
-
-
-def _arith(op: str) -> Callable[[Any, Any], Any]:
-    def apply(a: Any, b: Any) -> Any:
-        if op == "+" and isinstance(a, str) and isinstance(b, str):
-            return a + b
-        if not _is_number(a) or not _is_number(b):
-            return UNDEFINED
-        try:
-            return (
-                {"+": a + b, "-": a - b, "*": a * b}[op]
-                if op in "+-*"
-                else (a / b if op == "/" else a % b)
-            )
-        except ZeroDivisionError:
-            return UNDEFINED
-
-    return apply
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _compare(op: str) -> Callable[[Any, Any], Any]:
-    def apply(a: Any, b: Any) -> Any:
-        if a is UNDEFINED or b is UNDEFINED:
-            return UNDEFINED
-        if op in ("=", "<>", "!="):
-            equal = a == b and (_is_number(a) == _is_number(b))
-            return equal if op == "=" else not equal
-        comparable = (_is_number(a) and _is_number(b)) or (
-            isinstance(a, str) and isinstance(b, str)
-        )
-        if not comparable:
-            return UNDEFINED
-        return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
-
-    return apply
-
-
-def _fn_topic(m: Message, args: list[Any]) -> Any:
-    if not args:
-        return m.topic
-    n = args[0]
-    levels = m.topic.split("/")
-    if not _is_number(n) or int(n) != n or not 1 <= int(n) <= len(levels):
-        return UNDEFINED
-    return levels[int(n) - 1]
-
-
-def _fn_get(_m: Message, args: list[Any]) -> Any:
-    container, key = args
-    if (
-        isinstance(container, list)
-        and _is_number(key)
-        and int(key) == key
-        and 0 <= int(key) < len(container)
-    ):
-        return container[int(key)]
-    if isinstance(container, dict) and isinstance(key, str):
-        return container.get(key, UNDEFINED)
-    return UNDEFINED
-
-
-def _fn_case(convert: Callable[[str], str]) -> Callable[[Message, list[Any]], Any]:
-    return lambda _m, args: convert(args[0]) if isinstance(args[0], str) else UNDEFINED
-
-
-def _fn_concat(_m: Message, args: list[Any]) -> Any:
-    if any(a is UNDEFINED for a in args):
-        return UNDEFINED
-    return "".join(a if isinstance(a, str) else json.dumps(a) for a in args)
-
-
-# name -> (min args, max args, implementation)
-FUNCTIONS: Mapping[str, tuple[int, int, Callable[[Message, list[Any]], Any]]] = {
-    "topic": (0, 1, _fn_topic),
-    "timestamp": (0, 0, lambda m, _a: m.timestamp_ms),
-    "clientid": (0, 0, lambda m, _a: m.client_id if m.client_id is not None else UNDEFINED),
-    "get": (2, 2, _fn_get),
-    "lower": (1, 1, _fn_case(str.lower)),
-    "upper": (1, 1, _fn_case(str.upper)),
-    "concat": (2, 16, _fn_concat),
-}
 
 
 class _Parser:
@@ -371,7 +267,7 @@ class _Parser:
         if tok is not None and tok[0] == "op" and tok[1] in ("=", "<>", "!=", "<", "<=", ">", ">="):
             self.pos += 1
             right = self.additive()
-            return _binary(_compare(tok[1]), left, right)
+            return _binary(compare(tok[1]), left, right)
         return left
 
     def additive(self) -> Expr:
@@ -383,21 +279,21 @@ class _Parser:
             and len(tok[1]) == 1
         ):
             self.pos += 1
-            left = _binary(_arith(tok[1]), left, self.multiplicative())
+            left = _binary(arith(tok[1]), left, self.multiplicative())
         return left
 
     def multiplicative(self) -> Expr:
         left = self.unary()
         while (tok := self.peek()) is not None and tok[0] == "op" and tok[1] in ("*", "/", "%"):
             self.pos += 1
-            left = _binary(_arith(tok[1]), left, self.unary())
+            left = _binary(arith(tok[1]), left, self.unary())
         return left
 
     def unary(self) -> Expr:
         if self.at("op", "-"):
             self.pos += 1
             inner = self.unary()
-            return lambda m, d: (lambda v: -v if _is_number(v) else UNDEFINED)(inner(m, d))
+            return lambda m, d: (lambda v: -v if is_number(v) else UNDEFINED)(inner(m, d))
         return self.postfix()
 
     def postfix(self) -> Expr:
@@ -417,7 +313,7 @@ class _Parser:
                 self.pos += 1
                 index = self.expr()
                 self.take("op", "]")
-                value = (lambda base, i: lambda m, d: _fn_get(m, [base(m, d), i(m, d)]))(
+                value = (lambda base, i: lambda m, d: fn_get(m, [base(m, d), i(m, d)]))(
                     value, index
                 )
             else:
@@ -459,6 +355,13 @@ class _Parser:
             )
         raise SqlSyntaxError(f"expected an expression, found {text!r}")
 
+    def _literal_before(self, closing: str, literal: str) -> bool:
+        """Whether the token before the ``closing`` just taken is the string ``literal``."""
+        return self.tokens[self.pos - 2] == ("string", literal) and self.tokens[self.pos - 1] == (
+            "op",
+            closing,
+        )
+
     def call(self, name: str) -> Expr:
         spec = FUNCTIONS.get(name.lower())
         if spec is None:
@@ -468,7 +371,12 @@ class _Parser:
         low, high, implementation = spec
         self.take("op", "(")
         args: list[Expr] = []
-        if not self.at("op", ")"):
+        if name.lower() == "encode" and self.at("op", "*") and self.peek(1) == ("op", ","):
+            self.pos += 1  # encode(*, ...): the payload's bytes, JSON or not
+            args.append(lambda m, d: RAW_PAYLOAD)
+            self.take("op", ",")
+            args.append(self.expr())
+        elif not self.at("op", ")"):
             args.append(self.expr())
             while self.at("op", ","):
                 self.pos += 1
@@ -477,6 +385,8 @@ class _Parser:
         if not low <= len(args) <= high:
             expected = str(low) if low == high else f"{low} to {high}"
             raise SqlSyntaxError(f"{name}() takes {expected} argument(s), got {len(args)}")
+        if name.lower() == "encode" and not self._literal_before(")", "'base64'"):
+            raise UnsupportedSql("encode(): the only encoding scheme is 'base64'")
         return lambda m, d: implementation(m, [a(m, d) for a in args])
 
 

@@ -27,7 +27,12 @@ from .service import Processor, ProcessorSettings, inbound_topic
 
 async def _run(config: ProcessorConfig, mqtt: MqttSettings, registry: HandlerRegistry) -> None:
     iot, iot_data = await trio.to_thread.run_sync(
-        make_clients, AwsSettings(region=config.region, iot_endpoint_url=config.iot_api_url)
+        make_clients,
+        AwsSettings(
+            region=config.region,
+            iot_endpoint_url=config.iot_api_url,
+            iot_data_endpoint_url=config.iot_data_url,
+        ),
     )
     settings = ProcessorSettings(
         client_id=config.client_id,

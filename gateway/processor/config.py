@@ -91,6 +91,13 @@ class ProcessorConfig:
         "unset: AWS",
         group="processor",
     )
+    iot_data_url: str | None = option(
+        None,
+        "iot-data endpoint (shadows, Publish) where it differs from --iot-api-url: on AWS the "
+        "account's https://<prefix>-ats.iot.<region>.amazonaws.com (aws iot describe-endpoint "
+        "--endpoint-type iot:Data-ATS); unset: --iot-api-url, else boto3's default",
+        group="processor",
+    )
     region: str = option(GatewayConfig.region, "AWS region", group="processor")
     client_id: str = option(
         DEFAULT_CLIENT_ID,
