@@ -104,6 +104,7 @@ def test_settings_defaults_and_context_values() -> None:
         ({"logRetentionDays": "10"}, "context logRetentionDays"),
         ({"containerInsights": "maybe"}, "context containerInsights"),
         ({"natGateways": "4"}, "context natGateways"),
+        ({"heartbeatInterval": "5"}, "context heartbeatInterval"),
         ({"colour": "blue"}, "unknown context colour"),
     ],
 )
@@ -469,6 +470,7 @@ def test_processor_lambda_behind_the_rule_with_least_privilege(plain: Synth, tls
     endpoint = function["Environment"]["Variables"]["PROCESSOR_IOT_DATA_URL"]
     assert endpoint["Fn::Join"][1][0] == "https://"
     assert endpoint["Fn::Join"][1][1]["Fn::GetAtt"][1] == "endpointAddress"
+    assert function["Environment"]["Variables"]["PROCESSOR_HEARTBEAT_INTERVAL"] == "300"
 
     rule_id = plain.logical_id(plain.stack.processor.rule)
     payload = plain.json["Resources"][rule_id]["Properties"]["TopicRulePayload"]

@@ -28,6 +28,7 @@ from .settings import StackSettings
 PROCESSOR_HANDLER = "gateway.processor.lambda_handler.handler"
 # The function's iot-data endpoint (an https:// URL); the processor's --iot-data-url option.
 PROCESSOR_ENDPOINT_ENV = "PROCESSOR_IOT_DATA_URL"
+PROCESSOR_HEARTBEAT_ENV = "PROCESSOR_HEARTBEAT_INTERVAL"
 # The rule's output is the event: the CP id and its frame's exact bytes (base64, as a Lambda
 # action takes only JSON).  Equal to gateway.processor.lambda_event.RULE_SQL.
 PROCESSOR_RULE_SQL = "SELECT topic(1) AS chargePointId, encode(*, 'base64') AS frame FROM '+/in'"
@@ -59,7 +60,10 @@ def build_processor(
         architecture=lambda_.Architecture.ARM_64 if arm else lambda_.Architecture.X86_64,
         handler=PROCESSOR_HANDLER,
         code=processor_code(repo_root, arm64=arm),
-        environment={PROCESSOR_ENDPOINT_ENV: f"https://{data_endpoint}"},
+        environment={
+            PROCESSOR_ENDPOINT_ENV: f"https://{data_endpoint}",
+            PROCESSOR_HEARTBEAT_ENV: str(settings.heartbeat_interval),
+        },
         timeout=Duration.seconds(PROCESSOR_TIMEOUT_S),
         memory_size=PROCESSOR_MEMORY_MB,
         log_group=log_group(scope, "ProcessorLogs", settings),

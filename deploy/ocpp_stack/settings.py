@@ -53,6 +53,9 @@ class StackSettings:
     scale_in_cooldown: int = 600
     scale_out_cooldown: int = 60
     nat_gateways: int = 1
+    # Interval the processor returns in BootNotification responses, seconds (its own default, 10,
+    # is the sample's demonstration value: with 1,000 CPs it is 100 CALLs a second).
+    heartbeat_interval: int = 300
     log_retention_days: int = 30
     container_insights: bool = False
     # Open-files limit of the gateway container: two sockets per CP (docs/deploying.md).
@@ -84,6 +87,7 @@ CONTEXT_KEYS = {
     "scaleInCooldown": "scale_in_cooldown",
     "scaleOutCooldown": "scale_out_cooldown",
     "natGateways": "nat_gateways",
+    "heartbeatInterval": "heartbeat_interval",
     "logRetentionDays": "log_retention_days",
     "containerInsights": "container_insights",
     "nofile": "nofile",
@@ -197,6 +201,10 @@ def check(settings: StackSettings) -> StackSettings:
             raise SettingsError(f"context {key}: expected 0..3600 seconds, not {value}")
     if not 0 <= s.nat_gateways <= 3:
         raise SettingsError(f"context natGateways: expected 0..3, not {s.nat_gateways}")
+    if not 10 <= s.heartbeat_interval <= 86400:
+        raise SettingsError(
+            f"context heartbeatInterval: expected 10..86400 seconds, not {s.heartbeat_interval}"
+        )
     if s.log_retention_days not in LOG_RETENTION_DAYS:
         raise SettingsError(
             f"context logRetentionDays: expected one of CloudWatch's {', '.join(map(str, LOG_RETENTION_DAYS))}, not {s.log_retention_days}"
