@@ -256,9 +256,7 @@ def build_gateway_service(
             "Alias",
             zone=zone,
             record_name=s.domain,
-            target=route53.RecordTarget.from_alias(
-                route53_targets.LoadBalancerTarget(balancer)  # type: ignore[arg-type]
-            ),
+            target=route53.RecordTarget.from_alias(route53_targets.LoadBalancerTarget(balancer)),
         )
         websocket_url = f"wss://{s.domain}"
     else:
