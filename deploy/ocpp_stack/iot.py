@@ -154,7 +154,7 @@ def _certificate(
         scope,
         "CertificateFunction",
         description="Creates the gateway's AWS IoT certificate; its key goes only into the secret",
-        runtime=lambda_.Runtime.determine_latest_python_runtime(scope),
+        runtime=lambda_.Runtime.PYTHON_3_14,
         architecture=lambda_.Architecture.ARM_64,
         handler="index.on_event",
         code=lambda_.Code.from_asset(str(CERTIFICATE_FUNCTION_DIR)),
