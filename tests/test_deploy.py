@@ -12,6 +12,7 @@ The synthesis needs Node.js and aws-cdk-lib: skipped without them, unless REQUIR
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import os
@@ -516,8 +517,13 @@ def test_processor_rule_sql_is_the_handlers() -> None:
         pytest.skip("gateway/processor/lambda_event.py is not in this tree yet")
     from gateway.processor.lambda_event import RULE_SQL  # type: ignore[import-not-found]
 
-    text = (DEPLOY / "ocpp_stack" / "processor.py").read_text()
-    assert f'PROCESSOR_RULE_SQL = "{RULE_SQL}"' in text
+    tree = ast.parse((DEPLOY / "ocpp_stack" / "processor.py").read_text())
+    (stack_sql,) = (
+        node.value.value for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+        and [getattr(t, "id", None) for t in node.targets] == ["PROCESSOR_RULE_SQL"]
+    )  # fmt: skip
+    assert stack_sql == RULE_SQL
 
 
 @needs_cdk
