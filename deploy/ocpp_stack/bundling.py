@@ -46,6 +46,7 @@ def pip_arguments(requirements: list[str], target: str, *, arm64: bool) -> list[
         "install",
         "--quiet",
         "--no-cache-dir",
+        "--no-compile",
         "--target",
         target,
         "--platform",
