@@ -17,6 +17,7 @@ import importlib.util
 import json
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -359,6 +360,33 @@ def test_gateway_task_configuration_and_secrets(plain: Synth, tls: Synth) -> Non
     # The service starts only once the certificate function has written the secret.
     service = plain.json["Resources"][plain.logical_id(plain.stack.gateway.service)]
     assert plain.logical_id(plain.stack.iot.certificate) in service["DependsOn"]
+
+
+@needs_cdk
+def test_container_command_writes_the_secrets_to_private_files(
+    plain: Synth, tmp_path: Path
+) -> None:
+    """The container's command, run by sh as ECS runs it, with the gateway replaced by a probe."""
+    (container,) = plain.one("AWS::ECS::TaskDefinition")["ContainerDefinitions"]
+    shell, flag, script = container["Command"]
+    identity = tmp_path / "identity"
+    script = script.replace("/tmp/gateway-identity", str(identity)).replace(
+        "exec python -m gateway", 'echo "left in the environment: ${IOT_PRIVATE_KEY_PEM:-nothing}"'
+    )
+    cert, key = (
+        "-----BEGIN CERTIFICATE-----\nMIIc\n-----END CERTIFICATE-----",
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIk\n-----END RSA PRIVATE KEY-----",
+    )
+    done = subprocess.run(
+        [shell, flag, script],
+        env={"PATH": os.environ["PATH"], "IOT_CERTIFICATE_PEM": cert, "IOT_PRIVATE_KEY_PEM": key},
+        capture_output=True, text=True, timeout=10, check=True,
+    )  # fmt: skip
+    assert done.stdout == "left in the environment: nothing\n"
+    assert (identity / "certificate.pem").read_text() == cert + "\n"
+    assert (identity / "private.key").read_text() == key + "\n"
+    assert (identity / "private.key").stat().st_mode & 0o777 == 0o600
+    assert identity.stat().st_mode & 0o777 == 0o700
 
 
 def _aws(name: str) -> str:

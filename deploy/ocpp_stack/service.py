@@ -5,10 +5,7 @@ variables (gateway/config_options.py); the gateway reads its certificate and key
 the container's command writes the two container secrets (from Secrets Manager, never in the
 template) to files of mode 0600 under /tmp and then runs ``python -m gateway`` in their place.
 
-Scaling (docs/deploying-aws.md explains the choice): target tracking on the tasks' average
-CPU (the AWS sample's 60 %), and target tracking on connected charge points per task,
-computed as the NLB's ``ActiveFlowCount`` divided by the target group's ``HealthyHostCount``.
-Application Auto Scaling scales out when either policy asks and scales in only when both do.
+Scaling: scaling.py.
 """
 
 from __future__ import annotations
@@ -30,6 +27,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from .log_groups import log_group
+from .scaling import build_autoscaling
 from .settings import StackSettings
 
 CONTAINER_NAME = "gateway"
@@ -55,11 +53,6 @@ START_COMMAND = (
 )
 # The Dockerfile copies only these; everything else stays out of the image asset (and its hash).
 IMAGE_CONTEXT = ("Dockerfile", "setup.cfg", "pyproject.toml", "README.md", "gateway", "iotshared")
-# The ECS service-linked role Application Auto Scaling uses (what service.auto_scale_task_count uses).
-ECS_SCALING_ROLE = (
-    "arn:{partition}:iam::{account}:role/aws-service-role/ecs.application-autoscaling.amazonaws.com/"
-    "AWSServiceRoleForApplicationAutoScaling_ECSService"
-)
 
 
 @dataclass(frozen=True)
@@ -283,7 +276,7 @@ def build_gateway_service(
         deregistration_delay=Duration.seconds(30),
     )
 
-    scalable_target, connections_policy = _autoscaling(
+    scalable_target, connections_policy = build_autoscaling(
         scope, s, cluster, service, balancer, target_group
     )
     return GatewayService(
@@ -296,96 +289,3 @@ def build_gateway_service(
         connections_policy=connections_policy,
         websocket_url=websocket_url,
     )
-
-
-def _autoscaling(
-    scope: Construct,
-    s: StackSettings,
-    cluster: ecs.Cluster,
-    service: ecs.FargateService,
-    balancer: elbv2.NetworkLoadBalancer,
-    target_group: elbv2.NetworkTargetGroup,
-) -> tuple[appscaling.ScalableTarget, appscaling.CfnScalingPolicy]:
-    target = appscaling.ScalableTarget(
-        scope,
-        "Scaling",
-        service_namespace=appscaling.ServiceNamespace.ECS,
-        resource_id=f"service/{cluster.cluster_name}/{service.service_name}",
-        scalable_dimension="ecs:service:DesiredCount",
-        min_capacity=s.min_tasks,
-        max_capacity=s.max_tasks,
-        role=iam.Role.from_role_arn(
-            scope,
-            "ScalingRole",
-            ECS_SCALING_ROLE.format(partition=Aws.PARTITION, account=Aws.ACCOUNT_ID),
-        ),
-    )
-    target.scale_to_track_metric(
-        "Cpu",
-        target_value=s.cpu_target,
-        predefined_metric=appscaling.PredefinedMetric.ECS_SERVICE_AVERAGE_CPU_UTILIZATION,
-        scale_in_cooldown=Duration.seconds(s.scale_in_cooldown),
-        scale_out_cooldown=Duration.seconds(s.scale_out_cooldown),
-    )
-    # Connections per task.  The NLB publishes ActiveFlowCount per load balancer (no per-target
-    # or per-target-group figure), and HealthyHostCount per target group: this balancer has one
-    # target group, so flows / healthy targets is the mean number of CPs per serving task.  The
-    # CDK's target-tracking construct takes a single metric, hence the CloudFormation resource with
-    # metric math.
-    cfn = appscaling.CfnScalingPolicy
-    balancer_dimension = cfn.TargetTrackingMetricDimensionProperty(
-        name="LoadBalancer", value=balancer.load_balancer_full_name
-    )
-    policy = cfn(
-        scope,
-        "ConnectionsScaling",
-        policy_name="ConnectionsPerTask",
-        policy_type="TargetTrackingScaling",
-        scaling_target_id=target.scalable_target_id,
-        target_tracking_scaling_policy_configuration=cfn.TargetTrackingScalingPolicyConfigurationProperty(
-            target_value=float(s.connections_target),
-            scale_in_cooldown=s.scale_in_cooldown,
-            scale_out_cooldown=s.scale_out_cooldown,
-            customized_metric_specification=cfn.CustomizedMetricSpecificationProperty(
-                metrics=[
-                    cfn.TargetTrackingMetricDataQueryProperty(
-                        id="flows",
-                        metric_stat=cfn.TargetTrackingMetricStatProperty(
-                            metric=cfn.TargetTrackingMetricProperty(
-                                namespace="AWS/NetworkELB",
-                                metric_name="ActiveFlowCount",
-                                dimensions=[balancer_dimension],
-                            ),
-                            stat="Average",
-                        ),
-                        return_data=False,
-                    ),
-                    cfn.TargetTrackingMetricDataQueryProperty(
-                        id="tasks",
-                        metric_stat=cfn.TargetTrackingMetricStatProperty(
-                            metric=cfn.TargetTrackingMetricProperty(
-                                namespace="AWS/NetworkELB",
-                                metric_name="HealthyHostCount",
-                                dimensions=[
-                                    balancer_dimension,
-                                    cfn.TargetTrackingMetricDimensionProperty(
-                                        name="TargetGroup",
-                                        value=target_group.target_group_full_name,
-                                    ),
-                                ],
-                            ),
-                            stat="Minimum",
-                        ),
-                        return_data=False,
-                    ),
-                    cfn.TargetTrackingMetricDataQueryProperty(
-                        id="perTask",
-                        expression="flows / tasks",
-                        label="Charge point connections per healthy task",
-                        return_data=True,
-                    ),
-                ]
-            ),
-        ),
-    )
-    return target, policy
