@@ -360,6 +360,8 @@ def test_gateway_task_configuration_and_secrets(plain: Synth, tls: Synth) -> Non
     # The service starts only once the certificate function has written the secret.
     service = plain.json["Resources"][plain.logical_id(plain.stack.gateway.service)]
     assert plain.logical_id(plain.stack.iot.certificate) in service["DependsOn"]
+    # Autoscaling owns the task count: a deploy must not reset it.
+    assert "DesiredCount" not in service["Properties"]
 
 
 @needs_cdk

@@ -203,7 +203,8 @@ def build_gateway_service(
         "Service",
         cluster=cluster,
         task_definition=task,
-        desired_count=s.min_tasks,
+        # No desired count: autoscaling owns it (a deploy must not reset a scaled-out service to
+        # its minimum); the scalable target's minimum raises a new service to minTasks.
         min_healthy_percent=100,
         max_healthy_percent=200,
         assign_public_ip=s.nat_gateways == 0,

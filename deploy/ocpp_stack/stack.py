@@ -19,6 +19,9 @@ from .settings import StackSettings, settings_from_context
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 STACK_NAME = "OcppGateway"
+# CDK feature flags this app relies on.  removeDefaultDesiredCount: a service without a desired
+# count gets none in the template (instead of 1), so that a deploy leaves the scaled count alone.
+FEATURE_FLAGS = {"@aws-cdk/aws-ecs:removeDefaultDesiredCount": True}
 
 
 class GatewayStack(Stack):
@@ -77,7 +80,7 @@ def build_app(
     context: Mapping[str, Any] | None = None, *, outdir: str | None = None
 ) -> tuple[App, GatewayStack]:
     """The CDK app with the stack and cdk-nag's AwsSolutions checks; ``context`` as ``-c`` gives it."""
-    app = App(context=dict(context or {}), outdir=outdir)
+    app = App(context={**FEATURE_FLAGS, **(context or {})}, outdir=outdir)
     settings = settings_from_context(app.node.try_get_context)
     stack = GatewayStack(app, STACK_NAME, settings=settings)
     # cdk-nag 3: a policy-validation plugin; a finding not acknowledged (nag.py) stops the synthesis.
