@@ -312,6 +312,12 @@ def test_tls_listener_is_443_with_a_certificate_and_an_alias(tls: Synth) -> None
     env = _environment(tls.one("AWS::ECS::TaskDefinition"))
     assert env["GATEWAY_TLS_TERMINATED_UPSTREAM"] == "1"
     assert tls.json["Outputs"]["websocketURL"]["Value"] == "wss://ocpp.example.com"
+    ingress = [
+        (rule["CidrIp"], rule["FromPort"])
+        for sg in tls.resources("AWS::EC2::SecurityGroup").values()
+        for rule in sg["Properties"].get("SecurityGroupIngress", [])
+    ]
+    assert ingress == [("0.0.0.0/0", 443)]
 
 
 @needs_cdk
