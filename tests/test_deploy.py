@@ -33,7 +33,7 @@ from iotshared.iot_policy import HEARTBEAT_SQL, gateway_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
-sys.path.insert(0, str(DEPLOY))
+sys.path.append(str(DEPLOY))  # after everything else: deploy/app.py must not shadow an `app`
 
 from ocpp_stack.settings import (  # noqa: E402
     LOG_RETENTION_DAYS,
