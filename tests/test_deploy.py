@@ -478,6 +478,19 @@ def test_gateway_iot_policy_is_provisions_and_attached_to_the_certificate(plain:
     resource = plain.json["Resources"][certificate]
     assert resource["Type"] == "Custom::IotCertificate"
     assert set(resource["Properties"]) == {"ServiceToken", "SecretArn"}
+    # The certificate function: make a certificate, manage only certificates, write only the secret.
+    role = plain.logical_id(plain.stack.node.find_child("CertificateFunctionRole"))
+    arn = f"arn:{_aws('PARTITION')}:iot:{_aws('REGION')}:{_aws('ACCOUNT_ID')}:cert/*"
+    assert _statements(plain, role)[:3] == [
+        {"Action": "iot:CreateKeysAndCertificate", "Effect": "Allow", "Resource": "*"},
+        {"Action": ["iot:DescribeCertificate", "iot:UpdateCertificate", "iot:DeleteCertificate"],
+         "Effect": "Allow", "Resource": plain.resolve(arn)},
+        {"Action": "secretsmanager:PutSecretValue", "Effect": "Allow",
+         "Resource": {"Ref": plain.logical_id(plain.stack.iot.identity_secret)}},
+    ]  # fmt: skip
+    assert [s["Action"] for s in _statements(plain, role)[3:]] == [
+        ["logs:CreateLogStream", "logs:PutLogEvents"]
+    ]
 
 
 @needs_cdk
