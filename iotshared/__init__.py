@@ -1,4 +1,4 @@
-"""What the gateway and fakeiot share: the contract of the Thing registry, and nothing else.
+"""What the gateway and fakeiot share: the contract of the Thing registry and of AWS IoT.
 
 Neither ``gateway`` nor ``fakeiot`` imports the other's modules for these;
 both import them from here.  Pure code, no I/O:
@@ -8,7 +8,9 @@ both import them from here.  Pure code, no I/O:
 * :mod:`iotshared.attributes`: the Thing attribute names the gateway reads;
 * :mod:`iotshared.passwords`: the password-hash format stored in them;
 * :mod:`iotshared.strict_json`: bounded, strict JSON parsing of untrusted text;
-* :mod:`iotshared.errors`: the exceptions, under :class:`IotSharedError`.
+* :mod:`iotshared.errors`: the exceptions, under :class:`IotSharedError`;
+* :mod:`iotshared.iot_policy`: the gateway certificate's IoT policy and the heartbeat rule's
+  SQL, as ``scripts/provision.py`` and the CDK stack (``deploy/``) create them.
 """
 
 from .attributes import (

@@ -57,48 +57,7 @@ from gateway.credentials import (  # noqa: E402
 )
 from gateway.errors import InvalidIdentity  # noqa: E402
 from gateway.identity import validate_identity  # noqa: E402
-
-HEARTBEAT_SQL = "SELECT topic(1) AS chargePointId, timestamp() AS lastTimestamp FROM '+/in' WHERE get(*, 2) = 'Heartbeat'"
-
-
-def gateway_policy() -> dict[str, Any]:
-    """The gateway's policy: each MQTT client (client id = CP id) confined to its own topics."""
-    arn = "arn:aws:iot:*:*:"
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Effect": "Allow", "Action": "iot:Connect", "Resource": f"{arn}client/*"},
-            {
-                "Effect": "Allow",
-                "Action": "iot:Publish",
-                "Resource": [
-                    f"{arn}topic/${{iot:ClientId}}/in",
-                    f"{arn}topic/$aws/things/*/shadow/update",
-                ],
-            },
-            {
-                "Effect": "Allow",
-                "Action": "iot:Subscribe",
-                "Resource": f"{arn}topicfilter/${{iot:ClientId}}/out",
-            },
-            {
-                "Effect": "Allow",
-                "Action": "iot:Receive",
-                "Resource": f"{arn}topic/${{iot:ClientId}}/out",
-            },
-            # Registry events (gateway/revocation.py): a deleted Thing or a changed password closes the live CP.
-            {
-                "Effect": "Allow",
-                "Action": "iot:Subscribe",
-                "Resource": f"{arn}topicfilter/$aws/events/thing/*",
-            },
-            {
-                "Effect": "Allow",
-                "Action": "iot:Receive",
-                "Resource": f"{arn}topic/$aws/events/thing/*",
-            },
-        ],
-    }
+from iotshared.iot_policy import HEARTBEAT_SQL, gateway_policy  # noqa: E402
 
 
 def _ids(args: argparse.Namespace) -> list[tuple[str, str]]:
