@@ -16,7 +16,7 @@ dropped (the CP has had its answer), remembered for the last few ids only.
 Matching CALL and answer also gives the round trip as the gateway sees it (CP's CALL
 forwarded -> the CSMS's answer about to be sent to the CP): :attr:`CallTimeouts.round_trips`,
 a fixed-bucket histogram that :mod:`.metrics` exports.  Only measured while time-outs are on.
-
+"""
 
 from __future__ import annotations
 

@@ -62,7 +62,9 @@ def check_client_certificate(
     try:
         cert = x509.load_der_x509_certificate(der)
     except ValueError:
-        raise ClientCertificateRefused(f"Charge Point {cp_id}: unreadable client certificate") from None
+        raise ClientCertificateRefused(
+            f"Charge Point {cp_id}: unreadable client certificate"
+        ) from None
     organizations = _names(cert, NameOID.ORGANIZATION_NAME)
     if not any(cpo_name in o for o in organizations):
         raise ClientCertificateRefused(

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 import h11
 import trio
 
+from .errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 MAX_HEAD = 16 * 1024
@@ -79,9 +81,13 @@ async def serve_http(
 
     ``handler(request, body)`` runs for each complete request; ``refused`` turns a refusal
     (408, 413, 431, 400, 503) into the response sent.  A handler's bug is answered 500 and
-    logged: it costs that request, never the server.
+    logged: it costs that request, never the server.  A port that cannot be bound raises
+    :class:`~gateway.errors.ConfigError` naming the server.
     """
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:  # a start-up error the operator fixes: said in one line
+        raise ConfigError(f"{name}: cannot listen on {host}:{port}: {exc}") from None
     bound = int(listeners[0].socket.getsockname()[1])
     slots = trio.Semaphore(max_connections)
 
@@ -121,8 +127,8 @@ async def _serve_one(
         await linger(stream)
         return
     except h11.RemoteProtocolError as exc:
-        refusal = HttpRefusal(exc.error_status_hint, f"malformed HTTP request: {str(exc)[:200]}")
-        await send_response(stream, connection, refused(refusal))
+        malformed = HttpRefusal(exc.error_status_hint, f"malformed HTTP request: {str(exc)[:200]}")
+        await send_response(stream, connection, refused(malformed))
         await linger(stream)
         return
     except (trio.BrokenResourceError, trio.ClosedResourceError):

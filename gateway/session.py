@@ -266,9 +266,7 @@ class Bridge:
         try:
             with session.cancel_scope:
                 try:
-                    await bridge(
-                        ws, session, self.driver, self.settings, self.calls, self.traffic
-                    )
+                    await bridge(ws, session, self.driver, self.settings, self.calls, self.traffic)
                 except BaseExceptionGroup as group:  # one error from inside the MQTT link's nursery
                     raise only_error(group) from None
         except ConnectionRefused as exc:
