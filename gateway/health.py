@@ -32,7 +32,6 @@ from functools import partial
 import h11
 import trio
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .errors import MqttError
 from .http_server import Response, serve_http
@@ -139,7 +138,8 @@ async def _answer(
     if request.method not in (b"GET", b"HEAD"):
         return Response(405, b"use GET\n", headers=(("allow", "GET, HEAD"),))
     if path == "/metrics":
-        return Response(200, exposition(registry), CONTENT_TYPE_LATEST)
+        accept = dict(request.headers).get(b"accept", b"").decode("latin-1")
+        return Response(200, *exposition(registry, accept))
     if path == "/healthz":
         return Response(200, b"ok\n")
     reason = await readiness.reason()

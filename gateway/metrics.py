@@ -16,13 +16,14 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from .histogram import FixedHistogram
@@ -50,7 +51,7 @@ def _add(family: HistogramMetricFamily, histogram: FixedHistogram, label_values:
     family.add_metric(label_values, histogram.cumulative(), histogram.total)
 
 
-@dataclass
+@dataclass(eq=False)  # registered by identity (a CollectorRegistry hashes its collectors)
 class GatewayCollector(Collector):
     """Every figure of one gateway process, as Prometheus metric families."""
 
@@ -250,6 +251,8 @@ def gateway_registry(collector: GatewayCollector) -> CollectorRegistry:
     return registry
 
 
-def exposition(registry: CollectorRegistry) -> bytes:
-    """The text exposition of ``registry``."""
-    return generate_latest(registry)
+def exposition(registry: CollectorRegistry, accept: str = "") -> tuple[bytes, str]:
+    """``registry``'s exposition in the format the scraper's ``Accept`` header asks for (the
+    Prometheus text format, or OpenMetrics), and its content type."""
+    encoder, content_type = choose_encoder(accept)
+    return encoder(registry), content_type
