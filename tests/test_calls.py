@@ -37,9 +37,8 @@ def test_a_call_times_out_once_and_a_late_answer_is_dropped() -> None:
     assert calls.expired(9.9) == []
     assert calls.expired(10) == [("cp", "1")]
     assert calls.expired(20) == []  # reported once
-    assert (
-        calls.sent_to_cp("cp", '[3,"1",{}]', 20) is False
-    )  # late: the CP already had its CALLERROR
+    # Late: the CP already had its CALLERROR.
+    assert calls.sent_to_cp("cp", '[3,"1",{}]', 20) is False
     assert calls.sent_to_cp("cp", '[2,"9","Reset",{}]', 20) is True  # CSMS CALLs always go through
     calls.sent_by_cp("cp", '[2,"2","Heartbeat",{}]', now=20)
     assert calls.sent_to_cp("cp", '[3,"2",{}]', 20) is True  # answered in time
