@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import ConnectionRejected
 
 from fakeiot import FakeIot
-from gateway import health
+from gateway import health, http_server
 from gateway.admission import AdmissionFacts, NotRegistered, Refuse, decide
 from gateway.app import RunningGateway, run_gateway
 from gateway.chargepoint import (
@@ -375,3 +375,15 @@ async def test_hostile_http_clients_get_4xx_or_a_close_and_cps_carry_on(
         assert "currentTime" in await cp.call(*heartbeat())
     await until(lambda: gateway.bridge.sessions.get("CP1") is None, what="CP1 released")
     assert (await get(port, "/healthz"))[0] == 200
+
+
+async def test_a_metrics_port_taken_is_a_one_line_start_up_error() -> None:
+    async def never(request: Any, body: bytes) -> http_server.Response:
+        raise AssertionError("not reached")
+
+    with trio.socket.socket() as taken:
+        await taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"metrics: cannot listen on 127.0.0.1:{port}"):
+            await http_server.serve_http(never, host="127.0.0.1", port=port, name="metrics")
