@@ -337,6 +337,39 @@ async def test_readyz_turns_503_when_the_broker_goes_away_and_back(
     await wait_ready(port, timeout=15)
 
 
+async def test_readyz_turns_503_when_the_registry_fails_and_probes_it_back(
+    fakeiot: FakeIot, nursery: trio.Nursery, register: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(health, "PROBE_INTERVAL", 0.2)
+    register("CP1")
+    api_port = int(fakeiot.api_url.rsplit(":", 1)[1])
+    proxy = CuttableProxy(api_port)
+    listeners = await nursery.start(partial(trio.serve_tcp, proxy.handle, 0, host="127.0.0.1"))
+    proxy_url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+    gateway: RunningGateway = await nursery.start(
+        run_gateway,
+        gateway_config(fakeiot, iot_api_url=proxy_url, processor=False, metrics_port=0),
+    )
+    port = gateway.metrics_port
+    assert port is not None
+    await wait_ready(port)
+    proxy.cut_now()
+    async with connect(gateway.url, "CP1") as cp:
+        assert (await closed_with(cp.ws, timeout=15))[0] == 1013
+    assert await ready(port) == (503, b"not ready: Thing registry unreachable\n")
+    samples = await scrape(port)
+    assert value(samples, "ocpp_gateway_registry_errors_total") == 1
+    assert (
+        value(
+            samples, "ocpp_gateway_refusals_total", close_code="1013", cause="registry_unavailable"
+        )
+        == 1
+    )
+    proxy.cut = False  # no CP comes: /readyz asks the registry itself
+    await wait_ready(port)
+    assert value(await scrape(port), "ocpp_gateway_registry_lookups_total") == 2
+
+
 # -- hostile HTTP clients ---------------------------------------------------------------------
 
 
