@@ -25,11 +25,17 @@ about admission is a unit test of this function (``tests/test_admission.py``).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .client_certs import check_client_certificate
 from .credentials import PASSWORD_HASH_ATTRIBUTE, SECURITY_PROFILE_ATTRIBUTE
-from .errors import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER, ConnectionRefused, UnknownChargePoint
+from .errors import (
+    CLOSE_GOING_AWAY,
+    CLOSE_TRY_AGAIN_LATER,
+    ConnectionRefused,
+    RegistryUnavailable,
+    UnknownChargePoint,
+)
 from .identity import ChargePointIdentity, identity_from_path
 from .subprotocol import choose_subprotocol, clean_offers
 
@@ -130,6 +136,8 @@ class Refuse:
     close_code: int
     reason: str
     subprotocol: str | None
+    # A fixed word for the metrics (ConnectionRefused.cause); not part of what the CP sees.
+    cause: str = field(default="policy", compare=False)
 
 
 @dataclass(frozen=True)
@@ -184,16 +192,17 @@ def decide(facts: AdmissionFacts, settings: SessionSettings) -> Verdict | Need:
     try:
         return _decide(facts, settings, offers)
     except ConnectionRefused as exc:
-        return Refuse(exc.close_code, exc.reason, fallback)
+        return Refuse(exc.close_code, exc.reason, fallback, exc.cause)
 
 
 def _decide(facts: AdmissionFacts, settings: SessionSettings, offers: list[str]) -> Verdict | Need:
     if facts.draining:
-        raise ConnectionRefused(SHUTTING_DOWN_REASON, close_code=CLOSE_GOING_AWAY)
+        raise ConnectionRefused(SHUTTING_DOWN_REASON, close_code=CLOSE_GOING_AWAY, cause="draining")
     if facts.connections >= settings.max_connections or facts.pending > settings.max_pending:
         raise ConnectionRefused(
             f"Gateway at capacity ({settings.max_connections} connections); try again later",
             close_code=CLOSE_TRY_AGAIN_LATER,
+            cause="capacity",
         )
     identity = identity_from_path(facts.path, settings.base_path)
     subprotocol = choose_subprotocol(offers, settings.subprotocols)
@@ -202,9 +211,11 @@ def _decide(facts: AdmissionFacts, settings: SessionSettings, offers: list[str])
         return LookUp(identity)
     attributes: dict[str, str] | None
     if isinstance(answer, LookupsExhausted):
-        raise ConnectionRefused(LOOKUPS_EXHAUSTED_REASON, close_code=CLOSE_TRY_AGAIN_LATER)
+        raise ConnectionRefused(
+            LOOKUPS_EXHAUSTED_REASON, close_code=CLOSE_TRY_AGAIN_LATER, cause="lookups_exhausted"
+        )
     if isinstance(answer, RegistryUnreachable):
-        raise ConnectionRefused(answer.reason, close_code=CLOSE_TRY_AGAIN_LATER)
+        raise RegistryUnavailable(answer.reason)
     if isinstance(answer, NotRegistered):
         if settings.min_security_profile < 1:
             raise UnknownChargePoint(identity.cp_id)
@@ -225,6 +236,7 @@ def _decide(facts: AdmissionFacts, settings: SessionSettings, offers: list[str])
             f"Too many connections for {identity.cp_id}: at most {settings.reconnect_rate:g} "
             "per second; retry later",
             close_code=CLOSE_TRY_AGAIN_LATER,
+            cause="reconnect_rate",
         )
     return Accept(identity, subprotocol, attributes)
 
@@ -241,18 +253,21 @@ def check_security_profile(
     if profile < settings.min_security_profile:
         raise ConnectionRefused(
             f"Charge Point {cp_id}: security profile {profile} is below this gateway's "
-            f"minimum {settings.min_security_profile}"
+            f"minimum {settings.min_security_profile}",
+            cause="security_profile",
         )
     if profile >= 2 and not settings.tls:
         raise ConnectionRefused(
-            f"Charge Point {cp_id} uses security profile {profile}: connect with wss:// (TLS)"
+            f"Charge Point {cp_id} uses security profile {profile}: connect with wss:// (TLS)",
+            cause="security_profile",
         )
     if profile >= 3:
         if not settings.tls_direct or settings.cpo_name is None:
             # Short enough for a close frame (123 bytes) with a 48-character id; the options it
             # needs (--certfile/--keyfile, --client-ca-file, --cpo-name) are in the docs.
             raise ConnectionRefused(
-                f"Charge Point {cp_id} uses security profile 3, not served by this gateway"
+                f"Charge Point {cp_id} uses security profile 3, not served by this gateway",
+                cause="security_profile",
             )
         check_client_certificate(
             peer_certificate,
@@ -271,7 +286,8 @@ def security_profile(attributes: dict[str, str]) -> int:
     if value is not None:
         # A typo in the registry must not silently lower the bar.
         raise ConnectionRefused(
-            f"Charge Point has an invalid {SECURITY_PROFILE_ATTRIBUTE} {value[:8]!r} in the registry"
+            f"Charge Point has an invalid {SECURITY_PROFILE_ATTRIBUTE} {value[:8]!r} in the registry",
+            cause="security_profile",
         )
     return 1 if PASSWORD_HASH_ATTRIBUTE in attributes else 0
 

@@ -138,6 +138,7 @@ class RunningGateway:
     loop: LoopMonitor
     watch: RegistryWatch | None = None
     command_api_port: int | None = None  # the in-process processor's HTTP command API
+    metrics_port: int | None = None  # /metrics, /healthz, /readyz (--metrics-port)
 
 
 async def run_gateway(
@@ -258,6 +259,11 @@ async def run_gateway(
                     reuse_port=runtime.workers > 1,
                 )
             )
+            metrics_port = None
+            if config.metrics.port is not None:
+                metrics_port = await nursery.start(
+                    start_health, config, bridge, driver, loop, watch, events_driver
+                )
             port = listener.port
             url = f"{'wss' if ssl_context else 'ws'}://{server.host}:{port}{server.base_path}"
             log.info(
@@ -281,5 +287,33 @@ async def run_gateway(
                     loop,
                     watch=watch,
                     command_api_port=command_api_port,
+                    metrics_port=metrics_port,
                 )
             )
+
+
+async def start_health(
+    config: GatewayConfig,
+    bridge: Bridge,
+    driver: MqttDriver,
+    loop: LoopMonitor,
+    watch: RegistryWatch,
+    events_driver: MqttDriver,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """``--metrics-port``: the gateway's metrics and health endpoints (gateway/health.py)."""
+    # Imported only when asked for: a gateway without --metrics-port never loads prometheus_client.
+    from .health import Readiness, serve_health
+    from .metrics import GatewayCollector, gateway_registry
+
+    metrics = config.metrics
+    assert metrics.port is not None
+    registry = gateway_registry(GatewayCollector(bridge, driver, loop, watch))
+    await serve_health(
+        registry,
+        Readiness(bridge, watch, events_driver),
+        host=metrics.host,
+        port=metrics.port,
+        task_status=task_status,
+    )

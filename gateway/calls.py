@@ -12,6 +12,10 @@ OCPP-J allows one outstanding CALL per direction, so each CP has at most one
 entry.  When its deadline passes, the gateway sends the CP a CALLERROR
 ``InternalError`` in the CSMS's place; an answer that still arrives later is
 dropped (the CP has had its answer), remembered for the last few ids only.
+
+Matching CALL and answer also gives the round trip as the gateway sees it (CP's CALL
+forwarded -> the CSMS's answer about to be sent to the CP): :attr:`CallTimeouts.round_trips`,
+a fixed-bucket histogram that :mod:`.metrics` exports.  Only measured while time-outs are on.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import re
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+
+from .histogram import FixedHistogram
 
 _FRAME_START = re.compile(r'\s*\[\s*([234])\s*,\s*"([^"\\]{1,36})"')
 LATE_IDS_REMEMBERED = 8
@@ -34,10 +40,11 @@ def frame_kind(text: str) -> tuple[int, str] | None:
     return int(match.group(1)), match.group(2)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Waiting:
     message_id: str
     deadline: float
+    started: float
 
 
 @dataclass
@@ -45,6 +52,7 @@ class CallTimeouts:
     """Outstanding CP CALLs of every connection, by connection key."""
 
     timeout: float
+    round_trips: FixedHistogram = field(default_factory=FixedHistogram)
     _waiting: dict[Hashable, _Waiting] = field(default_factory=dict)
     _late: dict[Hashable, deque[str]] = field(default_factory=dict)
 
@@ -57,10 +65,11 @@ class CallTimeouts:
             return
         kind = frame_kind(text)
         if kind is not None and kind[0] == 2:
-            self._waiting[key] = _Waiting(kind[1], now + self.timeout)
+            self._waiting[key] = _Waiting(kind[1], now + self.timeout, now)
 
-    def sent_to_cp(self, key: Hashable, text: str) -> bool:
-        """A frame for the CP: stops the clock if it answers the waiting CALL.
+    def sent_to_cp(self, key: Hashable, text: str, now: float) -> bool:
+        """A frame for the CP: stops the clock if it answers the waiting CALL (its round trip is
+        recorded in :attr:`round_trips`).
 
         Returns False for a late answer to a CALL that was already answered
         with a time-out CALLERROR: the caller drops it.
@@ -73,6 +82,7 @@ class CallTimeouts:
         waiting = self._waiting.get(key)
         if waiting is not None and waiting.message_id == kind[1]:
             del self._waiting[key]
+            self.round_trips.observe(now - waiting.started)
             return True
         late = self._late.get(key)
         return late is None or kind[1] not in late

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from iotshared.attributes import SERIAL_NUMBER_ATTRIBUTE
 
-from .errors import ConnectionRefused
+from .errors import ClientCertificateRefused
 from .identity import ChargePointIdentity
 
 if TYPE_CHECKING:
@@ -50,22 +50,24 @@ def check_client_certificate(
     cpo_name: str,
     binding: str = "cn-or-san",
 ) -> None:
-    """Raise :class:`ConnectionRefused` (1008) unless the certificate belongs to this CP."""
+    """Raise :class:`ClientCertificateRefused` (1008) unless the certificate belongs to this CP."""
     from cryptography import x509
     from cryptography.x509.oid import NameOID
 
     cp_id = identity.cp_id
     if der is None:
-        raise ConnectionRefused(
+        raise ClientCertificateRefused(
             f"Charge Point {cp_id} uses security profile 3: a TLS client certificate is required"
         )
     try:
         cert = x509.load_der_x509_certificate(der)
     except ValueError:
-        raise ConnectionRefused(f"Charge Point {cp_id}: unreadable client certificate") from None
+        raise ClientCertificateRefused(
+            f"Charge Point {cp_id}: unreadable client certificate"
+        ) from None
     organizations = _names(cert, NameOID.ORGANIZATION_NAME)
     if not any(cpo_name in o for o in organizations):
-        raise ConnectionRefused(
+        raise ClientCertificateRefused(
             f"Charge Point {cp_id}: client certificate O does not contain the CPO name"
         )
     common_names = _names(cert, NameOID.COMMON_NAME)
@@ -79,15 +81,15 @@ def check_client_certificate(
     by_san = binding in ("cn-or-san", "san") and cp_id in sans
     if not (by_cn or by_san):
         where = {"cn-or-san": "no CN or SAN", "cn": "no CN", "san": "no SAN"}[binding]
-        raise ConnectionRefused(
+        raise ClientCertificateRefused(
             f"Charge Point {cp_id}: {where} of the client certificate equals the id"
         )
     serial = attributes.get(SERIAL_NUMBER_ATTRIBUTE)
     if not serial:
-        raise ConnectionRefused(
+        raise ClientCertificateRefused(
             f"Charge Point {cp_id} uses security profile 3 but has no {SERIAL_NUMBER_ATTRIBUTE} registered"
         )
     if not any(serial in cn for cn in common_names):
-        raise ConnectionRefused(
+        raise ClientCertificateRefused(
             f"Charge Point {cp_id}: client certificate CN does not contain its serial number"
         )

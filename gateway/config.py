@@ -74,6 +74,15 @@ def _cross_check(config: GatewayConfig) -> GatewayConfig:
     if config.max_backlog_bytes < config.max_frame_size:
         raise ConfigError("--max-backlog-bytes must be at least --max-frame-size")
     _check_workers(config)
+    if (
+        config.metrics_port
+        and config.workers > 1
+        and config.metrics_port + config.workers - 1 > 65535
+    ):
+        raise ConfigError(
+            f"--metrics-port {config.metrics_port} with --workers {config.workers}: worker i "
+            "serves on --metrics-port + i - 1, past 65535; choose a lower port"
+        )
     return replace(
         config,
         mqtt_password=read_password(

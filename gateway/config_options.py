@@ -24,6 +24,7 @@ from .options import option
 from .subconfigs import (
     DevStackOptions,
     LimitsOptions,
+    MetricsOptions,
     MqttOptions,
     ProcessorOptions,
     RegistryOptions,
@@ -46,6 +47,7 @@ GROUPS = {
     "mqtt": "MQTT broker",
     "registry": "Thing registry",
     "processor": "In-process message processor",
+    "metrics": "Metrics and health (docs/operations.md)",
     "devstack": "Development stack (no broker configured)",
     "runtime": "Process",
 }
@@ -397,6 +399,21 @@ class GatewayConfig:
         min=0,
         max=65535,
     )
+    # metrics
+    metrics_port: int | None = option(
+        None,
+        "serve GET /metrics (Prometheus), /healthz and /readyz on this port; unset: none (0: any "
+        "free port); with --workers N, worker i serves on this port + i - 1",
+        group="metrics",
+        min=0,
+        max=65535,
+    )
+    metrics_host: str = option(
+        "127.0.0.1",
+        "address the metrics port binds (no authentication: loopback, or a network only "
+        "Prometheus and the load balancer reach)",
+        group="metrics",
+    )
     # devstack
     fakeiot_api_port: int = option(
         8090, "HTTP API port of the embedded fakeiot", group="devstack", min=0, max=65535
@@ -465,6 +482,10 @@ class GatewayConfig:
     def processing(self) -> ProcessorOptions:
         """The in-process message processor's options."""
         return options.section(self, ProcessorOptions, "processor", "processor_")
+
+    @property
+    def metrics(self) -> MetricsOptions:
+        return options.section(self, MetricsOptions, "metrics", "metrics_")
 
     @property
     def devstack(self) -> DevStackOptions:

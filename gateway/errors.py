@@ -55,15 +55,24 @@ class ConfigError(GatewayError):
 
 
 class ConnectionRefused(GatewayError):
-    """A charge point's connection must be closed; carries the close frame."""
+    """A charge point's connection must be closed; carries the close frame.
+
+    ``cause`` names the kind of refusal in a few fixed words (a metric label: never the CP id
+    nor anything else a client chooses).
+    """
 
     close_code: int = CLOSE_POLICY_VIOLATION
+    cause: str = "policy"
 
-    def __init__(self, reason: str, *, close_code: int | None = None) -> None:
+    def __init__(
+        self, reason: str, *, close_code: int | None = None, cause: str | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = clip_reason(reason)
         if close_code is not None:
             self.close_code = close_code
+        if cause is not None:
+            self.cause = cause
 
 
 class InvalidIdentity(ConnectionRefused, shared_errors.InvalidIdentity):
@@ -73,15 +82,20 @@ class InvalidIdentity(ConnectionRefused, shared_errors.InvalidIdentity):
     :func:`gateway.identity.validate_identity` turns into this class).
     """
 
+    cause = "invalid_identity"
+
 
 class NoSubprotocol(ConnectionRefused):
     """The charge point offered no OCPP version the gateway speaks."""
 
     close_code = CLOSE_PROTOCOL_ERROR
+    cause = "no_subprotocol"
 
 
 class UnknownChargePoint(ConnectionRefused):
     """The identity is not registered as an IoT Thing."""
+
+    cause = "unknown_charge_point"
 
     def __init__(self, cp_id: str) -> None:
         super().__init__(f"Charge Point {cp_id} not registered as an IoT Thing")
@@ -92,6 +106,13 @@ class RegistryUnavailable(ConnectionRefused):
     """The Thing registry could not be asked; the charge point should retry."""
 
     close_code = CLOSE_TRY_AGAIN_LATER
+    cause = "registry_unavailable"
+
+
+class ClientCertificateRefused(ConnectionRefused):
+    """Security profile 3: the TLS client certificate is missing or does not belong to the CP."""
+
+    cause = "client_certificate"
 
 
 class MqttError(GatewayError):
@@ -102,6 +123,7 @@ class MqttConnectError(MqttError, ConnectionRefused):
     """The broker could not be reached or refused the connection."""
 
     close_code = CLOSE_TRY_AGAIN_LATER
+    cause = "mqtt_connect"
 
 
 class MqttConnectRefused(MqttConnectError):

@@ -22,6 +22,8 @@ from typing import Any
 
 import trio
 
+from .histogram import PAUSE_BUCKETS, FixedHistogram
+
 log = logging.getLogger(__name__)
 
 
@@ -36,6 +38,11 @@ class LoopMonitor:
     lag_total: float = 0.0
     stalls: int = 0  # wake-ups later than warn_after
     gc_pauses: dict[int, list[float]] = field(default_factory=lambda: {0: [], 1: [], 2: []})
+    # The same figures as fixed-bucket histograms, for :mod:`.metrics`.
+    lag: FixedHistogram = field(default_factory=lambda: FixedHistogram(PAUSE_BUCKETS))
+    gc_histograms: dict[int, FixedHistogram] = field(
+        default_factory=lambda: {g: FixedHistogram(PAUSE_BUCKETS) for g in (0, 1, 2)}
+    )
     _gc_started: float | None = None
     _last_warning: float = float("-inf")
 
@@ -45,9 +52,11 @@ class LoopMonitor:
         if phase == "start":
             self._gc_started = time.perf_counter()
         elif self._gc_started is not None:
+            pause = time.perf_counter() - self._gc_started
             pauses = self.gc_pauses[info["generation"]]
             if len(pauses) < 100_000:
-                pauses.append(time.perf_counter() - self._gc_started)
+                pauses.append(pause)
+            self.gc_histograms[info["generation"]].observe(pause)
             self._gc_started = None
 
     # -- the probe -------------------------------------------------------------------
@@ -66,6 +75,7 @@ class LoopMonitor:
 
     def record(self, lag: float) -> None:
         self.samples += 1
+        self.lag.observe(lag)
         self.lag_total += lag
         self.lag_max = max(self.lag_max, lag)
         if lag < self.warn_after:

@@ -49,6 +49,7 @@ import trio
 
 from .config_options import GatewayConfig
 from .errors import MqttConnectError
+from .histogram import FixedHistogram
 from .mqtt_connection import FLUSH_TIMEOUT, Delivery, MqttLink
 from .ratelimit import Pacer
 
@@ -102,7 +103,13 @@ class MqttDriver:
             settings.connect_rate, max(1, settings.connect_burst), settings.connect_max_wait
         )
         self._links: set[MqttLink] = set()
+        # Plain counters for :mod:`.metrics`.
         self.admission_waits = 0  # connections that had to wait for the connect rate
+        self.admission_refusals = 0  # not admitted within connect_max_wait
+        self.waiting = 0  # waiting for their turn now (the connect pacer's queue)
+        self.connect_failures = 0  # the broker could not be reached or refused
+        self.last_connect_failed = False  # the latest connect attempt failed
+        self.connect_seconds = FixedHistogram()  # successful connects: TCP, TLS, CONNECT/CONNACK
 
     async def admit(self, client_id: str) -> None:
         """Wait for this process's turn to open one more MQTT connection.
@@ -114,17 +121,21 @@ class MqttDriver:
         now = trio.current_time()
         wait = self._pacer.reserve(now)
         if wait is None:
+            self.admission_refusals += 1
             raise MqttConnectError(
                 f"MQTT connect rate limit ({self.settings.connect_rate:g}/s): {client_id!r} not admitted within "
                 f"{self.settings.connect_max_wait:g} s"
             )
         if wait > 0:
             self.admission_waits += 1
+            self.waiting += 1
             try:
                 await trio.sleep(wait)
             except BaseException:
                 self._pacer.release(now + wait, trio.current_time())
                 raise
+            finally:
+                self.waiting -= 1
 
     @property
     def link_count(self) -> int:
@@ -153,7 +164,15 @@ class MqttDriver:
         if not admitted:
             await self.admit(client_id)
         link = MqttLink(self, client_id, clean_session=clean_session)
-        await link._connect()
+        started = trio.current_time()
+        try:
+            await link._connect()
+        except MqttConnectError:
+            self.connect_failures += 1
+            self.last_connect_failed = True
+            raise
+        self.last_connect_failed = False
+        self.connect_seconds.observe(trio.current_time() - started)
         self._links.add(link)
         try:
             async with trio.open_nursery() as nursery:

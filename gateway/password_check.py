@@ -43,6 +43,7 @@ class PasswordChecker:
 
     def __init__(self, *, max_threads: int = 4) -> None:
         self.failures = 0  # attempts answered 401
+        self.blocked = 0  # of those, answered without checking (backoff, or too many in flight)
         self.hashes = 0  # slow password checks run (a guess answered while blocked costs none)
         self._backoff = FailureBackoff(free=5, base=1.0, cap=60.0)
         self._limiter = trio.CapacityLimiter(max_threads)
@@ -87,6 +88,7 @@ class PasswordChecker:
             self._backoff.failed(by_id, trio.current_time())
         profile = attributes.get(SECURITY_PROFILE_ATTRIBUTE, "1") if attributes is not None else "?"
         if blocked > 0:
+            self.blocked += 1
             log.warning(
                 "%s: HTTP Basic authentication refused from %s without checking: too many failures, "
                 "blocked %.0f s more; 401",

@@ -47,12 +47,28 @@ MQTT_ENDED_REASON = (
 BINARY_REASON = "Binary frames are not allowed: OCPP-J uses text frames"
 
 
+class Traffic:
+    """Frames and bytes forwarded each way, for the whole process (:mod:`.metrics` reads them).
+
+    Plain ints bumped where a frame is forwarded: no lock, no Prometheus object on the hot path.
+    """
+
+    __slots__ = ("bytes_from_cp", "bytes_to_cp", "frames_from_cp", "frames_to_cp")
+
+    def __init__(self) -> None:
+        self.frames_from_cp = 0  # WebSocket -> <cp-id>/in, published
+        self.bytes_from_cp = 0
+        self.frames_to_cp = 0  # <cp-id>/out (and the gateway's own answers) -> WebSocket, sent
+        self.bytes_to_cp = 0
+
+
 async def bridge(
     ws: WebSocketConnection,
     session: ChargePointSession,
     driver: MqttDriver,
     settings: SessionSettings,
     calls: CallTimeouts,
+    traffic: Traffic,
 ) -> None:
     """Run an accepted CP's bridge until either side ends; raises MqttError.
 
@@ -79,12 +95,16 @@ async def bridge(
         link.on_backlog_exceeded = partial(_backlog_exceeded, link, session)
         route = getattr(ws, "route_messages", None)
         if route is not None:
-            route(CpToMqtt(link, session, settings, calls), partial(_cp_closed, ws, session))
-            await mqtt_to_cp(ws, link, session, calls)
+            route(
+                CpToMqtt(link, session, settings, calls, traffic), partial(_cp_closed, ws, session)
+            )
+            await mqtt_to_cp(ws, link, session, calls, traffic)
         else:  # a connection not from our server (tests): a second task reads it
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_read_into, ws, CpToMqtt(link, session, settings, calls))
-                await mqtt_to_cp(ws, link, session, calls)
+                nursery.start_soon(
+                    _read_into, ws, CpToMqtt(link, session, settings, calls, traffic)
+                )
+                await mqtt_to_cp(ws, link, session, calls, traffic)
 
 
 async def _read_into(ws: WebSocketConnection, sink: CpToMqtt) -> None:
@@ -159,7 +179,7 @@ class CpToMqtt:
     never raises (whatever goes wrong ends the session, with its reason).
     """
 
-    __slots__ = ("_bucket", "_calls", "_link", "_rate", "_topic", "session")
+    __slots__ = ("_bucket", "_calls", "_link", "_rate", "_topic", "_traffic", "session")
 
     def __init__(
         self,
@@ -167,10 +187,12 @@ class CpToMqtt:
         session: ChargePointSession,
         settings: SessionSettings,
         calls: CallTimeouts,
+        traffic: Traffic,
     ) -> None:
         self._link = link
         self.session = session
         self._calls = calls
+        self._traffic = traffic
         self._topic = session.identity.in_topic
         self._rate = rate = settings.max_message_rate
         self._bucket = TokenBucket(rate, settings.max_message_burst) if rate > 0 else None
@@ -188,8 +210,9 @@ class CpToMqtt:
             return
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s: CP -> %s: %s", session.identity.cp_id, self._topic, message)
+        payload = message.encode("utf-8")
         try:
-            await self._link.publish(self._topic, message.encode("utf-8"), 1)
+            await self._link.publish(self._topic, payload, 1)
         except MqttConnectionLost as exc:
             session.end(*mqtt_ending(exc))
             return
@@ -197,6 +220,9 @@ class CpToMqtt:
             log.exception("%s: unexpected error forwarding a frame", session.identity.cp_id)
             session.end(CLOSE_INTERNAL_ERROR, "Internal error in the gateway")
             return
+        traffic = self._traffic
+        traffic.frames_from_cp += 1
+        traffic.bytes_from_cp += len(payload)
         self._calls.sent_by_cp(session, message, trio.current_time())
 
 
@@ -205,6 +231,7 @@ async def mqtt_to_cp(
     link: MqttLink,
     session: ChargePointSession,
     calls: CallTimeouts,
+    traffic: Traffic,
 ) -> None:
     """``<cp-id>/out`` (and the gateway's own answers) -> WebSocket, UTF-8 text only."""
     cp_id = session.identity.cp_id
@@ -225,7 +252,7 @@ async def mqtt_to_cp(
                     len(payload),
                 )
                 continue
-            if not local and not calls.sent_to_cp(session, text):
+            if not local and not calls.sent_to_cp(session, text, trio.current_time()):
                 log.warning(
                     "%s: dropped a late answer (the CP already got a time-out CALLERROR): %s",
                     cp_id,
@@ -240,6 +267,8 @@ async def mqtt_to_cp(
                 )
                 session.ending.set(*close_of(exc))
                 break
+            traffic.frames_to_cp += 1
+            traffic.bytes_to_cp += len(payload)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s: %s -> CP: %s", cp_id, topic, text)
     except MqttConnectionLost as exc:

@@ -9,6 +9,7 @@ reconnect storm costs the registry one call per charge point at most.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import trio
@@ -40,7 +41,12 @@ class Registry:
         self._limiter = trio.CapacityLimiter(max_concurrent)
         self._cache: dict[str, tuple[dict[str, str] | None, float]] = {}
         self._inflight: dict[str, trio.Event] = {}
-        self.lookups = 0
+        self.lookups = 0  # DescribeThing calls made
+        self.cache_hits = 0  # look-ups answered from the cache (or by a look-up already in flight)
+        self.errors = 0  # DescribeThing calls that failed (not "no such Thing")
+        self.rate_limited = 0  # look-ups refused by this process's --registry-rate
+        self.failing = False  # the latest DescribeThing failed (readiness: see .health)
+        self.last_attempt = -math.inf  # trio.current_time() of the latest DescribeThing
         # DescribeThing calls per second from this process (AWS: ~350 TPS per account, shared by every
         # gateway): a storm waits its turn, up to max_wait; beyond it the CP is told to try again later.
         self._pacer = Pacer(rate, max(1, int(rate)), max_wait)
@@ -60,6 +66,7 @@ class Registry:
         while True:
             cached = self._cache.get(thing_name)
             if cached is not None and cached[1] > trio.current_time():
+                self.cache_hits += 1
                 return cached[0]
             pending = self._inflight.get(thing_name)
             if pending is None:
@@ -100,10 +107,19 @@ class Registry:
     def forget(self, thing_name: str) -> None:
         self._cache.pop(thing_name, None)
 
+    async def probe(self, thing_name: str) -> bool:
+        """Ask the registry about ``thing_name`` past the cache: whether it answered (readiness)."""
+        try:
+            await self._describe(thing_name)
+        except RegistryUnavailable:
+            return False
+        return True
+
     async def _describe(self, thing_name: str) -> dict[str, str] | None:
         now = trio.current_time()
         wait = self._pacer.reserve(now)
         if wait is None:
+            self.rate_limited += 1
             raise RegistryUnavailable("Registry look-up rate exceeded; try again later")
         if wait > 0:
             try:
@@ -112,16 +128,25 @@ class Registry:
                 self._pacer.release(now + wait, trio.current_time())
                 raise
         self.lookups += 1
+        self.last_attempt = trio.current_time()
         try:
             response = await trio.to_thread.run_sync(
                 lambda: self._iot.describe_thing(thingName=thing_name), limiter=self._limiter
             )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                self.failing = False
                 return None
+            self._failed()
             log.error("registry look-up of %s failed: %s", thing_name, exc)
             raise RegistryUnavailable("Thing registry unavailable, try again later") from None
         except BotoCoreError as exc:
+            self._failed()
             log.error("registry look-up of %s failed: %s", thing_name, exc)
             raise RegistryUnavailable("Thing registry unavailable, try again later") from None
+        self.failing = False
         return dict(response.get("attributes") or {})
+
+    def _failed(self) -> None:
+        self.errors += 1
+        self.failing = True

@@ -72,7 +72,8 @@ class RegistryWatch:
         self._fallback_interval = fallback_interval
         self.events = 0
         self.revoked = 0
-        self.subscribed = False
+        self.subscribed = False  # the events connection is up and subscribed
+        self.fallback = False  # events refused: re-checking by polling (no connection held)
         self.subscriptions = 0  # successful (re)subscriptions since start
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -92,6 +93,7 @@ class RegistryWatch:
                     exc,
                     self._fallback_interval,
                 )
+                self.fallback = True
                 await self._recheck_forever()
             except Exception as exc:  # noqa: BLE001 - whatever ends one attempt must never end the gateway
                 failures += 1

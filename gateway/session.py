@@ -67,7 +67,7 @@ from .lifecycle import Event, Lifecycle, State
 from .local_sessions import REPLACED_REASON, ChargePointSession, LocalSessions
 from .mqtt_link import MqttDriver
 from .password_check import PasswordChecker
-from .pumps import BACKLOG_REASON, FROM_GATEWAY, MQTT_ENDED_REASON, bridge
+from .pumps import BACKLOG_REASON, FROM_GATEWAY, MQTT_ENDED_REASON, Traffic, bridge
 from .ratelimit import KeyThrottle
 from .registry import Registry
 from .websocket import peer_certificate, peer_host
@@ -100,6 +100,9 @@ class Bridge:
     throttled: int = 0
     calls_timed_out: int = 0
     pending: int = 0  # connections between the upgrade request and admission
+    # (close code, cause) -> connections refused so (:mod:`.metrics`); a few fixed keys only.
+    refusals: dict[tuple[int, str], int] = field(default_factory=dict)
+    traffic: Traffic = field(default_factory=Traffic)
     calls: CallTimeouts = field(init=False)
     keepalive: Keepalive = field(init=False)
     passwords: PasswordChecker = field(init=False)
@@ -263,7 +266,7 @@ class Bridge:
         try:
             with session.cancel_scope:
                 try:
-                    await bridge(ws, session, self.driver, self.settings, self.calls)
+                    await bridge(ws, session, self.driver, self.settings, self.calls, self.traffic)
                 except BaseExceptionGroup as group:  # one error from inside the MQTT link's nursery
                     raise only_error(group) from None
         except ConnectionRefused as exc:
@@ -331,6 +334,8 @@ class Bridge:
     ) -> None:
         """Complete the handshake so that the refusal carries a close code and reason; bounded."""
         lifecycle.advance(Event.REFUSED)
+        key = (refusal.close_code, refusal.cause)
+        self.refusals[key] = self.refusals.get(key, 0) + 1
         if ws is None:
             ws = await request.accept(subprotocol=refusal.subprotocol)
         self.refused += 1

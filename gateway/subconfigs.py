@@ -123,6 +123,12 @@ class ProcessorOptions:
 
 
 @dataclass(frozen=True)
+class MetricsOptions:
+    port: int | None  # None: no metrics endpoint
+    host: str
+
+
+@dataclass(frozen=True)
 class DevStackOptions:
     fakeiot_api_port: int
     data_dir: Path

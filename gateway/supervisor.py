@@ -22,7 +22,10 @@ with SO_REUSEPORT (gateway/reuseport.py), and looks after them:
   its summary.  A worker still running ``--drain-timeout`` +
   :data:`STOP_MARGIN` seconds later is killed.  Exit status 0 when every
   worker stopped cleanly, 1 otherwise;
-* if the supervisor itself dies, each worker sees its stdin end and drains.
+* if the supervisor itself dies, each worker sees its stdin end and drains;
+* metrics: with ``--metrics-port P`` worker i serves ``/metrics``, ``/healthz`` and
+  ``/readyz`` on port P + i - 1 (:func:`worker_config`), its own figures; the supervisor
+  serves none.
 
 Workers run in their own session: a Ctrl-C at a terminal reaches the
 supervisor only, which passes it on once.
@@ -152,7 +155,9 @@ class Supervisor:
         try:
             if self.stopping:  # a stop that came while it was being started
                 _terminate(worker)
-            assignment = Assignment(config, worker.number, worker.total)
+            assignment = Assignment(
+                worker_config(config, worker.number), worker.number, worker.total
+            )
             try:
                 await process.stdin.send_all(pickle.dumps(assignment))
             except trio.BrokenResourceError:
@@ -194,6 +199,15 @@ class Supervisor:
             print(f"gateway stopped: {worker.label}: {message['stopped']}", flush=True)
         else:
             print(f"{worker.label}: {message.get('output', message)}", flush=True)
+
+
+def worker_config(config: GatewayConfig, number: int) -> GatewayConfig:
+    """Worker ``number``'s configuration: its own metrics port, ``--metrics-port`` + number - 1
+    (each worker has its own figures; 0 stays 0: any free port, in the worker's log)."""
+    port = config.metrics.port
+    if not port:
+        return config
+    return replace(config, metrics_port=port + number - 1)
 
 
 def _terminate(worker: _Worker) -> None:

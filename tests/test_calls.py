@@ -37,13 +37,28 @@ def test_a_call_times_out_once_and_a_late_answer_is_dropped() -> None:
     assert calls.expired(9.9) == []
     assert calls.expired(10) == [("cp", "1")]
     assert calls.expired(20) == []  # reported once
-    assert calls.sent_to_cp("cp", '[3,"1",{}]') is False  # late: the CP already had its CALLERROR
-    assert calls.sent_to_cp("cp", '[2,"9","Reset",{}]') is True  # CSMS CALLs always go through
+    # Late: the CP already had its CALLERROR.
+    assert calls.sent_to_cp("cp", '[3,"1",{}]', 20) is False
+    assert calls.sent_to_cp("cp", '[2,"9","Reset",{}]', 20) is True  # CSMS CALLs always go through
     calls.sent_by_cp("cp", '[2,"2","Heartbeat",{}]', now=20)
-    assert calls.sent_to_cp("cp", '[3,"2",{}]') is True  # answered in time
+    assert calls.sent_to_cp("cp", '[3,"2",{}]', 20) is True  # answered in time
     assert calls.expired(100) == [] and len(calls) == 0
     calls.forget("cp")
-    assert calls.sent_to_cp("cp", '[3,"1",{}]') is True
+    assert calls.sent_to_cp("cp", '[3,"1",{}]', 100) is True
+
+
+def test_answered_calls_record_their_round_trip() -> None:
+    calls = CallTimeouts(timeout=10)
+    calls.sent_by_cp("a", '[2,"1","Heartbeat",{}]', now=0)
+    calls.sent_by_cp("b", '[2,"1","Heartbeat",{}]', now=0)
+    assert calls.sent_to_cp("a", '[3,"1",{}]', 0.003) is True
+    assert calls.sent_to_cp("b", '[4,"1","InternalError","",{}]', 0.2) is True
+    assert calls.sent_to_cp("b", '[3,"7",{}]', 0.3) is True  # answers nothing waiting: not timed
+    histogram = calls.round_trips
+    assert histogram.count == 2 and abs(histogram.total - 0.203) < 1e-9
+    buckets = dict(histogram.cumulative())
+    assert (buckets["0.0025"], buckets["0.005"], buckets["0.1"], buckets["0.25"]) == (0, 1, 1, 2)
+    assert buckets["+Inf"] == 2
 
 
 def test_zero_disables_and_the_error_is_valid_ocpp_j() -> None:

@@ -280,6 +280,7 @@ def test_every_option_belongs_to_exactly_one_sub_configuration() -> None:
         config.mqtt,
         config.registry,
         config.processing,
+        config.metrics,
         config.devstack,
         config.runtime,
     ]

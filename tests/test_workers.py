@@ -31,6 +31,7 @@ from gateway.local_sessions import REPLACED_REASON
 
 from .processes import ROOT, run
 from .test_gateway_loop import closed_with
+from .test_metrics import get
 from .waiting import until
 
 # Each attempt lands the second connection on the other worker with probability 1/2.
@@ -124,7 +125,7 @@ async def test_two_workers_share_a_port_take_over_across_workers_and_drain(
 ) -> None:
     cp_ids = [f"CP{n}" for n in range(TAKE_OVER_ATTEMPTS)]
     register(*cp_ids)
-    extra = ["--cp-reconnect-rate", "0", "--drain-timeout", "3"]
+    extra = ["--cp-reconnect-rate", "0", "--drain-timeout", "3", "--metrics-port", "0"]
     broker = fakeiot.broker
     assert broker is not None
     async with workers_gateway(fakeiot, *extra) as (process, output):
@@ -145,6 +146,17 @@ async def test_two_workers_share_a_port_take_over_across_workers_and_drain(
             check=False,
         )
         assert (health.returncode, health.stdout.strip()) == (0, b"healthy")
+
+        # Each worker serves its own metrics (--metrics-port 0: each on a free port it logs).
+        metrics_ports = set()
+        for n in (1, 2):
+            served = await output.wait_for(f"worker {n}/2 gateway.health: metrics on")
+            found = re.search(r"http://127\.0\.0\.1:(\d+)/metrics", served)
+            assert found, served
+            metrics_ports.add(int(found.group(1)))
+            status, _, body = await get(int(found.group(1)), "/metrics")
+            assert status == 200 and b"ocpp_gateway_admissions_total 0.0" in body
+        assert len(metrics_ports) == 2
 
         # A worker that dies is logged with how it ended and started again.
         pid = int(re.findall(r"worker 1/2 serving \(pid (\d+)\)", "\n".join(output.lines))[0])
