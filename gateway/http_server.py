@@ -8,7 +8,7 @@ hostile client can make it hold is bounded:
 * its head is at most :data:`MAX_HEAD` bytes (else 431, from h11) and its body at most
   ``max_body`` bytes (else 413); a request h11 cannot parse is answered 400;
 * at most ``max_connections`` connections are served at once: one more is answered 503 at
-  once and closed;
+  once; at most as many refused ones linger (see below) at a time, the rest are closed at once;
 * sending the answer is bounded by :data:`SEND_TIMEOUT` (a client that does not read is
   dropped).
 
@@ -90,6 +90,7 @@ async def serve_http(
         raise ConfigError(f"{name}: cannot listen on {host}:{port}: {exc}") from None
     bound = int(listeners[0].socket.getsockname()[1])
     slots = trio.Semaphore(max_connections)
+    lingering = trio.Semaphore(max_connections)  # refused connections draining before the close
 
     async def serve_connection(stream: trio.SocketStream) -> None:
         try:
@@ -98,6 +99,14 @@ async def serve_http(
             log.warning("%s: %d connections already served; one refused", name, max_connections)
             busy = HttpRefusal(503, "too many requests at once; retry")
             await send_response(stream, h11.Connection(h11.SERVER), refused(busy))
+            try:  # its request is unread: drain it so the close does not reset the 503 away
+                lingering.acquire_nowait()
+            except trio.WouldBlock:  # a flood: those beyond the bound are closed at once
+                return
+            try:
+                await linger(stream)
+            finally:
+                lingering.release()
             return
         try:
             await _serve_one(stream, handler, refused, max_body, request_timeout, name)

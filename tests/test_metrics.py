@@ -85,11 +85,17 @@ def test_each_worker_gets_its_own_metrics_port() -> None:
 # -- HTTP helpers -------------------------------------------------------------------------------
 
 
-async def http(port: int, request: bytes, *, timeout: float = 5.0) -> tuple[int, bytes, bytes]:
-    """Send raw bytes, read until the server closes: (status, head, body)."""
+async def http(
+    port: int, request: bytes, *, timeout: float = 5.0, read_after: float = 0.0
+) -> tuple[int, bytes, bytes]:
+    """Send raw bytes, read until the server closes: (status, head, body).
+
+    ``read_after``: wait that long before reading, so that a server which closed with the
+    request unread (a TCP reset, which discards the answer) is caught every time."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     try:
         await stream.send_all(request)
+        await trio.sleep(read_after)
         data = bytearray()
         with trio.fail_after(timeout):
             while chunk := await stream.receive_some(65536):
@@ -400,7 +406,9 @@ async def test_hostile_http_clients_get_4xx_or_a_close_and_cps_carry_on(
             await trio.open_tcp_stream("127.0.0.1", port) for _ in range(health.MAX_CONNECTIONS)
         ]
         try:  # accepted in order: the held ones take every slot first
-            assert (await get(port, "/healthz"))[0] == 503
+            request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+            for _ in range(3):  # the request is read before the close: the 503 always arrives
+                assert (await http(port, request, read_after=0.3))[0] == 503
             assert "currentTime" in await cp.call(*heartbeat())  # the CP did not notice
         finally:
             for stream in held:
