@@ -61,6 +61,9 @@ def configure_logging(
         label = worker.removeprefix("worker ") if worker else None
         for handler in logging.getLogger().handlers:
             handler.setFormatter(JsonFormatter(worker=label))
+        # A library's warning would otherwise be written to stderr as plain text, breaking the
+        # one-object-a-line contract: it becomes a log record (logger "py.warnings") instead.
+        logging.captureWarnings(True)
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, RepeatFilter) for f in handler.filters):
             handler.addFilter(RepeatFilter())
