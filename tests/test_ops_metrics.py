@@ -9,9 +9,11 @@ what the session did, read back with prometheus_client's own parser.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +30,7 @@ from gateway.processor.metrics import ProcessorCollector, serve_processor_health
 from gateway.processor.service import Processor, ProcessorSettings
 
 from .conftest import gateway_config
+from .processes import fakeiot_urls, program
 from .test_commands_http import exchange, post
 from .test_metrics import Samples, get, http, scrape, value
 from .waiting import until
@@ -303,3 +306,27 @@ async def _answer_commands(cp: ChargePoint) -> None:
         await cp.send_text(answer(call[1]))
     await cp.receive_text()  # the third: never answered
     await trio.sleep_forever()
+
+
+def test_python_m_gateway_processor_serves_its_metrics(tmp_path: Path) -> None:
+    """The standalone processor's CLI: --metrics-port, /readyz once subscribed, JSON logs."""
+    with program(
+        "-m", "fakeiot", "--mqtt-port", "0", "--api-port", "0", "--data-dir", str(tmp_path)
+    ) as iot:
+        mqtt, api_url = fakeiot_urls(iot)
+        with program(
+            "-m", "gateway.processor", "--mqtt-port", str(mqtt), "--iot-api-url", api_url,
+            "--mqtt-username", "fakeiot-backend",
+            "--mqtt-password-file", str(tmp_path / "backend-password"),
+            "--metrics-port", "0", "--log-format", "json",
+        ) as processor:  # fmt: skip
+            line = processor.wait_for_line("processor: metrics on http://")
+            port = int(re.search(r":(\d+)/metrics", line).group(1))  # type: ignore[union-attr]
+            processor.wait_for_line('"processor: subscribed to +/in')
+            samples = trio.run(scrape, port)
+            assert value(samples, "ocpp_processor_broker_connected") == 1
+            assert ("process_cpu_seconds_total", frozenset()) in samples
+            assert trio.run(get, port, "/readyz")[::2] == (200, b"ready\n")
+            assert processor.stop() == 0
+        logs = [line for line in processor.lines if line.startswith("{")]
+        assert logs and all(json.loads(line)["level"] for line in logs)
