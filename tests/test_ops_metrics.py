@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,16 +23,16 @@ from ocpp.messages import CallError, CallResult
 from fakeiot import FakeIot
 from gateway.app import RunningGateway, run_gateway
 from gateway.chargepoint import ChargePoint, boot_notification, connect, heartbeat
-from gateway.mqtt_link import MqttDriver
+from gateway.mqtt_link import MqttDriver, open_mqtt_driver
 from gateway.processor.command_http import serve_command_api
 from gateway.processor.command_service import CommandService, CommandSettings
 from gateway.processor.metrics import ProcessorCollector, serve_processor_health
 from gateway.processor.service import Processor, ProcessorSettings
 
-from .conftest import gateway_config
+from .conftest import backend_settings, gateway_config
 from .processes import fakeiot_urls, program
 from .test_commands_http import exchange, post
-from .test_metrics import Samples, get, http, scrape, value
+from .test_metrics import CuttableProxy, Samples, get, http, ready, scrape, value, wait_ready
 from .waiting import until
 
 HEARTBEAT_RULE = {
@@ -247,10 +247,30 @@ async def test_commands_through_the_api_are_counted_with_their_outcome(
     assert moved(answers, ocpp_version=V201, type="CALLERROR") == 1
 
 
-async def test_processor_readyz_follows_its_broker_connection(stack: Stack) -> None:
-    await until(lambda: stack.processor.subscribed, what="processor subscribed")
-    assert (await get(stack.metrics_port, "/readyz"))[::2] == (200, b"ready\n")
-    assert (await get(stack.metrics_port, "/healthz"))[::2] == (200, b"ok\n")
+async def test_processor_readyz_follows_its_broker_connection(
+    fakeiot: FakeIot, aws: Any, nursery: trio.Nursery
+) -> None:
+    proxy = CuttableProxy(fakeiot.mqtt_port)
+    listeners = await nursery.start(partial(trio.serve_tcp, proxy.handle, 0, host="127.0.0.1"))
+    settings = replace(backend_settings(fakeiot), port=listeners[0].socket.getsockname()[1])
+    async with open_mqtt_driver(settings) as driver, trio.open_nursery() as inner:
+        processor = Processor(driver, aws[1], ProcessorSettings(client_id="test:processor"))
+        await inner.start(processor.run_supervised)
+        port = await inner.start(
+            partial(serve_processor_health, ProcessorCollector(processor), host="127.0.0.1", port=0)
+        )
+        await wait_ready(port)
+        assert (await get(port, "/healthz"))[::2] == (200, b"ok\n")
+        proxy.cut_now()
+        with trio.fail_after(10):
+            while (await ready(port))[0] == 200:
+                await trio.sleep(0.02)
+        assert await ready(port) == (503, b"not ready: MQTT broker unreachable\n")
+        assert value(await scrape(port), "ocpp_processor_broker_connected") == 0
+        proxy.cut = False  # the broker is back: the processor reconnects with backoff
+        await wait_ready(port, timeout=15)
+        assert value(await scrape(port), "ocpp_processor_reconnects_total") >= 1
+        inner.cancel_scope.cancel()
 
 
 async def test_the_embedded_processor_is_in_the_gateways_metrics(
