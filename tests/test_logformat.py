@@ -203,3 +203,20 @@ def _metrics_port(stderr: Path) -> str:
 def test_the_processor_takes_log_format_too() -> None:
     bad = run("-m", "gateway.processor", "--log-format", "yaml")
     assert bad.returncode == 2 and "--log-format" in bad.stderr and "yaml" in bad.stderr
+
+
+def test_configure_logging_json_tags_a_workers_lines_and_captures_warnings() -> None:
+    """What gateway/worker.py sets up in each worker of --workers N (in a process of its own:
+    configure_logging changes the root logger)."""
+    code = (
+        "import logging, warnings\n"
+        "from gateway.logthrottle import configure_logging\n"
+        "configure_logging('INFO', worker='worker 2/4', log_format='json')\n"
+        "logging.getLogger('gateway.x').warning('%s: hello', 'CP9', extra={'cp_id': 'CP9'})\n"
+        "warnings.warn('a library warning')\n"
+    )
+    done = run("-c", code)
+    assert done.returncode == 0, done.stderr
+    first, second = (json.loads(line) for line in done.stderr.splitlines())
+    assert (first["message"], first["cp_id"], first["worker"]) == ("CP9: hello", "CP9", "2/4")
+    assert second["logger"] == "py.warnings" and "a library warning" in second["message"]
