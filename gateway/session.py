@@ -157,6 +157,7 @@ class Bridge:
                     session.identity.cp_id,
                     message_id,
                     call_timeout,
+                    extra={"cp_id": session.identity.cp_id},  # this task is the process's
                 )
                 if session.link is not None:
                     session.link.deliver_local(
