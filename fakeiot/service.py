@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -36,6 +37,9 @@ from .rules import LambdaRunner, RuleError, RulesEngine, load_rules_file
 from .security import CERTIFICATE_KIND
 from .shadow_service import Publication, ShadowService
 from .store import Store
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +176,9 @@ class FakeIot:
         self.backend_password = ""
         self.gateway_password = ""
         self._lock: DataDirLock | None = None
+        self._metrics_lock = threading.Lock()
+        # fakeiot.metrics' registry, made on the first scrape
+        self._metrics_registry: CollectorRegistry | None = None
 
     @property
     def api_url(self) -> str:
@@ -276,6 +283,7 @@ class FakeIot:
             raise FakeIotError(
                 f"fakeiot HTTP API cannot listen on {self.config.host}:{self.config.api_port}: {_why(exc)}"
             ) from None
+        self._api_server.metrics = self._metrics_exposition
         self.api_port = self._api_server.server_address[1]
         self._api_thread = threading.Thread(
             target=self._api_server.serve_forever, name="fakeiot-api", daemon=False
@@ -365,6 +373,35 @@ class FakeIot:
             asyncio.run(main())
         finally:
             ready.set()
+
+    def _metrics_exposition(self, accept: str) -> tuple[bytes, str]:
+        """``GET /metrics`` (an API thread): fakeiot/metrics.py, imported on the first scrape."""
+        from .metrics import FakeIotCollector, exposition, fakeiot_registry
+
+        with self._metrics_lock:
+            if self._metrics_registry is None:
+                assert self.broker is not None and self._api_server is not None
+                self._metrics_registry = fakeiot_registry(
+                    FakeIotCollector(
+                        self.broker, self._api_server.api, self.rules, self.connected_clients
+                    )
+                )
+            registry = self._metrics_registry
+        return exposition(registry, accept)
+
+    def connected_clients(self) -> int | None:
+        """MQTT clients connected now, counted on the broker's loop (None: it did not answer)."""
+        loop, broker = self._loop, self.broker
+        if loop is None or broker is None or loop.is_closed():
+            return None
+
+        async def count() -> int:
+            return len(broker.connected_client_ids())
+
+        try:
+            return asyncio.run_coroutine_threadsafe(count(), loop).result(timeout=5)
+        except (TimeoutError, RuntimeError):
+            return None
 
     def _publish_threadsafe(self, publications: list[Publication]) -> None:
         """Publish from an API thread through the broker's loop, and wait for it."""
