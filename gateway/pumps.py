@@ -265,7 +265,7 @@ async def mqtt_to_cp(
                 log.warning(
                     "%s: dropped a late answer (the CP already got a time-out CALLERROR): %s",
                     cp_id,
-                    text[:200],
+                    redact_frame(text, limit=200),
                 )
                 continue
             try:
