@@ -27,6 +27,8 @@ from .api import IotApi
 from .api_server import ApiServer
 from .broker import FakeIotBroker
 from .certs import CertificateAuthority, ensure_pki
+from .console import Console
+from .console_tap import ConsoleTap
 from .datadir import DataDirLock, prepare_data_dir
 from .errors import FakeIotError
 from .limits import DeliveryLimits
@@ -172,6 +174,7 @@ class FakeIot:
         self.backend_password = ""
         self.gateway_password = ""
         self._lock: DataDirLock | None = None
+        self.tap = ConsoleTap()  # the console's live feed of every delivered message
 
     @property
     def api_url(self) -> str:
@@ -276,6 +279,9 @@ class FakeIot:
             raise FakeIotError(
                 f"fakeiot HTTP API cannot listen on {self.config.host}:{self.config.api_port}: {_why(exc)}"
             ) from None
+        self._api_server.console = Console(
+            api, self.tap, access_keys=keys, connected_clients=self._connected_clients
+        )
         self.api_port = self._api_server.server_address[1]
         self._api_thread = threading.Thread(
             target=self._api_server.serve_forever, name="fakeiot-api", daemon=False
@@ -294,6 +300,7 @@ class FakeIot:
 
     def stop(self) -> None:
         self._stop_lambdas()  # first: the functions running now still reach the API and broker
+        self.tap.close()  # ends the console's live streams, whose threads the API server joins
         if self._api_server is not None and self._api_thread is not None:
             self._api_server.shutdown()
             self._api_server.server_close()
@@ -346,6 +353,7 @@ class FakeIot:
                 rules=self.rules,
                 certificate_status=self._certificate_status,
                 limits=limits,
+                tap=self.tap,
             )
             try:
                 await broker.start()
@@ -365,6 +373,17 @@ class FakeIot:
             asyncio.run(main())
         finally:
             ready.set()
+
+    def _connected_clients(self) -> list[str]:
+        """The client ids connected now (read on the broker's loop, from an API thread)."""
+        loop, broker = self._loop, self.broker
+        if loop is None or broker is None:
+            return []
+
+        async def read() -> list[str]:
+            return broker.connected_client_ids()
+
+        return asyncio.run_coroutine_threadsafe(read(), loop).result(timeout=10)
 
     def _publish_threadsafe(self, publications: list[Publication]) -> None:
         """Publish from an API thread through the broker's loop, and wait for it."""
