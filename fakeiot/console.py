@@ -1,21 +1,7 @@
 """fakeiot's web console: ``/console/...`` on the HTTP API's port, the offline stand-in for the AWS
 IoT console pages an operator uses (Things, shadows, the MQTT test client, clients, a rule table).
 
-Access, the same as the API's:
-
-* without access keys fakeiot binds loopback only and does not check requests;
-  the console then only answers requests whose ``Host`` names a loopback address
-  (``127.0.0.1``, ``localhost``, ``[::1]``), so a web page that rebinds its own
-  DNS name to 127.0.0.1 cannot read it;
-* with access keys a browser cannot sign (SigV4), so the console asks for HTTP
-  Basic authentication: the access key id as user name and its secret as
-  password, compared in constant time.  Nothing supplied is logged or echoed.
-
-State changes are POST only, each with the console's token (random per process,
-in every form) and, when the browser sends them, an ``Origin`` of this host and a
-``Sec-Fetch-Site`` of ``same-origin``: another site cannot submit them (CSRF).
-Every answer carries a strict Content-Security-Policy (scripts and styles from
-``/console/static/`` only), ``X-Frame-Options: DENY`` and ``no-store``.
+Access, CSRF and the security headers: :mod:`fakeiot.console_access`.
 
 The live MQTT view is Server-Sent Events fed by :class:`fakeiot.console_tap.ConsoleTap`;
 each stream is one API server thread, so the tap's viewer cap bounds them, and
@@ -24,11 +10,7 @@ each stream ends after ``stream_lifetime`` seconds (the browser reconnects).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import json
-import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -42,35 +24,27 @@ from iotshared.passwords import hash_password
 
 from . import console_pages as pages
 from .api import IotApi
+from .console_access import (
+    SECURITY_HEADERS,
+    Refusal,
+    check_access,
+    form_of,
+    refuse_unknown,
+)
 from .console_static import CONSOLE_CSS, CONSOLE_JS
 from .console_tap import ConsoleTap, InvalidFilter, TooManyViewers
 from .errors import ApiError
 from .publish import PublishApi
 from .registry import check_thing_name
 
-log = logging.getLogger(__name__)
-
 PREFIX = "/console"
 HEARTBEAT_TABLE = "chargePointHeartbeat"
 MAX_PAYLOAD_SHOWN = 4096  # characters of a payload sent to the live view
-CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-)
-_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
 
 def is_console_path(target: str) -> bool:
     path = urlsplit(target).path
     return path == PREFIX or path.startswith(PREFIX + "/")
-
-
-class _Answer(Exception):
-    """A request answered with an error page (``status``, ``message``), plus ``headers``."""
-
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, dict(headers or {})
 
 
 class Console:
@@ -101,17 +75,17 @@ class Console:
         query = {k: v for k, v in parse_qs(url.query, max_num_fields=20).items()}
         parts = [unquote(p) for p in url.path[len(PREFIX) :].strip("/").split("/") if p]
         try:
-            self._check_access(request)
+            check_access(request, self.access_keys)
             if len(parts) >= 2 and parts[0] == "things":
                 self._call(lambda: check_thing_name(parts[1]))  # before the store sees it
             if request.command == "POST":
-                form = self._form(request, body)
+                form = form_of(request, body, self.token)
                 self._post(request, parts, form)
             elif request.command == "GET":
                 self._get(request, parts, query)
             else:
-                self._refuse_unknown(parts, request.command)
-        except _Answer as answer:
+                refuse_unknown(parts, request.command)
+        except Refusal as answer:
             if "text/plain" in request.headers.get("Accept", ""):
                 self._send(
                     request, answer.status, answer.message.encode(), "text/plain", answer.headers
@@ -119,73 +93,6 @@ class Console:
             else:
                 html = pages.error_page(answer.status, answer.message)
                 self._send(request, answer.status, html.encode(), "text/html", answer.headers)
-
-    def _check_access(self, request: BaseHTTPRequestHandler) -> None:
-        who = request.client_address[0]
-        if not self.access_keys:
-            host = request.headers.get("Host", "")
-            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-            if name not in _LOOPBACK_HOSTS:
-                log.warning("console %s: refused a request whose Host is not a loopback name", who)
-                raise _Answer(
-                    403, "the console answers only a loopback Host (127.0.0.1, localhost, [::1])"
-                )
-            return
-        if not self._authenticated(request.headers.get("Authorization", "")):
-            log.warning(
-                "console %s: %s %s refused: no valid Basic credentials",
-                who,
-                request.command,
-                request.path[:80],
-            )
-            raise _Answer(
-                401,
-                "sign in with an access key id (user name) and its secret access key (password)",
-                {"WWW-Authenticate": 'Basic realm="fakeiot console", charset="UTF-8"'},
-            )
-
-    def _authenticated(self, header: str) -> bool:
-        scheme, _, encoded = header.partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            user, sep, password = (
-                base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
-            )
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        ok = False
-        for key_id, secret in self.access_keys.items():  # every key compared: no early exit
-            same_id = hmac.compare_digest(user.encode(), key_id.encode())
-            same_secret = hmac.compare_digest(password.encode(), secret.encode())
-            ok |= same_id and same_secret and bool(sep)
-        return ok
-
-    def _form(self, request: BaseHTTPRequestHandler, body: bytes) -> dict[str, str]:
-        """A POST's form, once it is shown to come from the console's own pages."""
-        kind = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if kind != "application/x-www-form-urlencoded":
-            raise _Answer(415, "send the console's forms as application/x-www-form-urlencoded")
-        origin = request.headers.get("Origin")
-        if origin is not None and origin != f"http://{request.headers.get('Host', '')}":
-            raise _Answer(403, "cross-origin form refused (Origin is not this console)")
-        if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
-            raise _Answer(403, "cross-site form refused (Sec-Fetch-Site)")
-        try:
-            fields = parse_qs(
-                body.decode("utf-8"),
-                keep_blank_values=True,
-                max_num_fields=20,
-                strict_parsing=False,
-            )
-        except (UnicodeDecodeError, ValueError):
-            raise _Answer(400, "the form is not valid UTF-8 url-encoded data") from None
-        form = {k: v[-1] for k, v in fields.items()}
-        if not hmac.compare_digest(form.get("csrf", "").encode(), self.token.encode()):
-            raise _Answer(
-                403, "the form's token is missing or stale: reload the page and submit again"
-            )
-        return form
 
     @staticmethod
     def _send(
@@ -198,7 +105,7 @@ class Console:
         request.send_response(status)
         request.send_header("Content-Type", f"{content_type}; charset=utf-8")
         request.send_header("Content-Length", str(len(data)))
-        for name, value in {**_SECURITY_HEADERS, **(headers or {})}.items():
+        for name, value in {**SECURITY_HEADERS, **(headers or {})}.items():
             request.send_header(name, value)
         request.end_headers()
         request.wfile.write(data)
@@ -228,7 +135,7 @@ class Console:
                     shadow: dict[str, Any] | None = self.api.get_shadow(name, b"")
                 except ApiError as exc:
                     if exc.status != 404:
-                        raise _Answer(exc.status, exc.message) from None
+                        raise Refusal(exc.status, exc.message) from None
                     shadow = None
                 self._html(request, pages.thing_page(thing, shadow))
             case ["mqtt"]:
@@ -255,7 +162,7 @@ class Console:
             case ["static", "console.css"]:
                 self._send(request, 200, CONSOLE_CSS.encode(), "text/css")
             case _:
-                self._refuse_unknown(parts, "GET")
+                refuse_unknown(parts, "GET")
 
     def _post(
         self, request: BaseHTTPRequestHandler, parts: list[str], form: dict[str, str]
@@ -280,7 +187,7 @@ class Console:
             case ["things", name, "password"]:
                 hashed = _password_attribute(form.get("password", ""))
                 if not hashed:
-                    raise _Answer(400, "give a password")
+                    raise Refusal(400, "give a password")
                 merged: dict[str, Any] = {"attributePayload": {"attributes": hashed, "merge": True}}
                 self._call(lambda: self.api.registry.update_thing(name, merged))
                 self._redirect(request, "/console/things?done=password")
@@ -298,25 +205,14 @@ class Console:
                 )
                 self._redirect(request, "/console/mqtt?done=published")
             case _:
-                self._refuse_unknown(parts, "POST")
-
-    @staticmethod
-    def _refuse_unknown(parts: list[str], method: str) -> None:
-        allowed = _allowed_methods(parts)
-        if not allowed:
-            raise _Answer(404, "no such console page")
-        raise _Answer(
-            405,
-            f"{method} is not allowed here (allowed: {', '.join(allowed)})",
-            {"Allow": ", ".join(allowed)},
-        )
+                refuse_unknown(parts, "POST")
 
     @staticmethod
     def _call(operation: Callable[[], Any]) -> Any:
         try:
             return operation()
         except ApiError as exc:
-            raise _Answer(exc.status, exc.message) from None
+            raise Refusal(exc.status, exc.message) from None
 
     # -- the live view ----------------------------------------------------------------
 
@@ -326,7 +222,7 @@ class Console:
                 request.close_connection = True  # the stream ends with the connection
                 request.send_response(200)
                 request.send_header("Content-Type", "text/event-stream; charset=utf-8")
-                for name, value in _SECURITY_HEADERS.items():
+                for name, value in SECURITY_HEADERS.items():
                     request.send_header(name, value)
                 request.end_headers()
                 request.wfile.write(b"retry: 2000\n\n")
@@ -339,47 +235,13 @@ class Console:
                     request.wfile.write(b"".join(chunks) or b": keep-alive\n\n")
                     request.wfile.flush()
         except InvalidFilter as exc:
-            raise _Answer(400, str(exc)) from None
+            raise Refusal(400, str(exc)) from None
         except TooManyViewers as exc:
-            raise _Answer(
+            raise Refusal(
                 503, f"{exc}: close another live view and reload", {"Retry-After": "10"}
             ) from None
         except OSError:  # the browser went away, or stopped reading for read_timeout seconds
             return
-
-
-_SECURITY_HEADERS = {
-    "Content-Security-Policy": CSP,
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
-
-_ROUTES: dict[tuple[str, ...], tuple[str, ...]] = {  # "*": any one segment
-    (): ("GET",),
-    ("things",): ("GET", "POST"),
-    ("things", "*"): ("GET",),
-    ("things", "*", "attributes"): ("POST",),
-    ("things", "*", "password"): ("POST",),
-    ("things", "*", "delete"): ("POST",),
-    ("mqtt",): ("GET",),
-    ("mqtt", "stream"): ("GET",),
-    ("mqtt", "publish"): ("POST",),
-    ("clients",): ("GET",),
-    ("heartbeats",): ("GET",),
-    ("static", "console.js"): ("GET",),
-    ("static", "console.css"): ("GET",),
-}
-
-
-def _allowed_methods(parts: list[str]) -> tuple[str, ...]:
-    for pattern, methods in _ROUTES.items():
-        if len(pattern) == len(parts) and all(
-            p in ("*", s) for p, s in zip(pattern, parts, strict=True)
-        ):
-            return methods
-    return ()
 
 
 def _sse_frame(seq: int, timestamp: float, topic: str, payload: bytes) -> bytes:
@@ -403,9 +265,9 @@ def _parse_attributes(text: str) -> dict[str, str]:
             continue
         key, sep, value = line.partition("=")
         if not sep:
-            raise _Answer(400, f"attribute line {line.strip()[:40]!r} is not key=value")
+            raise Refusal(400, f"attribute line {line.strip()[:40]!r} is not key=value")
         if key.strip() == PASSWORD_HASH_ATTRIBUTE:
-            raise _Answer(400, "set a password with the password field, not as an attribute")
+            raise Refusal(400, "set a password with the password field, not as an attribute")
         attributes[key.strip()] = value.strip()
     return attributes
 
@@ -416,4 +278,4 @@ def _password_attribute(password: str) -> dict[str, str]:
     try:
         return {PASSWORD_HASH_ATTRIBUTE: hash_password(password)}
     except PasswordRejected as exc:
-        raise _Answer(400, str(exc)) from None
+        raise Refusal(400, str(exc)) from None
