@@ -72,10 +72,13 @@ class Console:
 
     def handle(self, request: BaseHTTPRequestHandler, body: bytes) -> None:
         url = urlsplit(request.path)
-        query = {k: v for k, v in parse_qs(url.query, max_num_fields=20).items()}
         parts = [unquote(p) for p in url.path[len(PREFIX) :].strip("/").split("/") if p]
         try:
             check_access(request, self.access_keys)
+            try:
+                query = parse_qs(url.query, max_num_fields=20)
+            except ValueError:
+                raise Refusal(400, "too many query parameters (at most 20)") from None
             if len(parts) >= 2 and parts[0] == "things":
                 self._call(lambda: check_thing_name(parts[1]))  # before the store sees it
             if request.command == "POST":
@@ -150,10 +153,12 @@ class Console:
                 filters = [f for v in query.get("filter", []) for f in [v.strip()] if f]
                 self._stream(request, filters)
             case ["clients"]:
-                self._html(
-                    request,
-                    pages.clients_page(self.connected_clients(), self.tap.presence_events()),
-                )
+                try:
+                    connected = self.connected_clients()
+                except TimeoutError:
+                    raise Refusal(503, "the MQTT broker did not answer within 10 s") from None
+                events = self.tap.presence_events()
+                self._html(request, pages.clients_page(connected, events))
             case ["heartbeats"]:
                 items = self.api.store.scan_items(HEARTBEAT_TABLE)
                 self._html(request, pages.table_page(HEARTBEAT_TABLE, items))

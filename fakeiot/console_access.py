@@ -64,12 +64,17 @@ def check_access(request: BaseHTTPRequestHandler, access_keys: Mapping[str, str]
                 403, "the console answers only a loopback Host (127.0.0.1, localhost, [::1])"
             )
         return
-    if not authenticated(request.headers.get("Authorization", ""), access_keys):
-        log.warning(
-            "console %s: %s %s refused: no valid Basic credentials",
+    header = request.headers.get("Authorization")
+    if header is None or not authenticated(header, access_keys):
+        # A browser's first request carries no credentials: routine.  Wrong ones are worth a line
+        # (never what was sent).
+        log.log(
+            logging.DEBUG if header is None else logging.WARNING,
+            "console %s: %s %s refused: %s",
             who,
             request.command,
             request.path[:80],
+            "no credentials" if header is None else "invalid Basic credentials",
         )
         raise Refusal(
             401,

@@ -187,6 +187,8 @@ async def test_csrf_host_and_method_rules(fakeiot: FakeIot) -> None:
     )
     assert status == 403 and token not in page
     assert (await call(fakeiot, "GET", "/console/nowhere"))[0] == 404
+    too_many = "&".join(f"filter={i}" for i in range(30))
+    assert (await call(fakeiot, "GET", f"/console/mqtt?{too_many}"))[0] == 400
     assert (await call(fakeiot, "GET", "/console/things/CP1/nowhere"))[0] == 404
     status, headers, _ = await call(fakeiot, "GET", "/console/things/CP1/delete")
     assert status == 405 and headers["Allow"] == "POST"
