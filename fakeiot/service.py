@@ -70,6 +70,7 @@ class FakeIotConfig:
         20.0  # seconds a request's headers and body may take, and a connection may idle
     )
     rules_file: Path | None = None
+    console: bool = True  # the web console on the API port (fakeiot/console.py)
     # Per connected client (see fakeiot/limits.py): unacknowledged QoS 1 messages (AWS IoT: 100), and the
     # queue behind them; beyond it messages for that client are dropped (logged, counted).
     max_inflight: int = 100
@@ -279,9 +280,10 @@ class FakeIot:
             raise FakeIotError(
                 f"fakeiot HTTP API cannot listen on {self.config.host}:{self.config.api_port}: {_why(exc)}"
             ) from None
-        self._api_server.console = Console(
-            api, self.tap, access_keys=keys, connected_clients=self._connected_clients
-        )
+        if self.config.console:
+            self._api_server.console = Console(
+                api, self.tap, access_keys=keys, connected_clients=self._connected_clients
+            )
         self.api_port = self._api_server.server_address[1]
         self._api_thread = threading.Thread(
             target=self._api_server.serve_forever, name="fakeiot-api", daemon=False
@@ -297,6 +299,12 @@ class FakeIot:
             self.api_url,
             self.config.data_dir,
         )
+        if self.config.console:
+            log.info(
+                "fakeiot: web console on %s/console%s",
+                self.api_url,
+                " (HTTP Basic: the API's access key id and secret)" if keys else "",
+            )
 
     def stop(self) -> None:
         self._stop_lambdas()  # first: the functions running now still reach the API and broker
@@ -353,7 +361,7 @@ class FakeIot:
                 rules=self.rules,
                 certificate_status=self._certificate_status,
                 limits=limits,
-                tap=self.tap,
+                tap=self.tap if self.config.console else None,
             )
             try:
                 await broker.start()

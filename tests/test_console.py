@@ -337,3 +337,12 @@ async def test_stream_delivers_frames_and_caps_viewers(fakeiot: FakeIot) -> None
     finally:
         for sock in sockets:
             sock.close()
+
+
+async def test_no_console_leaves_only_the_api(tmp_path: Path) -> None:
+    config = FakeIotConfig(mqtt_port=0, api_port=0, data_dir=tmp_path / "iot", console=False)
+    async with running_fakeiot(config) as iot:
+        status, headers, body = await call(iot, "GET", "/console/things")
+        assert status == 404 and headers["x-amzn-ErrorType"] == "ResourceNotFoundException"
+        assert "No such operation: GET /console/things" in body
+        assert iot.broker is not None and iot.broker.tap is None  # nothing offered to a tap
