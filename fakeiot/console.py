@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import socket
 import time
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler
@@ -40,6 +41,7 @@ from .registry import check_thing_name
 PREFIX = "/console"
 HEARTBEAT_TABLE = "chargePointHeartbeat"
 MAX_PAYLOAD_SHOWN = 4096  # characters of a payload sent to the live view
+SEND_BUFFER = 64 * 1024  # bytes of a live view's socket send buffer
 
 
 def is_console_path(target: str) -> bool:
@@ -225,6 +227,9 @@ class Console:
         try:
             with self.tap.viewer(filters) as viewer:
                 request.close_connection = True  # the stream ends with the connection
+                # A fixed kernel buffer (no autotuning to MBs): a browser that stops reading is
+                # soon behind, and its queue, not the kernel, holds (and drops) what it misses.
+                request.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
                 request.send_response(200)
                 request.send_header("Content-Type", "text/event-stream; charset=utf-8")
                 for name, value in SECURITY_HEADERS.items():

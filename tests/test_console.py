@@ -285,20 +285,52 @@ async def test_an_absent_viewer_never_slows_the_broker(
         assert fakeiot.tap.dropped >= 100
 
 
-def open_stream(iot: FakeIot, query: str) -> tuple[socket.socket, bytes]:
+def open_stream(
+    iot: FakeIot, query: str, *, receive_buffer: int | None = None
+) -> tuple[socket.socket, bytes]:
     """A raw SSE request; returns the socket and what arrived with the headers."""
     url = urlsplit(iot.api_url)
-    sock = socket.create_connection((url.hostname or "", url.port or 0), timeout=10)
-    sock.sendall(
-        f"GET /console/mqtt/stream?{query} HTTP/1.1\r\nHost: {url.netloc}\r\n\r\n".encode()
-    )
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    try:
+        sock.connect((url.hostname or "", url.port or 0))
+        sock.sendall(
+            f"GET /console/mqtt/stream?{query} HTTP/1.1\r\nHost: {url.netloc}\r\n\r\n".encode()
+        )
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except BaseException:
+        sock.close()
+        raise
     return sock, data
+
+
+async def test_a_browser_that_stops_reading_never_slows_the_broker(
+    fakeiot: FakeIot, mqtt_driver: MqttDriver, spy: Spy
+) -> None:
+    """A live view over HTTP whose reader stalls: its thread blocks on the socket, its queue drops
+    the oldest frames (counted), and the broker delivers every message to everyone else."""
+    count, payload = 1000, b"x" * 2048
+    sock, head = await trio.to_thread.run_sync(
+        lambda: open_stream(fakeiot, "filter=%2B%2Fin", receive_buffer=4096)
+    )
+    try:
+        assert head.startswith(b"HTTP/1.1 200")
+        async with mqtt_driver.link("test:pub") as link:
+            for i in range(count):
+                await link.publish("CP1/in", b"%d:" % i + payload, 0)
+            await spy.wait_for(lambda t, p: p.startswith(b"%d:" % (count - 1)), timeout=20)
+        assert len(spy.on("CP1/in")) == count
+        assert fakeiot.tap.dropped > 0  # the stalled view lost the oldest, counted
+        assert fakeiot.tap.viewers == 1
+    finally:
+        sock.close()
 
 
 async def test_stream_delivers_frames_and_caps_viewers(fakeiot: FakeIot) -> None:
