@@ -17,7 +17,8 @@ import pytest
 import trio
 
 from fakeiot import FakeIot, FakeIotConfig, running_fakeiot
-from fakeiot.console_tap import ConsoleTap, InvalidFilter, TooManyViewers
+from fakeiot import console_pages as pages
+from fakeiot.console_tap import ConsoleTap, Frame, InvalidFilter, TooManyViewers
 from gateway.mqtt_link import MqttDriver
 from iotshared.attributes import PASSWORD_HASH_ATTRIBUTE
 
@@ -378,3 +379,26 @@ async def test_no_console_leaves_only_the_api(tmp_path: Path) -> None:
         assert status == 404 and headers["x-amzn-ErrorType"] == "ResourceNotFoundException"
         assert "No such operation: GET /console/things" in body
         assert iot.broker is not None and iot.broker.tap is None  # nothing offered to a tap
+
+
+def test_pages_escape_whatever_the_store_holds() -> None:
+    """The renderers escape on their own, whatever the registry, broker or rules let through."""
+    hostile_frame = Frame(
+        1, 0.0, "$aws/events/presence/connected/x", json.dumps({"clientId": HOSTILE}).encode()
+    )
+    thing = {"thingName": HOSTILE, "attributes": {HOSTILE: HOSTILE}, "version": HOSTILE}
+    rendered = [
+        pages.things_page([thing], '"><script>', "created"),
+        pages.thing_page(thing, {"state": {"reported": {HOSTILE: HOSTILE}}}),
+        pages.clients_page([HOSTILE], [hostile_frame]),
+        pages.table_page(HOSTILE, [{HOSTILE: HOSTILE, "lastTimestamp": 1700000000000}]),
+        pages.mqtt_page([HOSTILE], HOSTILE, None),
+        pages.error_page(400, HOSTILE),
+    ]
+    for html in rendered:
+        assert "<script>alert" not in html and '"><script>' not in html
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html or "&quot;&gt;&lt;script&gt;" in html
+    assert "2023-11-14T22:13:20+00:00" in rendered[3]  # the timestamp also shown as UTC time
+    with_hash = [{"thingName": "CP1", "attributes": {PASSWORD_HASH_ATTRIBUTE: "pbkdf2-hash"}}]
+    listed = pages.things_page(with_hash, "t", None)
+    assert "(set)" in listed and "pbkdf2-hash" not in listed  # a password hash is never shown
