@@ -130,7 +130,7 @@ def thing_page(thing: Mapping[str, Any], shadow: Mapping[str, Any] | None) -> st
     if shadow is None:
         doc = '<p id="shadow">This Thing has no shadow yet.</p>'
     else:
-        text = json.dumps(shadow, indent=2, sort_keys=True, ensure_ascii=False)
+        text = json.dumps(shadow, indent=2, ensure_ascii=False)  # its own order: state first
         doc = f'<pre id="shadow">{e(text)}</pre>'
     return page("things", f"Thing {name}", f"{details}<h2>Device shadow (classic)</h2>{doc}")
 
