@@ -35,6 +35,7 @@ from .security import SecurityApi
 from .shadow import ShadowError
 from .shadow_service import Publication, ShadowService
 from .store import Store
+from .tally import Tally
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,8 @@ class IotApi:
         self.rules = RulesApi(rules or RulesEngine(store), store, region, account_id)
         self.dynamodb = DynamoDbApi(store, region, account_id)
         self.routes = self._routes()
+        # ("METHOD /pattern" | "other", HTTP status) -> calls (fakeiot/metrics.py); API threads.
+        self.calls = Tally()
 
     def _routes(self) -> list[Route]:
         reg, sec, rules = self.registry, self.security, self.rules
@@ -208,19 +211,29 @@ class IotApi:
         url = urlsplit(target)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         parts = [unquote(p) for p in url.path.strip("/").split("/")] if url.path.strip("/") else []
-        _check_thing_path(parts, query)
-        for route in self.routes:
-            params = route.match(method, parts)
-            if params is None:
-                continue
-            request = Request(method, parts, params, query, body, headers or {})
-            if route.json_body:
-                request.json()
-            result = route.handler(request)
-            if isinstance(result, Response):  # a protocol that puts its errors in the body
-                return result.status, result.doc
-            return 200, result
-        raise ApiError(404, "ResourceNotFoundException", f"No such operation: {method} {url.path}")
+        operation = "other"
+        try:
+            _check_thing_path(parts, query)
+            for route in self.routes:
+                params = route.match(method, parts)
+                if params is None:
+                    continue
+                operation = f"{route.method} {route.pattern}"
+                request = Request(method, parts, params, query, body, headers or {})
+                if route.json_body:
+                    request.json()
+                result = route.handler(request)
+                status, doc = (
+                    (result.status, result.doc) if isinstance(result, Response) else (200, result)
+                )
+                self.calls.add(operation, str(status))
+                return status, doc
+            raise ApiError(
+                404, "ResourceNotFoundException", f"No such operation: {method} {url.path}"
+            )
+        except ApiError as exc:
+            self.calls.add(operation, str(exc.status))
+            raise
 
     # -- shadows (iot-data) ----------------------------------------------------------
 

@@ -29,6 +29,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -74,6 +75,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.console.handle(self, body)  # its own access rule: fakeiot/console.py
             return
         headers = {k.lower(): v for k, v in self.headers.items()}
+        if self.command == "GET" and self.path == "/metrics" and self.server.metrics is not None:
+            # Unsigned, like /health: counts only (fakeiot/metrics.py says why that is safe).
+            data, content_type = self.server.metrics(headers.get("accept", ""))
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         if self.server.access_keys and not (self.command == "GET" and self.path == "/health"):
             try:
                 sigv4.verify(
@@ -193,6 +203,8 @@ class ApiServer(ThreadingHTTPServer):
             access_keys or {}
         )  # access key id -> secret; empty: requests are not checked
         self.read_timeout = read_timeout
+        # GET /metrics: the exposition for an Accept header, and its content type (None: 404).
+        self.metrics: Callable[[str], tuple[bytes, str]] | None = None
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)

@@ -53,6 +53,7 @@ from .rules import RulesEngine
 from .shadow_service import ShadowService
 from .shared_subscriptions import SharedSubscriptions
 from .store_worker import StoreWorker
+from .tally import Tally
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,10 @@ class FakeIotBroker(SessionsBroker, RoutingBroker, SharedBroker):
         self.tap = tap  # the console's live feed (fakeiot/console_tap.py)
         self.takeovers = 0
         self.refusals = 0
+        # The metrics (fakeiot/metrics.py): policy refusals by action (connect, publish,
+        # subscribe), and every message routed (from clients, the API, shadows, rules, presence).
+        self.policy_refusals = Tally()
+        self.published = Tally()
         self._credentials = credentials
         self._certificate_status = certificate_status
         self._store_worker = StoreWorker()

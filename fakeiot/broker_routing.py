@@ -50,6 +50,7 @@ from .policy import Role, may_publish, may_receive, may_subscribe
 from .rules import RulesEngine
 from .shadow_service import ShadowService
 from .store_worker import StoreWorker
+from .tally import Tally
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class RoutingBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
     limits: DeliveryLimits
     counters: LimitCounters
     refusals: int
+    policy_refusals: Tally
+    published: Tally
     shadows: ShadowService
     rules: RulesEngine | None
     tap: ConsoleTap | None
@@ -84,12 +87,14 @@ class RoutingBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
         }[action]
         allowed = check(role, session.client_id, topic)
         if not allowed and action is Action.SUBSCRIBE:
+            self.policy_refusals.add("subscribe")
             log.info("%s: SUBSCRIBE to %r refused by policy", session.client_id, topic)
         return allowed
 
     async def _broadcast_message(
         self, session: Any, topic: Any, data: Any, force_qos: int | None = None
     ) -> None:
+        self.published.add()
         if self.tap is not None:
             self.tap.offer(topic, data)
         await super()._broadcast_message(session, topic, data, force_qos)
@@ -102,6 +107,7 @@ class RoutingBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
             await self._store_worker.run(rules.store_items, output.items)
         rules.invoke(output.invocations)  # queued for the Lambda workers, never waited for
         for out_topic, payload, qos in output.republish:
+            self.published.add()
             if self.tap is not None:
                 self.tap.offer(out_topic, payload)
             await super()._broadcast_message(None, out_topic, payload, qos)
@@ -173,6 +179,7 @@ class RoutingBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
             # AWS IoT closes a client that publishes where its policy does not allow.
             log.warning("%s: PUBLISH to %r refused by policy, closing connection", client_id, topic)
             self.refusals += 1
+            self.policy_refusals.add("publish")
             return await self._close_client(client_session, handler, presence.FORBIDDEN_ACCESS)
         if not topic or "#" in topic or "+" in topic:
             # MQTT-3.3.2-2 (and 4.7.3-1): amqtt would stop reading the client but leave it connected.

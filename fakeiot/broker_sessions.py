@@ -40,6 +40,7 @@ from . import presence
 from .connection import BoundedStreamReader, FakeIotProtocolHandler, LimitCounters
 from .limits import DeliveryLimits, Outgoing
 from .policy import ConnectRefused, Credentials, Principal, admit
+from .tally import Tally
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class SessionsBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
     counters: LimitCounters
     takeovers: int
     refusals: int
+    policy_refusals: Tally
     _credentials: Credentials
     _certificate_status: Callable[[str], Any]
     # FakeIotBroker sets it to SharedBroker._hand_on_shared: unacknowledged shared-subscription messages to other members
@@ -103,6 +105,7 @@ class SessionsBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
             )
         except ConnectRefused as refused:
             self.refusals += 1
+            self.policy_refusals.add("connect")
             log.warning(
                 "%r from %s: CONNECT refused: %s", client_id[:60], remote_address, refused.reason
             )

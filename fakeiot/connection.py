@@ -79,6 +79,9 @@ class LimitCounters:
 
     dropped: int = 0  # messages dropped because a client's queue was full
     oversized: int = 0  # connections closed for a payload or packet over the limit
+    # Messages taken from a client's outbox to be written to it.  Bumped on the broker's loop
+    # only: one writer, so a plain int is safe to read from another thread (a scrape).
+    delivered: int = 0
 
 
 class BoundedStreamReader(StreamReaderAdapter):  # type: ignore[misc]  # amqtt is untyped
@@ -192,6 +195,7 @@ class FakeIotProtocolHandler(BrokerProtocolHandler):  # type: ignore[misc]  # am
     def _pump(self) -> None:
         """Start sending what the outbox lets through (tasks created in order keep the order on the wire)."""
         while not self._closed and (message := self._outbox.take()) is not None:
+            self._counters.delivered += 1
             task = asyncio.get_running_loop().create_task(self._deliver(message))
             self._deliveries[task] = message
             task.add_done_callback(self._delivery_done)

@@ -58,7 +58,7 @@ class Console:
         tap: ConsoleTap,
         *,
         access_keys: Mapping[str, str] | None = None,
-        connected_clients: Callable[[], list[str]] = list,
+        connected_clients: Callable[[], list[str] | None] = list,
         stream_lifetime: float = 300.0,
         keepalive_interval: float = 15.0,
     ) -> None:
@@ -155,10 +155,9 @@ class Console:
                 filters = [f for v in query.get("filter", []) for f in [v.strip()] if f]
                 self._stream(request, filters)
             case ["clients"]:
-                try:
-                    connected = self.connected_clients()
-                except TimeoutError:
-                    raise Refusal(503, "the MQTT broker did not answer within 10 s") from None
+                connected = self.connected_clients()
+                if connected is None:
+                    raise Refusal(503, "the MQTT broker did not answer within 5 s: reload")
                 events = self.tap.presence_events()
                 self._html(request, pages.clients_page(connected, events))
             case ["heartbeats"]:

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -38,6 +39,9 @@ from .rules import LambdaRunner, RuleError, RulesEngine, load_rules_file
 from .security import CERTIFICATE_KIND
 from .shadow_service import Publication, ShadowService
 from .store import Store
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +180,9 @@ class FakeIot:
         self.gateway_password = ""
         self._lock: DataDirLock | None = None
         self.tap = ConsoleTap()  # the console's live feed of every delivered message
+        self._metrics_lock = threading.Lock()
+        # fakeiot.metrics' registry, made on the first scrape
+        self._metrics_registry: CollectorRegistry | None = None
 
     @property
     def api_url(self) -> str:
@@ -282,8 +289,9 @@ class FakeIot:
             ) from None
         if self.config.console:
             self._api_server.console = Console(
-                api, self.tap, access_keys=keys, connected_clients=self._connected_clients
+                api, self.tap, access_keys=keys, connected_clients=self.connected_client_ids
             )
+        self._api_server.metrics = self._metrics_exposition
         self.api_port = self._api_server.server_address[1]
         self._api_thread = threading.Thread(
             target=self._api_server.serve_forever, name="fakeiot-api", daemon=False
@@ -382,16 +390,39 @@ class FakeIot:
         finally:
             ready.set()
 
-    def _connected_clients(self) -> list[str]:
-        """The client ids connected now (read on the broker's loop, from an API thread)."""
+    def _metrics_exposition(self, accept: str) -> tuple[bytes, str]:
+        """``GET /metrics`` (an API thread): fakeiot/metrics.py, imported on the first scrape."""
+        from .metrics import FakeIotCollector, exposition, fakeiot_registry
+
+        with self._metrics_lock:
+            if self._metrics_registry is None:
+                assert self.broker is not None and self._api_server is not None
+                self._metrics_registry = fakeiot_registry(
+                    FakeIotCollector(
+                        self.broker, self._api_server.api, self.rules, self.connected_clients
+                    )
+                )
+            registry = self._metrics_registry
+        return exposition(registry, accept)
+
+    def connected_client_ids(self) -> list[str] | None:
+        """The MQTT client ids connected now, read on the broker's loop (None: it did not answer)."""
         loop, broker = self._loop, self.broker
-        if loop is None or broker is None:
-            return []
+        if loop is None or broker is None or loop.is_closed():
+            return None
 
         async def read() -> list[str]:
             return broker.connected_client_ids()
 
-        return asyncio.run_coroutine_threadsafe(read(), loop).result(timeout=10)
+        try:
+            return asyncio.run_coroutine_threadsafe(read(), loop).result(timeout=5)
+        except (TimeoutError, RuntimeError):
+            return None
+
+    def connected_clients(self) -> int | None:
+        """MQTT clients connected now, counted on the broker's loop (None: it did not answer)."""
+        ids = self.connected_client_ids()
+        return None if ids is None else len(ids)
 
     def _publish_threadsafe(self, publications: list[Publication]) -> None:
         """Publish from an API thread through the broker's loop, and wait for it."""

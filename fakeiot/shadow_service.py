@@ -20,6 +20,7 @@ from typing import Any
 from . import shadow
 from .shadow import ShadowError
 from .store import Store
+from .tally import Tally
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +44,26 @@ def _encode(doc: dict[str, Any]) -> bytes:
 class ShadowService:
     def __init__(self, store: Store) -> None:
         self.store = store
+        # ("accepted" | "rejected") -> shadow updates (fakeiot/metrics.py): from API threads
+        # and the broker's store thread alike.
+        self.updates = Tally()
 
     def update(self, thing_name: str, payload: bytes) -> Outcome:
         """Raises ShadowError for a rejected update."""
         prefix = f"$aws/things/{thing_name}/shadow"
-        request = shadow.parse_request(payload)
-        now = int(time.time())
+        try:
+            request = shadow.parse_request(payload)
+            now = int(time.time())
 
-        def action(doc: dict[str, Any] | None, version: int) -> tuple[Any, Any, bool]:
-            result = shadow.update(doc, version, request, now)
-            return result, result.stored, True
+            def action(doc: dict[str, Any] | None, version: int) -> tuple[Any, Any, bool]:
+                result = shadow.update(doc, version, request, now)
+                return result, result.stored, True
 
-        result = self.store.with_shadow(thing_name, action)
+            result = self.store.with_shadow(thing_name, action)
+        except ShadowError:
+            self.updates.add("rejected")
+            raise
+        self.updates.add("accepted")
         pubs = [
             (f"{prefix}/update/accepted", _encode(result.accepted)),
             (f"{prefix}/update/documents", _encode(result.documents)),

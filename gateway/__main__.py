@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {found}", file=sys.stderr)
             return 2
         run_dev_stack = found
-    configure_logging(config.runtime.log_level)
+    configure_logging(config.runtime.log_level, log_format=config.runtime.log_format)
     if config.runtime.workers > 1:
         from .supervisor import supervise
 

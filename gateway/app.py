@@ -31,6 +31,7 @@ from .websocket import GatewayWebSocketServer, serve
 
 if TYPE_CHECKING:
     from .processor import Processor
+    from .processor.command_service import CommandService
     from .processor.config import ProcessorConfig
 
 # What the gateway itself calls (the registry); the in-process processor and its command API
@@ -226,10 +227,12 @@ async def run_gateway(
             await nursery.start(watch.run)
             await nursery.start(GcPolicy(runtime.full_interval, runtime.young_interval).run)
             processor = None
+            commands: CommandService | None = None
             command_api_port = None
             if processor_config is not None:
                 from .processor import Processor, ProcessorSettings
-                from .processor.command_cli import start_command_api
+                from .processor.command_cli import command_settings, start_command_api
+                from .processor.command_service import CommandService
                 from .processor.idtokens import open_authorizer
 
                 # Closed by the exit stack after the nursery: the processor is done with it then.
@@ -243,8 +246,18 @@ async def run_gateway(
                 # Supervised: a processor crash after it started is logged and restarted, never ends the gateway.
                 await nursery.start(processor.run_supervised)
                 if processor_config.http_port is not None:
+                    commands = CommandService(
+                        processor_driver, iot_client, iot_data, command_settings(processor_config)
+                    )
                     command_api_port = await nursery.start(
-                        start_command_api, processor_config, processor_driver, iot_client, iot_data
+                        partial(
+                            start_command_api,
+                            processor_config,
+                            processor_driver,
+                            iot_client,
+                            iot_data,
+                            service=commands,
+                        )
                     )
             listener: GatewayWebSocketServer = await nursery.start(
                 partial(
@@ -262,7 +275,17 @@ async def run_gateway(
             metrics_port = None
             if config.metrics.port is not None:
                 metrics_port = await nursery.start(
-                    start_health, config, bridge, driver, loop, watch, events_driver
+                    partial(
+                        start_health,
+                        config,
+                        bridge,
+                        driver,
+                        loop,
+                        watch,
+                        events_driver,
+                        processor=processor,
+                        commands=commands,
+                    )
                 )
             port = listener.port
             url = f"{'wss' if ssl_context else 'ws'}://{server.host}:{port}{server.base_path}"
@@ -300,9 +323,15 @@ async def start_health(
     watch: RegistryWatch,
     events_driver: MqttDriver,
     *,
+    processor: Processor | None = None,
+    commands: CommandService | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """``--metrics-port``: the gateway's metrics and health endpoints (gateway/health.py)."""
+    """``--metrics-port``: the gateway's metrics and health endpoints (gateway/health.py).
+
+    With the processor in this process (``--processor``), its figures (``ocpp_processor_*``)
+    are in the same registry: one scrape shows both.
+    """
     # Imported only when asked for: a gateway without --metrics-port never loads prometheus_client.
     from .health import Readiness, serve_health
     from .metrics import GatewayCollector, gateway_registry
@@ -310,9 +339,13 @@ async def start_health(
     metrics = config.metrics
     assert metrics.port is not None
     registry = gateway_registry(GatewayCollector(bridge, driver, loop, watch))
+    if processor is not None:
+        from .processor.metrics import ProcessorCollector
+
+        registry.register(ProcessorCollector(processor, commands))
     await serve_health(
         registry,
-        Readiness(bridge, watch, events_driver),
+        Readiness(bridge, watch, events_driver).reason,
         host=metrics.host,
         port=metrics.port,
         task_status=task_status,

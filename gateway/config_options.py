@@ -38,6 +38,7 @@ from .subprotocol import DEFAULT_SUBPROTOCOLS, OCPP_VERSIONS
 PREFIX = "GATEWAY_"
 DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "fakeiot"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
 
 # Headings of the option groups, in the order --help and docs/configuration.md show them.
 GROUPS = {
@@ -455,6 +456,13 @@ class GatewayConfig:
         metavar="N|auto",
     )
     log_level: str = option("INFO", "DEBUG logs every frame", group="runtime", choices=LOG_LEVELS)
+    log_format: str = option(
+        "text",
+        "text, or json: one JSON object a line (time, level, logger, message, cp_id, worker, exc; "
+        "see docs/operations.md)",
+        group="runtime",
+        choices=LOG_FORMATS,
+    )
     # Not an option: the options set by a flag or a variable (load_config fills it in).
     given: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 

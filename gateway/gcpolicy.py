@@ -25,6 +25,8 @@ point.  CPython's default policy goes wrong here twice:
   collected, so each young collection handles what survived the last
   tenth of a second: a few milliseconds at 10,000 CPs.  CPython's own
   young collections still run when allocations outpace that;
+* what start-up freed (the registry client's parsed model, import-time garbage) is given
+  back to the system at once (glibc's ``malloc_trim``), not kept resident for the process's life;
 * automatic full collections are off; one runs every ``full_interval``
   seconds (default 300), so the one long pause is bounded in frequency.
 
@@ -37,6 +39,7 @@ the objects of a disconnected CP's connection) waits up to
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import time
@@ -95,6 +98,7 @@ class GcPolicy:
         if cls._active == 1:
             gc.collect()
             gc.freeze()
+            release_freed_memory()
             cls._saved = gc.get_threshold()
             gen0, gen1, _ = cls._saved
             gc.set_threshold(gen0, gen1, _NEVER)
@@ -114,3 +118,15 @@ class GcPolicy:
         self.full_collections += 1
         log.debug("full GC: %d unreachable objects, %.0f ms", freed, self.last_pause_s * 1000)
         return freed
+
+
+def release_freed_memory() -> bool:
+    """Give the C heap's free memory back to the system (glibc's ``malloc_trim(0)``); False
+    where the C library has no such call (musl, macOS)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim  # the process's own symbols: its C library's
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim(0)
+    return True

@@ -129,8 +129,11 @@ async def _renew(probe: _Probe, check: Callable[[], Awaitable[bool]]) -> bool:
         return probe.ok
 
 
+NotReadyReason = Callable[[], Awaitable[str | None]]
+
+
 async def _answer(
-    registry: CollectorRegistry, readiness: Readiness, request: h11.Request, body: bytes
+    registry: CollectorRegistry, not_ready: NotReadyReason, request: h11.Request, body: bytes
 ) -> Response:
     path = request.target.split(b"?", 1)[0].decode("ascii", "replace")
     if path not in ROUTES:
@@ -142,7 +145,7 @@ async def _answer(
         return Response(200, *exposition(registry, accept))
     if path == "/healthz":
         return Response(200, b"ok\n")
-    reason = await readiness.reason()
+    reason = await not_ready()
     if reason is None:
         return Response(200, b"ready\n")
     return Response(503, f"not ready: {reason}\n".encode())
@@ -150,18 +153,22 @@ async def _answer(
 
 async def serve_health(
     registry: CollectorRegistry,
-    readiness: Readiness,
+    not_ready: NotReadyReason,
     *,
     host: str,
     port: int,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` until cancelled; ``started(port)``."""
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` until cancelled; ``started(port)``.
+
+    ``not_ready()`` says why ``/readyz`` answers 503 (None: 200): the gateway's is
+    :meth:`Readiness.reason`, the processor's its broker connection (gateway/processor/metrics.py).
+    """
     async with trio.open_nursery() as nursery:
         bound: int = await nursery.start(
             partial(
                 serve_http,
-                partial(_answer, registry, readiness),
+                partial(_answer, registry, not_ready),
                 host=host,
                 port=port,
                 name="metrics",

@@ -44,13 +44,26 @@ class RepeatFilter(logging.Filter):
         return False
 
 
-def configure_logging(level: str | int, *, worker: str | None = None) -> None:
+def configure_logging(
+    level: str | int, *, worker: str | None = None, log_format: str = "text"
+) -> None:
     """``logging.basicConfig`` plus the repeat filter on every root handler; quiets chatty libraries.
 
-    ``worker`` (e.g. ``"worker 2/4"``, with ``--workers``) starts every line after the level.
+    ``worker`` (e.g. ``"worker 2/4"``, with ``--workers``) starts every line after the level
+    (``json``: a ``worker`` field, ``"2/4"``).  ``log_format`` ``json``: one JSON object a line
+    (:mod:`.logformat`).
     """
     tag = f"{worker} " if worker else ""
     logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s")
+    if log_format == "json":
+        from .logformat import JsonFormatter
+
+        label = worker.removeprefix("worker ") if worker else None
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter(worker=label))
+        # A library's warning would otherwise be written to stderr as plain text, breaking the
+        # one-object-a-line contract: it becomes a log record (logger "py.warnings") instead.
+        logging.captureWarnings(True)
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, RepeatFilter) for f in handler.filters):
             handler.addFilter(RepeatFilter())

@@ -37,7 +37,10 @@ class LoopMonitor:
     lag_max: float = 0.0
     lag_total: float = 0.0
     stalls: int = 0  # wake-ups later than warn_after
-    gc_pauses: dict[int, list[float]] = field(default_factory=lambda: {0: [], 1: [], 2: []})
+    # Per generation: [count, total, max, last] seconds (running figures: nothing grows).
+    gc_pauses: dict[int, list[float]] = field(
+        default_factory=lambda: {g: [0, 0.0, 0.0, 0.0] for g in (0, 1, 2)}
+    )
     # The same figures as fixed-bucket histograms, for :mod:`.metrics`.
     lag: FixedHistogram = field(default_factory=lambda: FixedHistogram(PAUSE_BUCKETS))
     gc_histograms: dict[int, FixedHistogram] = field(
@@ -53,9 +56,11 @@ class LoopMonitor:
             self._gc_started = time.perf_counter()
         elif self._gc_started is not None:
             pause = time.perf_counter() - self._gc_started
-            pauses = self.gc_pauses[info["generation"]]
-            if len(pauses) < 100_000:
-                pauses.append(pause)
+            figures = self.gc_pauses[info["generation"]]
+            figures[0] += 1
+            figures[1] += pause
+            figures[2] = max(figures[2], pause)
+            figures[3] = pause
             self.gc_histograms[info["generation"]].observe(pause)
             self._gc_started = None
 
@@ -84,23 +89,18 @@ class LoopMonitor:
         now = time.monotonic()
         if self.log_stalls and now - self._last_warning >= self.warn_every:
             self._last_warning = now
-            gen2 = self.gc_pauses[2]
             log.warning(
                 "event loop stalled %.0f ms (stalls over %.0f ms so far: %d; last full GC %.0f ms)",
                 lag * 1000,
                 self.warn_after * 1000,
                 self.stalls,
-                (gen2[-1] * 1000) if gen2 else 0.0,
+                self.gc_pauses[2][3] * 1000,
             )
 
     def summary(self) -> dict[str, Any]:
         def pauses(generation: int) -> dict[str, float | int]:
-            p = self.gc_pauses[generation]
-            return {
-                "count": len(p),
-                "max_ms": max(p, default=0.0) * 1000,
-                "total_ms": sum(p) * 1000,
-            }
+            count, total, longest, _ = self.gc_pauses[generation]
+            return {"count": int(count), "max_ms": longest * 1000, "total_ms": total * 1000}
 
         return {
             "lag_max_ms": self.lag_max * 1000,

@@ -238,6 +238,26 @@ class GatewayCollector(Collector):
         for generation, histogram in sorted(loop.gc_histograms.items()):
             _add(pauses, histogram, [str(generation)])
         yield pauses
+        # The longest of each since start: a histogram's buckets only bound it.
+        yield GaugeMetricFamily(
+            PREFIX + "event_loop_lag_max_seconds",
+            "The event loop's longest lag since the gateway started",
+            value=loop.lag_max,
+        )
+        longest = GaugeMetricFamily(
+            PREFIX + "gc_pause_max_seconds",
+            "The longest garbage collector pause since the gateway started, by generation",
+            labels=["generation"],
+        )
+        for generation, (_, _, pause_max, _) in sorted(loop.gc_pauses.items()):
+            longest.add_metric([str(generation)], pause_max)
+        yield longest
+        yield CounterMetricFamily(
+            PREFIX + "event_loop_stalls",
+            f"Event loop wake-ups later than {loop.warn_after * 1000:.0f} ms (each one is logged, "
+            "rate-limited)",
+            value=loop.stalls,
+        )
 
 
 def gateway_registry(collector: GatewayCollector) -> CollectorRegistry:

@@ -168,7 +168,13 @@ async def ping(ws: WebSocketConnection, session: ChargePointSession, pong_timeou
         except ConnectionClosed:
             return  # the reader reports the close
     if waited.cancelled_caught:
-        log.info("%s: no pong within %g s; closing", session.identity.cp_id, pong_timeout)
+        # Runs in the keepalive's task (one per process), not the CP's: the id is given.
+        log.info(
+            "%s: no pong within %g s; closing",
+            session.identity.cp_id,
+            pong_timeout,
+            extra={"cp_id": session.identity.cp_id},
+        )
         session.end(CLOSE_INTERNAL_ERROR, f"Keepalive timeout: no pong within {pong_timeout:g} s")
 
 

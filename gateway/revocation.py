@@ -150,7 +150,7 @@ class RegistryWatch:
         try:
             attributes = await bridge.registry.lookup(thing_name)
         except Exception as exc:  # a registry outage must not close anyone, nor end the watch
-            log.info("%s: could not re-check the registry: %s", cp_id, exc)
+            log.info("%s: could not re-check the registry: %s", cp_id, exc, extra={"cp_id": cp_id})
             return
         if attributes is None:
             reason = DEREGISTERED_REASON
@@ -160,5 +160,7 @@ class RegistryWatch:
             return
         if bridge.sessions.get(cp_id) is session:
             self.revoked += 1
-            log.warning("%s: %s; closing its connection", cp_id, reason.lower())
+            log.warning(
+                "%s: %s; closing its connection", cp_id, reason.lower(), extra={"cp_id": cp_id}
+            )
             session.end(CLOSE_POLICY_VIOLATION, reason)

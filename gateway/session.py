@@ -65,6 +65,7 @@ from .identity import ChargePointIdentity
 from .keepalive import Keepalive
 from .lifecycle import Event, Lifecycle, State
 from .local_sessions import REPLACED_REASON, ChargePointSession, LocalSessions
+from .logformat import CURRENT_CP
 from .mqtt_link import MqttDriver
 from .password_check import PasswordChecker
 from .pumps import BACKLOG_REASON, FROM_GATEWAY, MQTT_ENDED_REASON, Traffic, bridge
@@ -156,6 +157,7 @@ class Bridge:
                     session.identity.cp_id,
                     message_id,
                     call_timeout,
+                    extra={"cp_id": session.identity.cp_id},  # this task is the process's
                 )
                 if session.link is not None:
                     session.link.deliver_local(
@@ -205,6 +207,10 @@ class Bridge:
                 peer_certificate=peer_certificate(stream),
             )
             step = decide(facts, self.settings)
+            if isinstance(step, LookUp | CheckPassword | Handshake):
+                # The id is valid: this task (the connection's) and its children log it as the
+                # cp_id field (--log-format json, gateway/logformat.py).
+                CURRENT_CP.set(step.identity.cp_id)
             while isinstance(step, LookUp | CheckPassword):
                 if isinstance(step, LookUp):
                     facts = replace(facts, registry=await self._look_up(step.identity, source))

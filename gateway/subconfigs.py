@@ -140,3 +140,4 @@ class RuntimeOptions:
     young_interval: float
     workers: int
     log_level: str
+    log_format: str

@@ -46,7 +46,9 @@ def main() -> int:
         return 2
     config = assignment.config
     channel = _Channel(sys.stdout.buffer)
-    configure_logging(config.runtime.log_level, worker=assignment.label)
+    configure_logging(
+        config.runtime.log_level, worker=assignment.label, log_format=config.runtime.log_format
+    )
 
     def announce(running: RunningGateway, stack: Any) -> None:
         channel.send(ready=running.url)

@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from bench_doc import markdown  # noqa: E402
 from bench_figures import (  # noqa: E402
     OURS,
+    OURS_NO_METRICS,
     OURS_TLS,
     medians,
     scale_figures,
@@ -57,12 +58,16 @@ from bench_figures import (  # noqa: E402
 )
 from bench_legacy import throughput_runs  # noqa: E402
 from bench_peer import PeerError, PeerSpec, parse_peer, run_peer  # noqa: E402
-from bench_stack import MOSQUITTO, Stack, loop_figures, run_loadtest  # noqa: E402
+from bench_scrape import Samples, Scraper, gateway_counts  # noqa: E402
+from bench_scrape import loop_figures as scraped_loop  # noqa: E402
+from bench_stack import MOSQUITTO, Stack, run_loadtest  # noqa: E402
+from bench_stack import loop_figures as log_loop_figures  # noqa: E402
 from cost_per_cp import free_port, proc_stats  # noqa: E402
 
 PREFIX = "LT"
 CONNECT_RATE = 500.0  # the throughput runs' ramps (and the gateway's --mqtt-connect-rate)
 RUN_OVERHEAD_S = 8.0  # start, 1 s idle, stop and the load test's own start, per run
+SCRAPE_INTERVAL = 5.0  # our gateway's /metrics, as a (keen) Prometheus would scrape it
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,7 @@ class Variant:
     name: str
     tls: bool = False
     peer: PeerSpec | None = None
+    metrics: bool = True  # ours: --metrics-port, scraped every SCRAPE_INTERVAL s during the run
 
 
 @dataclass(frozen=True)
@@ -99,7 +105,7 @@ class Plan:
         duration = late_at + self.late_cps / CONNECT_RATE + self.boot_delay + 5.0
         return measure_from, late_at, duration
 
-    def estimate_s(self, scale_variants: int, other_variants: int) -> float:
+    def estimate_s(self, scale_variants: int, other_variants: int, quiet: bool = False) -> float:
         total = 0.0
         if "scale" in self.parts:
             total += scale_variants * sum(
@@ -109,18 +115,20 @@ class Plan:
             total += other_variants * (self.storm_hold + RUN_OVERHEAD_S)
         if "throughput" in self.parts:
             total += (
-                scale_variants * len(self.loads) * (self.throughput_timeline()[2] + RUN_OVERHEAD_S)
+                (scale_variants + quiet)
+                * len(self.loads)
+                * (self.throughput_timeline()[2] + RUN_OVERHEAD_S)
             )
         return total * self.repeat + 30.0  # the stack and the registrations
 
 
 @contextmanager
 def serve(
-    variant: Variant, stack: Stack, ids_file: Path, output: list[str]
+    variant: Variant, stack: Stack, ids_file: Path, output: list[str], metrics_port: int | None
 ) -> Iterator[tuple[str, int]]:
     """The variant's gateway, ready and idle for 1 s: yields (url, pid)."""
     if variant.peer is None:
-        with stack.gateway(output, tls=variant.tls) as served:
+        with stack.gateway(output, tls=variant.tls, metrics_port=metrics_port) as served:
             yield served
         return
     port = free_port()
@@ -146,9 +154,18 @@ def one_run(
 ) -> dict[str, Any]:
     output: list[str] = []
     print(f"== {plan_name} {size:,} · {variant.name}", flush=True)
-    with serve(variant, stack, ids_file, output) as (url, pid):
+    metrics_port = free_port() if variant.peer is None and variant.metrics else None
+    scraped: Samples | None = None
+    scraper = None
+    with serve(variant, stack, ids_file, output, metrics_port) as (url, pid):
         idle = proc_stats(pid)
-        summary = run_loadtest(["--url", url, "--gateway-pid", str(pid), *loadtest_args])
+        if metrics_port is not None:
+            scraper = Scraper(metrics_port, SCRAPE_INTERVAL).__enter__()
+        try:
+            summary = run_loadtest(["--url", url, "--gateway-pid", str(pid), *loadtest_args])
+        finally:
+            if scraper is not None:
+                scraped = scraper.stop()  # the last scrape, after the load test ended
     if plan_name == "scale":
         figures = scale_figures(summary, idle[0], idle[1])
     elif plan_name == "storm":
@@ -162,7 +179,12 @@ def one_run(
         "gateway": variant.name,
         "tls": variant.tls,
         "figures": figures,
-        "loop": loop_figures(output) if variant.peer is None else None,
+        # Ours: read from /metrics (the stop summary in its log where metrics are off).
+        "loop": None
+        if variant.peer is not None
+        else (scraped_loop(scraped) if scraped is not None else log_loop_figures(output)),
+        "gateway_counts": None if scraped is None else gateway_counts(scraped),
+        "scrapes": None if scraper is None else scraper.summary(),
         "errors": summary.get("errors", {}),
         "loadtest": summary,
     }
@@ -175,7 +197,9 @@ def run_plan(
     variants: list[Variant],
     tls_variant: Variant | None,
     results: dict[str, Any],
+    quiet_variant: Variant | None = None,
 ) -> None:
+    """Every part of ``plan``; ``quiet_variant`` (ours without metrics) joins the throughput runs."""
     runs: list[dict[str, Any]] = results.setdefault("runs", [])
     common = ["--prefix", PREFIX, "--boot-delay", f"{plan.boot_delay:g}"]
     with_tls = variants + ([tls_variant] if tls_variant else [])
@@ -232,7 +256,7 @@ def run_plan(
             rotate(
                 "throughput",
                 load,
-                with_tls,
+                with_tls + ([quiet_variant] if quiet_variant else []),
                 [
                     "--cps",
                     str(plan.throughput_cps),
@@ -316,6 +340,11 @@ def main() -> int:
     p.add_argument(
         "--brokers", default="mosquitto", help="brokers for --baseline (mosquitto,amqtt)"
     )
+    p.add_argument(
+        "--no-metrics-overhead",
+        action="store_true",
+        help="skip the throughput runs of our gateway with its metrics endpoint off",
+    )
     p.add_argument("--only", default="scale,storm,throughput", help="parts of the plan to run")
     p.add_argument("--markdown", help="write the document here (and benchmarks.json beside it)")
     p.add_argument(
@@ -374,7 +403,8 @@ def main() -> int:
         )
     variants = [Variant(OURS)] + [Variant(peer.name, peer=peer) for peer in peers]
     tls_variant = Variant(OURS_TLS, tls=True) if args.broker_tls else None
-    estimate = plan.estimate_s(len(variants) + bool(tls_variant), len(variants))
+    quiet = None if args.no_metrics_overhead else Variant(OURS_NO_METRICS, metrics=False)
+    estimate = plan.estimate_s(len(variants) + bool(tls_variant), len(variants), bool(quiet))
     print(
         f"plan: {', '.join(v.name for v in variants + ([tls_variant] if tls_variant else []))}; "
         f"estimated {estimate / 60:.0f} min"
@@ -389,6 +419,14 @@ def main() -> int:
         | (
             {OURS_TLS: "this repository's gateway, TLS 1.2 to the broker with a client certificate"}
             if tls_variant
+            else {}
+        )
+        | (
+            {
+                OURS_NO_METRICS: "this repository's gateway without --metrics-port "
+                "(throughput only: the metrics' cost)"
+            }
+            if quiet
             else {}
         )
         | {peer.name: peer.command for peer in peers},
@@ -415,7 +453,7 @@ def main() -> int:
                 stack.register(PREFIX, count)
                 ids_file = Path(tmp) / "ids.txt"
                 ids_file.write_text("".join(f"{PREFIX}{i}\n" for i in range(count)))
-                run_plan(plan, stack, ids_file, variants, tls_variant, results)
+                run_plan(plan, stack, ids_file, variants, tls_variant, results, quiet)
                 if args.baseline and "mosquitto" in args.brokers.split(","):
                     throughput_runs(stack, plan.throughput_cps, plan.loads, plan.window, results)
             results["processor_loop"] = {"mosquitto": stack.processor_loop}

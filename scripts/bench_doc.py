@@ -7,7 +7,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench_figures import OURS, OURS_TLS, median_of, medians, ratio, targets
+from bench_figures import (
+    METRICS_OVERHEAD_LIMIT,
+    OURS,
+    OURS_NO_METRICS,
+    OURS_TLS,
+    median_of,
+    medians,
+    metrics_overhead,
+    ratio,
+    targets,
+)
 from bench_legacy import baseline_section, legacy_markdown
 
 
@@ -38,7 +48,7 @@ def _gateways(results: dict[str, Any]) -> list[str]:
 
 
 def _peers(results: dict[str, Any]) -> list[str]:
-    return [g for g in _gateways(results) if g not in (OURS, OURS_TLS)]
+    return [g for g in _gateways(results) if g not in (OURS, OURS_TLS, OURS_NO_METRICS)]
 
 
 def _section(
@@ -117,6 +127,36 @@ def _tls_section(table: dict[str, Any], peers: list[str]) -> list[str]:
     return lines + [""]
 
 
+def _overhead_section(table: dict[str, Any]) -> list[str]:
+    rows = metrics_overhead(table)
+    if not rows:
+        return []
+    lines = [
+        "## The metrics endpoint's cost",
+        "",
+        f"Our gateway runs with `--metrics-port` (**{OURS}**), `/metrics` scraped every 5 s during "
+        f"the run, and without it (**{OURS_NO_METRICS}**), alternating, in the throughput runs. Our "
+        "gateway's loop figures and counts above come from that endpoint. Target: the metrics cost "
+        f"under {METRICS_OVERHEAD_LIMIT:.0%} of CPU per message and of achieved throughput.",
+        "",
+        "| offered msgs/s | CPU µs per msg on / off | CPU cost | achieved CP→CPO msgs/s on / off "
+        "| throughput cost | RTT p50 ms on / off | |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        met = "-" if row["met"] is None else ("met" if row["met"] else "**missed**")
+        lines.append(
+            f"| {_f(int(row['load']))} | {_f(row['cpu_on'])} / {_f(row['cpu_off'])} "
+            f"| {_pct(row['cpu_cost'])} | {_f(row['rate_on'], 0)} / {_f(row['rate_off'], 0)} "
+            f"| {_pct(row['rate_cost'])} | {_f(row['rtt_on'])} / {_f(row['rtt_off'])} | {met} |"
+        )
+    return lines + [""]
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.1%}"
+
+
 def markdown(results: dict[str, Any], command: str) -> str:
     """The document; figures saved before peers were compared render as they used to."""
     if results.get("format") != 2:
@@ -124,7 +164,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
     table = medians(results.get("runs", []))
     plan = results.get("plan", {})
     peers = _peers(results)
-    order = [OURS, OURS_TLS] + peers
+    order = [OURS, OURS_TLS, OURS_NO_METRICS] + peers
     lines = [
         "# Benchmarks",
         "",
@@ -271,6 +311,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
             ["cpu_us_per_msg", "cpu_percent", None, "rtt_p50_ms", "connect_rate_loaded", None],
         )
     lines += _tls_section(table, peers)
+    lines += _overhead_section(table)
     loops = [r for r in results.get("runs", []) if r.get("loop")]
     if loops:
         lag = median_of(r["loop"]["lag_max_ms"] for r in loops)

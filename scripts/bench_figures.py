@@ -12,6 +12,7 @@ from typing import Any
 
 OURS = "ours"
 OURS_TLS = "ours-tls"
+OURS_NO_METRICS = "ours-no-metrics"  # throughput runs with the metrics endpoint off
 CONFIGURED_CONNECT_RATE = 500.0
 
 
@@ -234,6 +235,45 @@ def targets(
                 "ratio": None,
                 "limit": None,
                 "met": None if rate is None else rate >= floor,
+            }
+        )
+    return rows
+
+
+METRICS_OVERHEAD_LIMIT = 0.05  # issue 16: the metrics endpoint costs under 5 %
+
+
+def metrics_overhead(
+    table: dict[str, dict[str, dict[str, dict[str, Any]]]],
+) -> list[dict[str, Any]]:
+    """Per offered load: ours with metrics (scraped) against ours without, from the medians.
+
+    ``cpu_cost`` = CPU per message on / off − 1; ``rate_cost`` = 1 − achieved CP→CPO rate on / off
+    (positive: the metrics cost that much); ``met`` when both are under the limit."""
+    rows = []
+    for load in _sizes(table, "throughput"):
+        cell = table["throughput"][load]
+        if OURS not in cell or OURS_NO_METRICS not in cell:
+            continue
+        on, off = cell[OURS], cell[OURS_NO_METRICS]
+        cpu = ratio(on.get("cpu_us_per_msg"), off.get("cpu_us_per_msg"))
+        rate = ratio(on.get("msgs_per_s_cp_to_cpo"), off.get("msgs_per_s_cp_to_cpo"))
+        cpu_cost = None if cpu is None else cpu - 1
+        rate_cost = None if rate is None else 1 - rate
+        rows.append(
+            {
+                "load": load,
+                "cpu_on": on.get("cpu_us_per_msg"),
+                "cpu_off": off.get("cpu_us_per_msg"),
+                "cpu_cost": cpu_cost,
+                "rate_on": on.get("msgs_per_s_cp_to_cpo"),
+                "rate_off": off.get("msgs_per_s_cp_to_cpo"),
+                "rate_cost": rate_cost,
+                "rtt_on": on.get("rtt_p50_ms"),
+                "rtt_off": off.get("rtt_p50_ms"),
+                "met": None
+                if cpu_cost is None or rate_cost is None
+                else cpu_cost < METRICS_OVERHEAD_LIMIT and rate_cost < METRICS_OVERHEAD_LIMIT,
             }
         )
     return rows

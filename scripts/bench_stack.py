@@ -146,12 +146,18 @@ class Stack:
 
     @contextmanager
     def gateway(
-        self, output: list[str] | None = None, *, tls: bool = False
+        self,
+        output: list[str] | None = None,
+        *,
+        tls: bool = False,
+        metrics_port: int | None = None,
     ) -> Iterator[tuple[str, int]]:
         """A gateway process for one run; its output lines (its stop summary included) go to ``output``.
 
-        ``tls``: to Mosquitto's TLS listener with the gateway's client certificate, as to AWS IoT Core."""
+        ``tls``: to Mosquitto's TLS listener with the gateway's client certificate, as to AWS IoT Core.
+        ``metrics_port``: serve /metrics there (``--metrics-port``)."""
         port = free_port()
+        metrics = [] if metrics_port is None else ["--metrics-port", str(metrics_port)]
         broker = ["--mqtt-host", "127.0.0.1", "--mqtt-port", str(self.mqtt_port)]
         if tls:
             assert self.tls_port is not None, "Stack(tls=True) for a TLS gateway"
@@ -187,6 +193,7 @@ class Stack:
                 "--max-connections",
                 "20000",
                 *self.gateway_credentials,
+                *metrics,
             ],
             "listening on",
             keep=output,

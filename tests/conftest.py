@@ -5,9 +5,11 @@ Every server binds 127.0.0.1 port 0 and is stopped when its test ends.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import re
+import types
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +30,17 @@ from .processes import program
 
 logging.getLogger("amqtt").setLevel(logging.WARNING)
 logging.getLogger("transitions").setLevel(logging.WARNING)
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+def load_script(name: str) -> types.ModuleType:
+    """A module of scripts/ (not a package) loaded from its file, without touching sys.path."""
+    spec = importlib.util.spec_from_file_location(f"scripts_{name}", SCRIPTS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

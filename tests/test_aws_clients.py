@@ -6,15 +6,21 @@ resolution for AWS itself (no request leaves the machine for those).
 
 from __future__ import annotations
 
+import json
+import platform
+import sys
+from pathlib import Path
 from typing import Any
 
+import botocore
 import pytest
 import trio
 from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 
 from fakeiot.service import FakeIot
 from gateway.app import GATEWAY_IOT_OPERATIONS
-from gateway.aws import AwsSettings, make_client
+from gateway.aws import AwsSettings, _OperationsOnly, make_client
+from gateway.gcpolicy import release_freed_memory
 
 
 async def test_the_gateways_client_describes_things_and_has_nothing_else(
@@ -61,3 +67,24 @@ def test_a_cut_client_finds_aws_iots_endpoint_for_its_region(region: str, url: s
 def test_an_operation_the_service_does_not_have_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="DescribeThng"):
         make_client(AwsSettings(), "iot", operations=["DescribeThing", "DescribeThng"])
+
+
+def test_the_cut_loader_parses_less_and_keeps_the_request_shapes() -> None:
+    """The model is parsed without documentation into plain dicts; endpoints keep one service."""
+    loader = _OperationsOnly("iot", frozenset(["DescribeThing"]))
+    data_dir = Path(botocore.__file__).parent / "data"
+    model = loader.load_file(str(next((data_dir / "iot").iterdir()) / "service-2"))
+    assert type(model) is dict and list(model["operations"]) == ["DescribeThing"]
+    request = model["shapes"]["DescribeThingRequest"]
+    assert request["required"] == ["thingName"] and "documentation" not in request
+    assert "documentation" not in json.dumps(model)
+    endpoints = loader.load_file(str(data_dir / "endpoints"))
+    assert {name for p in endpoints["partitions"] for name in p["services"]} == {"iot"}
+    assert loader.load_file(str(data_dir / "no-such-file")) is None
+
+
+def test_start_up_memory_is_given_back_where_the_c_library_can() -> None:
+    if sys.platform == "linux" and platform.libc_ver()[0] == "glibc":
+        assert release_freed_memory() is True
+    else:  # musl, macOS: no malloc_trim, no error
+        assert release_freed_memory() in (True, False)

@@ -10,7 +10,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
-from bench_figures import medians, ratio, targets  # noqa: E402
+from bench_doc import markdown  # noqa: E402
+from bench_figures import medians, metrics_overhead, ratio, targets  # noqa: E402
 from bench_peer import PeerError, parse_peer  # noqa: E402
 
 
@@ -64,6 +65,40 @@ def test_medians_over_repeats_and_summed_losses() -> None:
     assert cell["rss_per_cp_kib"] == 14.0
     assert cell["dropped"] == 3
     assert cell["repeats"] == 3
+
+
+def test_metrics_overhead_compares_ours_with_and_without_metrics_per_load() -> None:
+    runs = [
+        _run("throughput", 1000, "ours", cpu_us_per_msg=103.0, msgs_per_s_cp_to_cpo=990.0),
+        _run(
+            "throughput", 1000, "ours-no-metrics", cpu_us_per_msg=100.0, msgs_per_s_cp_to_cpo=1000.0
+        ),
+        _run("throughput", 2500, "ours", cpu_us_per_msg=110.0, msgs_per_s_cp_to_cpo=2400.0),
+        _run(
+            "throughput", 2500, "ours-no-metrics", cpu_us_per_msg=100.0, msgs_per_s_cp_to_cpo=2400.0
+        ),
+        _run("throughput", 5000, "ours", cpu_us_per_msg=100.0),  # no run without metrics: no row
+    ]
+    rows = metrics_overhead(medians(runs))
+    assert [row["load"] for row in rows] == ["1000", "2500"]
+    assert rows[0]["cpu_cost"] == pytest.approx(0.03) and rows[0]["rate_cost"] == pytest.approx(
+        0.01
+    )
+    assert rows[0]["met"] is True
+    assert rows[1]["cpu_cost"] == pytest.approx(0.10) and rows[1]["met"] is False
+    document = markdown(
+        {
+            "format": 2,
+            "machine": "m",
+            "runs": runs,
+            "gateways": {"ours": "x", "ours-no-metrics": "y"},
+        },
+        "python scripts/bench.py",
+    )
+    section = document.split("## The metrics endpoint's cost", 1)[1]
+    assert "| 1,000 | 103.0 / 100.0 | +3.0% | 990 / 1,000 | +1.0% |" in section
+    assert "**missed**" in section.split("| 2,500 |", 1)[1].split("\n", 1)[0]
+    assert "Targets against ours-no-metrics" not in document  # not a peer
 
 
 def test_ratio_is_none_without_both_figures() -> None:

@@ -3,6 +3,7 @@ hostile HTTP clients; and the pure pieces (histogram, readiness rule, refusal ca
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,7 +32,7 @@ from gateway.credentials import hash_password
 from gateway.histogram import FixedHistogram
 from gateway.supervisor import worker_config
 
-from .conftest import gateway_config
+from .conftest import gateway_config, load_script
 from .test_admission import SETTINGS
 from .test_gateway_loop import closed_with
 from .waiting import until
@@ -191,6 +192,7 @@ async def test_counters_move_by_what_a_scripted_session_did(
             pass
     assert rejected.value.status_code == 401
     await until(lambda: len(gateway.bridge.sessions) == 0, what="every CP released")
+    gc.collect()  # a full collection in this process: the gateway's monitor times it
     after = await scrape(port)
 
     def moved(name: str, **labels: str) -> float:
@@ -231,6 +233,13 @@ async def test_counters_move_by_what_a_scripted_session_did(
     assert value(after, "ocpp_gateway_connected_charge_points", ocpp_version="ocpp2.0.1") == 0
     assert value(after, "ocpp_gateway_event_loop_lag_seconds_count") > 0
     assert ("ocpp_gateway_gc_pause_seconds_count", frozenset({("generation", "2")})) in after
+    # The longest pause and lag since start: within the histograms' bounds, the full GC's seen.
+    longest_gc = value(after, "ocpp_gateway_gc_pause_max_seconds", generation="2")
+    assert 0 < longest_gc <= value(after, "ocpp_gateway_gc_pause_seconds_sum", generation="2")
+    longest_lag = value(after, "ocpp_gateway_event_loop_lag_max_seconds")
+    assert 0 <= longest_lag <= value(after, "ocpp_gateway_event_loop_lag_seconds_sum")
+    stalls = gateway.loop.stalls  # one more between the scrape and here would be a 250 ms stall
+    assert value(after, "ocpp_gateway_event_loop_stalls_total") in (stalls, stalls - 1)
     assert value(after, "ocpp_gateway_draining") == 0
     status, _, body = await get(port, "/healthz")
     assert (status, body) == (200, b"ok\n")
@@ -250,6 +259,40 @@ async def test_another_error_in_a_call_is_counted_as_unanswered(
     after = await scrape(gateway.metrics_port)
     assert value(after, "ocpp_gateway_calls_unanswered_total") == 1
     assert value(after, "ocpp_gateway_call_round_trip_seconds_count") == 0
+
+
+async def test_the_benchmarks_scraper_reads_a_live_gateways_figures(
+    fakeiot: FakeIot, nursery: trio.Nursery, register: Any
+) -> None:
+    """scripts/bench.py reads our gateway's figures from /metrics (scripts/bench_scrape.py)."""
+    bench_scrape = load_script("bench_scrape")
+    register("CP1")
+    gateway: RunningGateway = await nursery.start(
+        run_gateway, gateway_config(fakeiot, metrics_port=0)
+    )
+    port = gateway.metrics_port
+    assert port is not None
+    scraper = bench_scrape.Scraper(port, interval=0.05)
+    scraper.__enter__()
+    try:
+        async with connect(gateway.url, "CP1") as cp:
+            for _ in range(3):
+                assert "currentTime" in await cp.call(*heartbeat())
+            await trio.sleep(0.2)  # a few scrapes while connected
+        await until(lambda: len(gateway.bridge.sessions) == 0, what="CP1 released")
+        gc.collect()
+    finally:
+        final = await trio.to_thread.run_sync(scraper.stop)
+    assert final is not None and scraper.scrapes >= 2 and scraper.errors == []
+    counts = bench_scrape.gateway_counts(final)
+    assert counts["frames_cp_to_mqtt"] == counts["frames_mqtt_to_cp"] == 3
+    assert (counts["admissions"], counts["refusals"], counts["calls_unanswered"]) == (1, 0, 0)
+    assert counts["cpu_seconds"] > 0 and counts["rss_mib"] > 10
+    loop = bench_scrape.loop_figures(final)
+    summary = gateway.loop.summary()
+    assert loop["full_gcs"] == summary["gc"]["gen2"]["count"] >= 1
+    assert loop["full_gc_max_ms"] == pytest.approx(summary["gc"]["gen2"]["max_ms"])
+    assert 0 <= loop["lag_mean_ms"] <= loop["lag_max_ms"] <= summary["lag_max_ms"]
 
 
 # -- readiness --------------------------------------------------------------------------------

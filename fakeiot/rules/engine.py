@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..store import Store
+from ..tally import Tally
 from .lambdas import Invocation, LambdaError, LambdaRunner, check_function_arn
 from .sql import UNDEFINED, Message, RuleSqlError, Statement, parse
 
@@ -164,6 +165,10 @@ class RulesEngine:
         self._lock = threading.Lock()
         self._rules: dict[str, _Rule] = {}
         self.errors = 0
+        # (rule, outcome) -> executions (fakeiot/metrics.py): "selected" (the SQL gave a row, the
+        # actions run), "filtered" (WHERE false), "error" (the SQL failed), "action_failed" (an
+        # item not stored, a function not invoked).  Bumped on the broker's loop and store thread.
+        self.executions = Tally()
         for name, doc in store.list_resources(RULE_KIND):
             try:
                 self._rules[name] = compile_rule(name, doc["payload"])
@@ -227,7 +232,9 @@ class RulesEngine:
             try:
                 result = rule.statement.evaluate(message)
                 if result is None:
+                    self.executions.add(rule.name, "filtered")
                     continue
+                self.executions.add(rule.name, "selected")
                 for table in rule.tables:
                     key_column = rule.statement.columns[0].name
                     if key_column not in result:
@@ -255,6 +262,7 @@ class RulesEngine:
                     )
             except Exception:  # one rule's failure must not affect the broker or other rules
                 self.errors += 1
+                self.executions.add(rule.name, "error")
                 log.exception("rule %s failed on a message on %s", rule.name, topic)
         return output
 
@@ -263,6 +271,7 @@ class RulesEngine:
         for invocation in invocations:
             if self.lambdas is None:
                 self.errors += 1
+                self.executions.add(invocation.rule, "action_failed")
                 log.error(
                     "rule %s: %s not invoked: fakeiot runs no functions (start it with --lambda "
                     "ARN=module:function)",
@@ -279,6 +288,7 @@ class RulesEngine:
                 self._store.put_item(item.table, item.key, item.item)
             except Exception:  # a failed write must not affect the broker or the other items
                 self.errors += 1
+                self.executions.add(item.rule, "action_failed")
                 log.exception("rule %s: storing an item in %s failed", item.rule, item.table)
 
 

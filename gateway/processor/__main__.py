@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from functools import partial
 
 import trio
 
@@ -18,7 +19,8 @@ from ..errors import ConfigError, GatewayError
 from ..logthrottle import configure_logging
 from ..looplag import LoopMonitor
 from ..mqtt_link import MqttSettings, open_mqtt_driver
-from .command_cli import call_main, start_command_api
+from .command_cli import call_main, command_settings, start_command_api
+from .command_service import CommandService
 from .config import ProcessorConfig, load_processor_config
 from .idtokens import open_authorizer
 from .registry import HandlerLoadError, HandlerRegistry, load_registry
@@ -54,9 +56,29 @@ async def _run(config: ProcessorConfig, mqtt: MqttSettings, registry: HandlerReg
                 )
                 await nursery.start(processor.run_supervised)
                 # -- commands to charge points: the HTTP API (commands.py / command_service.py) --
+                commands = None
                 if config.http_port is not None:
-                    port = await nursery.start(start_command_api, config, driver, iot, iot_data)
+                    commands = CommandService(driver, iot, iot_data, command_settings(config))
+                    port = await nursery.start(
+                        partial(start_command_api, config, driver, iot, iot_data, service=commands)
+                    )
                     print(f"processor: command API on http://{config.http_host}:{port}", flush=True)
+                if config.metrics_port is not None:
+                    # Imported only when asked for: without it prometheus_client is never loaded.
+                    from .metrics import ProcessorCollector, serve_processor_health
+
+                    metrics_port = await nursery.start(
+                        partial(
+                            serve_processor_health,
+                            ProcessorCollector(processor, commands),
+                            host=config.metrics_host,
+                            port=config.metrics_port,
+                        )
+                    )
+                    print(
+                        f"processor: metrics on http://{config.metrics_host}:{metrics_port}/metrics",
+                        flush=True,
+                    )
                 print(
                     f"processor: answering {inbound_topic(settings)} on {mqtt.host}:{mqtt.port} "
                     f"as {settings.client_id}",
@@ -92,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(config.log_level)  # repeated lines rate-limited, as in the gateway
+    # Repeated lines rate-limited, as in the gateway.
+    configure_logging(config.log_level, log_format=config.log_format)
     try:
         registry = load_registry(config.handlers)  # the CPO's modules: before anything connects
     except HandlerLoadError as exc:

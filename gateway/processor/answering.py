@@ -19,12 +19,15 @@ process is handled again.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import trio
 from ocpp.messages import Call, CallError, CallResult
 
 from .. import ocppj
+from ..histogram import FixedHistogram
+from .actions import known_actions
 from .authorization import AcceptAll, Authorizer
 from .dispatch import dispatch
 from .handlers import Context
@@ -35,6 +38,46 @@ if TYPE_CHECKING:
     from .service import ProcessorSettings
 
 log = logging.getLogger(__name__)
+
+OTHER = "other"  # the label of an action or error code outside the known set
+ANSWERED = "answered"
+# Every CALLERROR code of OCPP 1.6 and 2.0.1 (both spellings); any other code is counted as "other".
+ERROR_CODES = frozenset(
+    {
+        "NotImplemented",
+        "NotSupported",
+        "InternalError",
+        "ProtocolError",
+        "SecurityError",
+        "FormationViolation",
+        "FormatViolation",
+        "PropertyConstraintViolation",
+        "OccurenceConstraintViolation",
+        "OccurrenceConstraintViolation",
+        "TypeConstraintViolation",
+        "GenericError",
+        "MessageTypeNotSupported",
+        "RpcFrameworkError",
+    }
+)
+
+
+def action_label(version: str, action: str) -> str:
+    """``action`` as a metric label: bounded to the version's known actions (else ``other``)."""
+    return action if action in known_actions(version) else OTHER
+
+
+def outcome_of(reply: str) -> str:
+    """``answered`` for a CALLRESULT, else the CALLERROR's code (bounded, else ``other``).
+
+    Only the error path parses the reply; a CALLRESULT is told by its first characters."""
+    if reply.startswith("[3"):
+        return ANSWERED
+    try:
+        code = ocppj.strict_loads(reply)[2]
+    except (ValueError, IndexError, TypeError):
+        return OTHER
+    return code if isinstance(code, str) and code in ERROR_CODES else OTHER
 
 
 class Answerer:
@@ -70,6 +113,12 @@ class Answerer:
             0  # messages whose handling raised (answered InternalError where a CALL)
         )
         self.timeouts = 0  # CALLs whose handler did not return within handler_timeout
+        # The metrics (gateway/processor/metrics.py reads them at scrape time):
+        # (version, action label, outcome) -> CALLs answered, duplicates not counted again;
+        self.calls: Counter[tuple[str, str, str]] = Counter()
+        # (version, "CALLRESULT" | "CALLERROR") -> answers from CPs to CALLs the CSMS sent.
+        self.cp_answers: Counter[tuple[str, str]] = Counter()
+        self.handler_seconds = FixedHistogram()  # a CALL's handling, schema checks included
 
     async def answer(self, cp_id: str, version: str, payload: bytes) -> str | None:
         """The frame to send back for one frame from ``cp_id`` (None: no answer).
@@ -105,11 +154,14 @@ class Answerer:
                 pending.wait()
             )  # its first copy is being answered; if that is cancelled, this one answers
         done = self._answering[key] = trio.Event()
+        began = trio.current_time()
         try:
             try:
                 reply = await self._answer_in_time(cp_id, version, frame)
             except Exception:  # noqa: BLE001 - logged by _internal_error; a bug costs this CALL, not the processor
                 reply = self._internal_error(cp_id, frame.unique_id)
+            self.handler_seconds.observe(trio.current_time() - began)
+            self.calls[version, action_label(version, frame.action), outcome_of(reply)] += 1
             self._recent.put(key, reply, trio.current_time())
         finally:
             del self._answering[key]
@@ -152,6 +204,7 @@ class Answerer:
         try:
             text = payload.decode("utf-8")
         except UnicodeDecodeError:
+            self.calls[version, OTHER, ocppj.format_violation_code(version)] += 1
             return ocppj.call_error(
                 ocppj.UNKNOWN_MESSAGE_ID,
                 ocppj.format_violation_code(version),
@@ -161,9 +214,14 @@ class Answerer:
             frame: Call | CallResult | CallError = ocppj.parse_frame(text, version)
         except ocppj.FrameError as exc:
             log.info("%s: malformed frame answered with %s: %s", cp_id, exc.code, exc.description)
+            # Its action cannot be trusted (or is absent): counted as "other".
+            self.calls[version, OTHER, exc.code if exc.code in ERROR_CODES else OTHER] += 1
             return exc.to_call_error()
         if not isinstance(frame, Call):
             # A CALLRESULT/CALLERROR answers a CALL the CPO sent; nothing to reply.
+            self.cp_answers[
+                version, "CALLRESULT" if isinstance(frame, CallResult) else "CALLERROR"
+            ] += 1
             log.info("%s: received %s for message %s", cp_id, type(frame).__name__, frame.unique_id)
             return None
         return frame

@@ -46,10 +46,15 @@ async def start_command_api(
     iot: Any,
     iot_data: Any,
     *,
+    service: CommandService | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """The command service and its HTTP API (``--http-port``) until cancelled; ``started(port)``."""
-    service = CommandService(driver, iot, iot_data, command_settings(config))
+    """The command service and its HTTP API (``--http-port``) until cancelled; ``started(port)``.
+
+    ``service``: one built by the caller (to count its commands in the metrics), else a new one.
+    """
+    if service is None:
+        service = CommandService(driver, iot, iot_data, command_settings(config))
     async with trio.open_nursery() as nursery:
         await nursery.start(service.run)
         port = await nursery.start(

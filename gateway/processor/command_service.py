@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,17 +37,23 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .. import ocppj
 from ..errors import MqttError, MqttSubscriptionRefused
 from ..identity import thing_name_for
+from ..logformat import CURRENT_CP
 from ..mqtt_link import MqttDriver, MqttLink
+from .actions import known_actions
 from .commands import (
     PRESENCE_TOPICS,
     BrokerUnavailable,
+    CallAnswered,
+    CallRejected,
     ChargePointOffline,
     Command,
     CommandFailed,
     CommandQueues,
     CommandTimedOut,
+    InvalidCommand,
     Outcome,
     Presence,
+    QueueFull,
     UnknownChargePoint,
     build_call,
     check_command,
@@ -56,6 +63,35 @@ from .commands import (
 )
 
 log = logging.getLogger(__name__)
+
+# Command outcomes as the metrics count them (docs/operations.md).
+ACCEPTED = "accepted"  # the CP answered with a valid CALLRESULT
+REJECTED = "rejected"  # the CP answered with a CALLERROR
+INVALID_RESPONSE = "invalid_response"  # a CALLRESULT that breaks the response schema
+TIMEOUT = "timeout"  # sent, no answer in time
+REFUSED = "refused"  # never sent: invalid, unknown or offline CP, queue full
+ERROR = "error"  # broker unavailable, internal error
+
+
+def command_action_label(action: str) -> str:
+    """``action`` as a metric label: an action of OCPP 1.6 or 2.0.1, else ``other``."""
+    return action if action in known_actions("1.6") or action in known_actions("2.0.1") else "other"
+
+
+def failure_outcome(error: CommandFailed) -> str:
+    if isinstance(error, CommandTimedOut):
+        return TIMEOUT
+    if isinstance(error, InvalidCommand | UnknownChargePoint | ChargePointOffline | QueueFull):
+        return REFUSED
+    return ERROR
+
+
+def answer_outcome(outcome: Outcome) -> str:
+    if isinstance(outcome, CallAnswered):
+        return ACCEPTED
+    if isinstance(outcome, CallRejected):
+        return REJECTED
+    return INVALID_RESPONSE
 
 
 @dataclass(frozen=True)
@@ -95,6 +131,8 @@ class CommandService:
         self._queues = CommandQueues(settings.max_waiting)
         self._nursery: trio.Nursery | None = None
         self.sent = 0  # CALLs published
+        # The metrics (gateway/processor/metrics.py): (action label, outcome) -> commands.
+        self.outcomes: Counter[tuple[str, str]] = Counter()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve :meth:`call` until cancelled; ``started()`` once presence is watched (if asked)."""
@@ -110,6 +148,16 @@ class CommandService:
 
     async def call(self, cp_id: str, action: str, payload: dict[str, Any]) -> Outcome:
         """Send ``action`` to ``cp_id`` and return its answer; raises :class:`CommandFailed`."""
+        label = command_action_label(action)
+        try:
+            outcome = await self._call(cp_id, action, payload)
+        except CommandFailed as exc:
+            self.outcomes[label, failure_outcome(exc)] += 1
+            raise
+        self.outcomes[label, answer_outcome(outcome)] += 1
+        return outcome
+
+    async def _call(self, cp_id: str, action: str, payload: dict[str, Any]) -> Outcome:
         if self._nursery is None:
             raise BrokerUnavailable("the command service is not running")
         check_target(cp_id, action)
@@ -190,6 +238,7 @@ class CommandService:
 
     async def _serve_cp(self, cp_id: str) -> None:
         """Send the CP's queued commands one at a time until its queue is empty."""
+        CURRENT_CP.set(cp_id)  # this task is the CP's: its log lines carry the id
         try:
             async with self._driver.link(self._client_id("cmd")) as link:
                 await link.subscribe(f"{cp_id}/in", 1)

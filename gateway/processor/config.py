@@ -17,7 +17,12 @@ from pathlib import Path
 
 from .. import options
 from ..config import LOG_LEVELS, GatewayConfig, read_password
-from ..config_options import DEFAULT_ID_TOKEN_TABLE, PROCESSOR_AUTHORIZERS, check_table_name
+from ..config_options import (
+    DEFAULT_ID_TOKEN_TABLE,
+    LOG_FORMATS,
+    PROCESSOR_AUTHORIZERS,
+    check_table_name,
+)
 from ..errors import ConfigError
 from ..options import option
 
@@ -27,6 +32,7 @@ PROCESSOR_GROUPS = {
     "processor": "Processor",
     "commands": "Commands to charge points (docs/commands.md)",
     "authorization": "Authorization (docs/authorization.md)",
+    "metrics": "Metrics and health (docs/operations.md)",
 }
 AUTHORIZERS = PROCESSOR_AUTHORIZERS
 
@@ -128,6 +134,12 @@ class ProcessorConfig:
         default_text="none",
     )
     log_level: str = option("INFO", "how much to log", group="processor", choices=LOG_LEVELS)
+    log_format: str = option(
+        "text",
+        "text, or json: one JSON object a line (time, level, logger, message, cp_id, exc)",
+        group="processor",
+        choices=LOG_FORMATS,
+    )
     # -- commands to charge points (gateway/processor/command_service.py, docs/commands.md) --
     command_timeout: float = option(
         30.0, "seconds a command sent to a CP waits for its answer", group="commands", above=0
@@ -170,6 +182,22 @@ class ProcessorConfig:
         "DynamoDB table of id tokens (key idToken; status, expiryDate, groupIdToken)",
         group="authorization",
         check=check_table_name,
+    )
+
+    # -- metrics and health (gateway/processor/metrics.py, docs/operations.md) --
+    metrics_port: int | None = option(
+        None,
+        "serve GET /metrics (Prometheus), /healthz and /readyz on this port; unset: none (0: any "
+        "free port)",
+        group="metrics",
+        min=0,
+        max=65535,
+    )
+    metrics_host: str = option(
+        "127.0.0.1",
+        "address the metrics port binds (no authentication: loopback, or a network only "
+        "Prometheus reaches)",
+        group="metrics",
     )
 
     def ssl_context(self) -> ssl.SSLContext | None:

@@ -62,6 +62,7 @@ from ..errors import (
     MqttSubscriptionRefused,
 )
 from ..identity import validate_identity
+from ..logformat import CURRENT_CP
 from ..mqtt_link import Delivery, MqttDriver, MqttLink
 from .answering import Answerer
 from .authorization import AcceptAll, Authorizer
@@ -133,10 +134,17 @@ class Processor(Answerer):
         self.versions = OcppVersions(iot_data, settings.max_known_versions)
         self._limiter = trio.CapacityLimiter(settings.max_concurrent)
         self.handled = 0
+        self.ignored = 0  # messages on +/in whose topic holds no valid CP id: dropped unanswered
         self.reconnects = 0
         self.crashes = 0  # times run() ended with an exception under run_supervised()
         self._started = False
         self._subscribed = False
+        self._connected = False  # subscribed and receiving now (unlike _subscribed, reset at once)
+
+    @property
+    def subscribed(self) -> bool:
+        """Connected to the broker and subscribed to ``+/in`` now (``/readyz``)."""
+        return self._connected
 
     @property
     def bad_shadow_updates(self) -> int:
@@ -254,6 +262,7 @@ class Processor(Answerer):
                 task_status.started()
                 self._started = True
             lost: MqttConnectionLost | None = None
+            self._connected = True
             try:
                 async with trio.open_nursery() as nursery:
                     while True:
@@ -275,6 +284,8 @@ class Processor(Answerer):
                 lost = MqttConnectionLost(
                     f"processor lost its MQTT connection: {group.exceptions[0]}"
                 )
+            finally:
+                self._connected = False
             if lost is not None:
                 raise lost
 
@@ -300,8 +311,11 @@ class Processor(Answerer):
         try:
             identity = validate_identity(cp_id)
         except InvalidIdentity as exc:
+            self.ignored += 1
             log.warning("processor: ignoring message on %r: %s", topic, exc.reason)
             return
+        # This task handles this one message: its log lines carry the CP id (--log-format json).
+        CURRENT_CP.set(identity.cp_id)
         try:
             version = await self.versions.version_of(identity.thing_name)
         except (
