@@ -330,6 +330,10 @@ async def test_a_browser_that_stops_reading_never_slows_the_broker(
         assert len(spy.on("CP1/in")) == count
         assert fakeiot.tap.dropped > 0  # the stalled view lost the oldest, counted
         assert fakeiot.tap.viewers == 1
+        _, _, metrics = await call(fakeiot, "GET", "/metrics")
+        assert "fakeiot_console_live_views 1.0" in metrics
+        dropped = re.search(r"^fakeiot_console_frames_dropped_total (\S+)$", metrics, re.MULTILINE)
+        assert dropped and float(dropped.group(1)) == fakeiot.tap.dropped
     finally:
         sock.close()
 
