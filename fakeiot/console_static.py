@@ -49,12 +49,11 @@ CONSOLE_JS = r"""
       dropped += Number(event.data);
       droppedOut.textContent = String(dropped);
     });
-    source.addEventListener("refused", function (event) {
-      status.textContent = "refused: " + event.data;
-      source.close();
-    });
     source.addEventListener("error", function () {
-      if (source.readyState !== EventSource.CLOSED) { status.textContent = "reconnecting"; }
+      // CLOSED: fakeiot refused the stream (a bad filter, or every live view taken): no retry.
+      status.textContent = source.readyState === EventSource.CLOSED
+        ? "refused (a bad filter, or too many live views open): fix it or reload"
+        : "reconnecting";
     });
   }
 
