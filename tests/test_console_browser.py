@@ -165,6 +165,16 @@ async def test_console_in_a_browser(
             browser.save_screenshot(str(tmp_path / "clients.png"))
 
         await in_browser(shadow_and_tables)
+
+    def bad_filter_is_refused() -> None:
+        browser.get(f"{base}/console/mqtt?filter=a%2B")
+        wait_until(
+            browser,
+            lambda d: d.find_element(By.ID, "status").text.startswith("refused"),
+            "the refusal of filter a+",
+        )
+
+    await in_browser(bad_filter_is_refused)
     for name in ("things", "mqtt", "shadow", "clients"):
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
     if os.environ.get("CONSOLE_SCREENSHOT_TO"):  # how docs/images/console-mqtt.png is made
