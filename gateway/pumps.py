@@ -36,6 +36,7 @@ from .lifecycle import Event
 from .local_sessions import ChargePointSession
 from .mqtt_link import MqttDriver, MqttLink
 from .ratelimit import TokenBucket
+from .redact import redact_frame
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +216,9 @@ class CpToMqtt:
             session.end(CLOSE_POLICY_VIOLATION, f"Message rate limit exceeded ({self._rate:g}/s)")
             return
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s: CP -> %s: %s", session.identity.cp_id, self._topic, message)
+            log.debug(
+                "%s: CP -> %s: %s", session.identity.cp_id, self._topic, redact_frame(message)
+            )
         payload = message.encode("utf-8")
         try:
             await self._link.publish(self._topic, payload, 1)
@@ -269,14 +272,16 @@ async def mqtt_to_cp(
                 await ws.send_message(text)
             except ConnectionClosed as exc:
                 log.warning(
-                    "%s: CP left before a message could be delivered: %s", cp_id, text[:200]
+                    "%s: CP left before a message could be delivered: %s",
+                    cp_id,
+                    redact_frame(text, limit=200),
                 )
                 session.ending.set(*close_of(exc))
                 break
             traffic.frames_to_cp += 1
             traffic.bytes_to_cp += len(payload)
             if log.isEnabledFor(logging.DEBUG):
-                log.debug("%s: %s -> CP: %s", cp_id, topic, text)
+                log.debug("%s: %s -> CP: %s", cp_id, topic, redact_frame(text))
     except MqttConnectionLost as exc:
         log.info("%s: MQTT connection ended: %s", cp_id, exc)
         session.ending.set(*mqtt_ending(exc))

@@ -1,0 +1,65 @@
+"""OCPP frames as they may appear in a log: with the secrets they carry replaced.
+
+The gateway logs every frame at DEBUG, and the start of an undelivered one at WARNING.  Some
+frames carry credentials: a CPO setting a charge point's password (1.6 ``ChangeConfiguration``
+of ``AuthorizationKey``, 2.0.1 ``SetVariables`` of ``BasicAuthPassword``), a network profile's
+APN or VPN password and key, a SIM PIN, a charge point reading them back.  :func:`redact_frame` is pure
+(no I/O): the frame parsed, secrets replaced by ``"***"``, serialised again.  What is redacted:
+
+* a member whose name says it is a secret (``password``, ``secret``, ``authorizationKey``,
+  ``privateKey``..., any case), and a ``key`` member beside a password (a VPN's shared key);
+* the value of a configuration key or variable whose name says so: ``{"key": "AuthorizationKey",
+  "value": ...}`` (1.6) and ``{"variable": {"name": "BasicAuthPassword"}, "attributeValue": ...}``
+  (2.0.1).
+
+A frame that is not JSON is not shown at all (its secrets could not be found), only its length.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+SECRET_NAME = re.compile(r"pass(word|phrase)?$|secret|authori[sz]ationkey|privatekey|pin$", re.I)
+HIDDEN = "***"
+MAX_LOGGED = 2000  # characters of a frame a log line shows
+
+
+def redact_frame(text: str | bytes, limit: int = MAX_LOGGED) -> str:
+    """``text`` (an OCPP-J frame) fit for a log line: secrets hidden, at most ``limit`` chars."""
+    try:
+        shown = json.dumps(_redact(json.loads(text)), separators=(",", ":"), ensure_ascii=False)
+    except ValueError:
+        return f"<{len(text)} characters, not JSON: not shown>"
+    except RecursionError:
+        return f"<{len(text)} characters, nested too deep: not shown>"
+    return (
+        shown if len(shown) <= limit else f"{shown[:limit]}... (a frame of {len(text)} characters)"
+    )
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_redact(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    secret_value = _names_a_secret(value.get("key")) or _names_a_secret(
+        (value.get("variable") or {}).get("name")
+        if isinstance(value.get("variable"), dict)
+        else None
+    )
+    beside_password = any(isinstance(k, str) and SECRET_NAME.search(k) for k in value)
+    redacted: dict[str, Any] = {}
+    for key, item in value.items():
+        if SECRET_NAME.search(key) or (key == "key" and beside_password):
+            redacted[key] = HIDDEN
+        elif secret_value and key in ("value", "attributeValue"):
+            redacted[key] = HIDDEN
+        else:
+            redacted[key] = _redact(item)
+    return redacted
+
+
+def _names_a_secret(name: Any) -> bool:
+    return isinstance(name, str) and SECRET_NAME.search(name) is not None
