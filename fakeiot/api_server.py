@@ -12,6 +12,9 @@ is answered 400, a larger one 413, before any of the body is read.  Each
 read waits at most ``read_timeout`` seconds, and a body must arrive within
 that time (else 408).
 
+``/console`` paths go to the web console (:mod:`fakeiot.console`), with its
+own access rule (a browser cannot sign requests).
+
 Served by the standard library's threading HTTP server: one thread per
 client connection, all joined when the server closes.
 """
@@ -32,6 +35,7 @@ from typing import Any
 
 from . import sigv4
 from .api import IotApi
+from .console import Console, is_console_path
 from .errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -66,6 +70,9 @@ class _Handler(BaseHTTPRequestHandler):
         except _Refusal as refusal:
             self.close_connection = True  # the rest of the stream cannot be trusted
             self._reply(refusal.status, {"message": refusal.message}, refusal.error_type)
+            return
+        if self.server.console is not None and is_console_path(self.path):
+            self.server.console.handle(self, body)  # its own access rule: fakeiot/console.py
             return
         headers = {k.lower(): v for k, v in self.headers.items()}
         if self.command == "GET" and self.path == "/metrics" and self.server.metrics is not None:
@@ -181,6 +188,7 @@ class _Handler(BaseHTTPRequestHandler):
 class ApiServer(ThreadingHTTPServer):
     daemon_threads = False  # server_close() joins every request thread
     block_on_close = True
+    console: Console | None = None  # the web console, when fakeiot serves one
 
     def __init__(
         self,

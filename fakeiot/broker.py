@@ -45,6 +45,7 @@ from .broker_routing import RoutingBroker
 from .broker_sessions import SessionsBroker
 from .broker_shared import SharedBroker
 from .connection import BoundedStreamReader, FakeIotProtocolHandler, LimitCounters
+from .console_tap import ConsoleTap
 from .limits import DeliveryLimits, DeliveryStats, SubscriptionBook
 from .listeners import ClosingStreamWriter
 from .policy import Credentials
@@ -80,6 +81,7 @@ class FakeIotBroker(SessionsBroker, RoutingBroker, SharedBroker):
         rules: RulesEngine | None = None,
         certificate_status: Callable[[str], str | None] = lambda _id: None,
         limits: DeliveryLimits | None = None,
+        tap: ConsoleTap | None = None,
     ) -> None:
         self._open_writers: set[asyncio.StreamWriter] = set()
         self.shared_subscriptions = SharedSubscriptions()
@@ -90,6 +92,7 @@ class FakeIotBroker(SessionsBroker, RoutingBroker, SharedBroker):
         self.counters = LimitCounters()
         self.shadows = shadows
         self.rules = rules
+        self.tap = tap  # the console's live feed (fakeiot/console_tap.py)
         self.takeovers = 0
         self.refusals = 0
         # The metrics (fakeiot/metrics.py): policy refusals by action (connect, publish,

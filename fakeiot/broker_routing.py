@@ -26,7 +26,9 @@ amqtt 0.12.1 private methods overridden here (see :mod:`fakeiot.broker`):
   persistent session as a connected client's (:mod:`fakeiot.limits`).
 * ``_broadcast_message``: every delivered message also goes through the
   rules engine (:mod:`fakeiot.rules`); its table items are written in the
-  store thread, its Lambda invocations queued for the Lambda workers.
+  store thread, its Lambda invocations queued for the Lambda workers.  It (and
+  each republished message) is also offered to the console's live feed
+  (:mod:`fakeiot.console_tap`), which never blocks.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from amqtt.events import BrokerEvents
 from . import presence
 from .broker_sessions import ROLE_ATTRIBUTE
 from .connection import LimitCounters, offline_queue_drained, queue_offline
+from .console_tap import ConsoleTap
 from .limits import DeliveryLimits, Outgoing
 from .policy import Role, may_publish, may_receive, may_subscribe
 from .rules import RulesEngine
@@ -62,6 +65,7 @@ class RoutingBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
     published: Tally
     shadows: ShadowService
     rules: RulesEngine | None
+    tap: ConsoleTap | None
     _store_worker: StoreWorker
     _shadow_lock: asyncio.Lock
 
@@ -91,6 +95,8 @@ class RoutingBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
         self, session: Any, topic: Any, data: Any, force_qos: int | None = None
     ) -> None:
         self.published.add()
+        if self.tap is not None:
+            self.tap.offer(topic, data)
         await super()._broadcast_message(session, topic, data, force_qos)
         rules = self.rules
         if rules is None or not topic or not rules.active:
@@ -102,6 +108,8 @@ class RoutingBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
         rules.invoke(output.invocations)  # queued for the Lambda workers, never waited for
         for out_topic, payload, qos in output.republish:
             self.published.add()
+            if self.tap is not None:
+                self.tap.offer(out_topic, payload)
             await super()._broadcast_message(None, out_topic, payload, qos)
 
     async def _publish_retained_messages_for_subscription(

@@ -255,6 +255,12 @@ def _serve_options(
         "--host is a loopback address",
     )
     p.add_argument(
+        "--no-console",
+        action="store_true",
+        default=_flag(_env(environ, "no-console", None)),
+        help="do not serve the web console (/console on the API port; see docs/fakeiot.md#console)",
+    )
+    p.add_argument(
         "--max-inflight",
         type=int,
         default=_env(environ, "max-inflight", DEFAULTS.max_inflight),

@@ -72,6 +72,7 @@ class FakeIotCollector(Collector):
             refusals.add_metric([action], counts.get((action,), 0))
         yield refusals
         yield from self._rules()
+        yield from self._console()
         calls = CounterMetricFamily(
             PREFIX + "api_requests",
             "Requests to the HTTP API (registry, shadows, rules, DynamoDB...), by route and status",
@@ -101,6 +102,26 @@ class FakeIotCollector(Collector):
             for (rule, outcome), count in sorted(self.rules.executions.snapshot().items()):
                 executions.add_metric([rule, outcome], count)
         yield executions
+
+    def _console(self) -> Iterator[Metric]:
+        tap = self.broker.tap  # None: fakeiot serves no console (--no-console)
+        if tap is None:
+            return
+        yield GaugeMetricFamily(
+            PREFIX + "console_live_views",
+            "Live MQTT views of the web console open now",
+            value=tap.viewers,
+        )
+        yield CounterMetricFamily(
+            PREFIX + "console_frames_dropped",
+            "Messages a live view of the web console missed because it fell behind (queue full)",
+            value=tap.dropped,
+        )
+        yield CounterMetricFamily(
+            PREFIX + "console_views_refused",
+            "Live views refused because the most allowed were open",
+            value=tap.refused_viewers,
+        )
 
 
 def fakeiot_registry(collector: FakeIotCollector) -> CollectorRegistry:

@@ -28,6 +28,8 @@ from .api import IotApi
 from .api_server import ApiServer
 from .broker import FakeIotBroker
 from .certs import CertificateAuthority, ensure_pki
+from .console import Console
+from .console_tap import ConsoleTap
 from .datadir import DataDirLock, prepare_data_dir
 from .errors import FakeIotError
 from .limits import DeliveryLimits
@@ -72,6 +74,7 @@ class FakeIotConfig:
         20.0  # seconds a request's headers and body may take, and a connection may idle
     )
     rules_file: Path | None = None
+    console: bool = True  # the web console on the API port (fakeiot/console.py)
     # Per connected client (see fakeiot/limits.py): unacknowledged QoS 1 messages (AWS IoT: 100), and the
     # queue behind them; beyond it messages for that client are dropped (logged, counted).
     max_inflight: int = 100
@@ -176,6 +179,7 @@ class FakeIot:
         self.backend_password = ""
         self.gateway_password = ""
         self._lock: DataDirLock | None = None
+        self.tap = ConsoleTap()  # the console's live feed of every delivered message
         self._metrics_lock = threading.Lock()
         # fakeiot.metrics' registry, made on the first scrape
         self._metrics_registry: CollectorRegistry | None = None
@@ -283,6 +287,10 @@ class FakeIot:
             raise FakeIotError(
                 f"fakeiot HTTP API cannot listen on {self.config.host}:{self.config.api_port}: {_why(exc)}"
             ) from None
+        if self.config.console:
+            self._api_server.console = Console(
+                api, self.tap, access_keys=keys, connected_clients=self.connected_client_ids
+            )
         self._api_server.metrics = self._metrics_exposition
         self.api_port = self._api_server.server_address[1]
         self._api_thread = threading.Thread(
@@ -299,9 +307,16 @@ class FakeIot:
             self.api_url,
             self.config.data_dir,
         )
+        if self.config.console:
+            log.info(
+                "fakeiot: web console on %s/console%s",
+                self.api_url,
+                " (HTTP Basic: the API's access key id and secret)" if keys else "",
+            )
 
     def stop(self) -> None:
         self._stop_lambdas()  # first: the functions running now still reach the API and broker
+        self.tap.close()  # ends the console's live streams, whose threads the API server joins
         if self._api_server is not None and self._api_thread is not None:
             self._api_server.shutdown()
             self._api_server.server_close()
@@ -354,6 +369,7 @@ class FakeIot:
                 rules=self.rules,
                 certificate_status=self._certificate_status,
                 limits=limits,
+                tap=self.tap if self.config.console else None,
             )
             try:
                 await broker.start()
@@ -389,19 +405,24 @@ class FakeIot:
             registry = self._metrics_registry
         return exposition(registry, accept)
 
-    def connected_clients(self) -> int | None:
-        """MQTT clients connected now, counted on the broker's loop (None: it did not answer)."""
+    def connected_client_ids(self) -> list[str] | None:
+        """The MQTT client ids connected now, read on the broker's loop (None: it did not answer)."""
         loop, broker = self._loop, self.broker
         if loop is None or broker is None or loop.is_closed():
             return None
 
-        async def count() -> int:
-            return len(broker.connected_client_ids())
+        async def read() -> list[str]:
+            return broker.connected_client_ids()
 
         try:
-            return asyncio.run_coroutine_threadsafe(count(), loop).result(timeout=5)
+            return asyncio.run_coroutine_threadsafe(read(), loop).result(timeout=5)
         except (TimeoutError, RuntimeError):
             return None
+
+    def connected_clients(self) -> int | None:
+        """MQTT clients connected now, counted on the broker's loop (None: it did not answer)."""
+        ids = self.connected_client_ids()
+        return None if ids is None else len(ids)
 
     def _publish_threadsafe(self, publications: list[Publication]) -> None:
         """Publish from an API thread through the broker's loop, and wait for it."""
