@@ -3,8 +3,10 @@
 Authentication: given access keys, every request but ``GET /health`` must
 carry a valid AWS SigV4 signature by one of them (:mod:`fakeiot.sigv4`), as
 boto3 makes; reads too, since Thing attributes hold password hashes.
-Without keys requests are not checked: fakeiot then refuses to bind
-anything but a loopback address (:func:`fakeiot.service.check_exposure`).
+Without keys requests are not signed: fakeiot then refuses to bind
+anything but a loopback address (:func:`fakeiot.service.check_exposure`),
+and answers only requests whose ``Host`` is a loopback name (403 otherwise:
+the DNS-rebinding guard of :mod:`fakeiot.hostcheck`).
 
 Framing: only ``Content-Length`` bodies (no ``Transfer-Encoding``), of at
 most :data:`MAX_BODY` bytes; a negative, non-numeric or conflicting length
@@ -37,6 +39,7 @@ from . import sigv4
 from .api import IotApi
 from .console import Console, is_console_path
 from .errors import ApiError
+from .hostcheck import loopback_host
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,21 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+            return
+        if not self.server.access_keys and not loopback_host(headers.get("host")):
+            # Unsigned (loopback only): a page in this machine's browser that rebound its name
+            # to 127.0.0.1 must not read the registry (fakeiot/hostcheck.py).
+            log.warning(
+                "api %s: refused a request whose Host is not a loopback name",
+                self.client_address[0],
+            )
+            self._reply(
+                403,
+                {
+                    "message": "without access keys fakeiot answers only a loopback Host (127.0.0.1, localhost, [::1])"
+                },
+                "ForbiddenException",
+            )
             return
         if self.server.access_keys and not (self.command == "GET" and self.path == "/health"):
             try:

@@ -27,13 +27,14 @@ from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs
 
+from .hostcheck import loopback_host
+
 log = logging.getLogger(__name__)
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
-_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
@@ -56,9 +57,7 @@ def check_access(request: BaseHTTPRequestHandler, access_keys: Mapping[str, str]
     """Raise :class:`Refusal` unless ``request`` may use the console."""
     who = request.client_address[0]
     if not access_keys:
-        host = request.headers.get("Host", "")
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        if name not in _LOOPBACK_HOSTS:
+        if not loopback_host(request.headers.get("Host")):
             log.warning("console %s: refused a request whose Host is not a loopback name", who)
             raise Refusal(
                 403, "the console answers only a loopback Host (127.0.0.1, localhost, [::1])"

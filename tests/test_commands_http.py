@@ -49,11 +49,11 @@ async def read_response(stream: trio.SocketStream, *, timeout: float = 5) -> tup
     return int(head.split(b" ")[1]), json.loads(body)
 
 
-async def exchange(port: int, data: bytes) -> tuple[int, Any]:
+async def exchange(port: int, data: bytes, *, timeout: float = 5) -> tuple[int, Any]:
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
         await stream.send_all(data)
-        return await read_response(stream)
+        return await read_response(stream, timeout=timeout)
 
 
 def post(path: str, body: bytes, *, version: bytes = b"1.1", extra: bytes = b"") -> bytes:
