@@ -5,8 +5,9 @@ topics), a Thing registry and classic device shadows, persisted in SQLite,
 and an HTTP API that boto3's ``iot`` and ``iot-data`` clients talk to.
 """
 
+from .config import FakeIotConfig
 from .errors import DataDirError, DataDirLocked, FakeIotError
-from .service import FakeIot, FakeIotConfig, running_fakeiot
+from .service import FakeIot, running_fakeiot
 
 __all__ = [
     "DataDirError",

@@ -4,7 +4,7 @@ Authentication: given access keys, every request but ``GET /health`` must
 carry a valid AWS SigV4 signature by one of them (:mod:`fakeiot.sigv4`), as
 boto3 makes; reads too, since Thing attributes hold password hashes.
 Without keys requests are not signed: fakeiot then refuses to bind
-anything but a loopback address (:func:`fakeiot.service.check_exposure`),
+anything but a loopback address (:func:`fakeiot.config.check_exposure`),
 and answers only requests whose ``Host`` is a loopback name (403 otherwise:
 the DNS-rebinding guard of :mod:`fakeiot.hostcheck`).
 

@@ -39,9 +39,10 @@ from iotshared.identity import validate_identity
 from iotshared.passwords import generate_password, hash_password
 
 from .cli_parser import build_parser
+from .config import FakeIotConfig
 from .errors import FakeIotError
 from .rules.lambdas import LambdaError, parse_function_map
-from .service import FakeIot, FakeIotConfig
+from .service import FakeIot
 
 REGION = "us-east-1"  # fakeiot answers in any region; boto3 needs one
 

@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Mapping
 from typing import Any
 
-from .service import FakeIotConfig
+from .config import FakeIotConfig
 
 DEFAULTS = FakeIotConfig()
 

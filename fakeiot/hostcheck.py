@@ -22,9 +22,14 @@ def loopback_host(header: str | None) -> bool:
             return False
     else:
         name = header.rsplit(":", 1)[0] if header.count(":") == 1 else header
-    if name.lower() == "localhost":
+    return is_loopback(name.lower())
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address to bind, or a ``Host`` name) reaches this machine only."""
+    if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(name).is_loopback
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        return False
+        return False  # a host name: it may resolve to anything
