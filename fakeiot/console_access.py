@@ -20,7 +20,6 @@ Every answer carries a strict Content-Security-Policy (scripts and styles from
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 import logging
 from collections.abc import Mapping
@@ -91,7 +90,7 @@ def authenticated(header: str, access_keys: Mapping[str, str]) -> bool:
         user, sep, password = (
             base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
         )
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and a non-ASCII (latin-1) header
         return False
     ok = False
     for key_id, secret in access_keys.items():  # every key compared: no early exit
