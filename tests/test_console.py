@@ -18,6 +18,8 @@ import trio
 
 from fakeiot import FakeIot, FakeIotConfig, running_fakeiot
 from fakeiot import console_pages as pages
+from fakeiot.console import MAX_PAYLOAD_SHOWN, sse_frame
+from fakeiot.limits import MAX_PAYLOAD
 from fakeiot.console_tap import ConsoleTap, Frame, InvalidFilter, TooManyViewers
 from gateway.mqtt_link import MqttDriver
 from iotshared.attributes import PASSWORD_HASH_ATTRIBUTE
@@ -228,6 +230,10 @@ async def test_with_access_keys_the_console_asks_for_basic_auth(tmp_path: Path) 
             0
         ] == 401
         assert (await call(iot, "GET", "/console", headers={"Authorization": "Basic !!"}))[0] == 401
+        # Non-ASCII (a header is latin-1): refused like any malformed credentials, not a crash
+        assert (await call(iot, "GET", "/console", headers={"Authorization": "Basic \xe9t\xe9"}))[
+            0
+        ] == 401
         status, _, page = await call(
             iot, "GET", "/console", headers=basic("AKIDCONSOLE", "s3cret-console-key")
         )
@@ -256,6 +262,23 @@ def test_tap_queue_drops_oldest_and_counts() -> None:
         with pytest.raises(InvalidFilter):
             with tap.viewer(bad):
                 pass
+
+
+def test_tap_memory_is_bounded_in_bytes_not_only_in_frames() -> None:
+    """A flood of the largest payloads (128 KiB) keeps only what the live view shows of each."""
+    tap = ConsoleTap(max_viewers=1, queue_size=500)
+    big = ("é" * (MAX_PAYLOAD // 2)).encode()  # 128 KiB of two-byte characters
+    with tap.viewer(["#"]) as viewer:
+        for _ in range(500):
+            tap.offer("CP1/in", big)
+        frames, dropped = viewer.take(0)
+    assert len(frames) == 500 and dropped == 0
+    kept = sum(len(f.payload) for f in frames)
+    assert kept <= 500 * 4 * MAX_PAYLOAD_SHOWN  # 8 MiB, not 64 MiB
+    shown = json.loads(sse_frame(frames[0]).decode().split("data: ", 1)[1])
+    assert shown["truncated"] and shown["payload"] == "é" * MAX_PAYLOAD_SHOWN
+    small = json.loads(sse_frame(Frame(1, 0.0, "t", b"short")).decode().split("data: ", 1)[1])
+    assert small["payload"] == "short" and not small["truncated"]
 
 
 def test_tap_without_viewers_costs_little_and_keeps_presence_bounded() -> None:
