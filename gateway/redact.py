@@ -9,8 +9,9 @@ APN or VPN password and key, a SIM PIN, a charge point reading them back.  :func
 * a member whose name says it is a secret (``password``, ``secret``, ``authorizationKey``,
   ``privateKey``..., any case), and a ``key`` member beside a password (a VPN's shared key);
 * the value of a configuration key or variable whose name says so: ``{"key": "AuthorizationKey",
-  "value": ...}`` (1.6) and ``{"variable": {"name": "BasicAuthPassword"}, "attributeValue": ...}``
-  (2.0.1).
+  "value": ...}`` (1.6), ``{"variable": {"name": "BasicAuthPassword"}, "attributeValue": ...}``
+  (2.0.1) and each ``value`` of the ``variableAttribute`` list beside such a variable (2.0.1
+  ``NotifyReport``).
 
 A frame that is not JSON is not shown at all (its secrets could not be found), only its length.
 """
@@ -56,9 +57,18 @@ def _redact(value: Any) -> Any:
             redacted[key] = HIDDEN
         elif secret_value and key in ("value", "attributeValue"):
             redacted[key] = HIDDEN
+        elif secret_value and key == "variableAttribute" and isinstance(item, list):
+            redacted[key] = [_hide_value(attribute) for attribute in item]
         else:
             redacted[key] = _redact(item)
     return redacted
+
+
+def _hide_value(attribute: Any) -> Any:
+    """A ``variableAttribute`` item of a secret variable: its ``value`` hidden."""
+    if not isinstance(attribute, dict):
+        return _redact(attribute)
+    return {k: HIDDEN if k == "value" else _redact(v) for k, v in attribute.items()}
 
 
 def _names_a_secret(name: Any) -> bool:

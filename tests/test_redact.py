@@ -77,6 +77,23 @@ def network_profile() -> str:
             },
         ).to_json(),
         json.dumps([2, "id-3", "DataTransfer", {"vendorId": "V", "clientSecret": SECRET}]),
+        # A CP reporting its variables (2.0.1 NotifyReport, after GetBaseReport FullInventory):
+        # the value sits in variableAttribute, beside the variable that names the secret.
+        frame(
+            call201.NotifyReport(
+                request_id=1,
+                generated_at="2026-01-01T00:00:00Z",
+                seq_no=0,
+                report_data=[
+                    types201.ReportDataType(
+                        component=types201.ComponentType(name="SecurityCtrlr"),
+                        variable=types201.VariableType(name="BasicAuthPassword"),
+                        variable_attribute=[types201.VariableAttributeType(value=SECRET)],
+                    )
+                ],
+            ),
+            "NotifyReport",
+        ),
     ],
     ids=[
         "ChangeConfiguration",
@@ -84,6 +101,7 @@ def network_profile() -> str:
         "SetNetworkProfile",
         "GetConfiguration",
         "secret-name",
+        "NotifyReport",
     ],
 )
 def test_secrets_in_frames_are_hidden_and_the_rest_is_kept(text: str) -> None:
