@@ -431,6 +431,34 @@ async def test_api_bounds_the_time_a_request_may_take(tmp_path: Path) -> None:
                     pass  # the server closes the connection
 
 
+async def test_api_bounds_the_connections_it_serves_at_once(tmp_path: Path) -> None:
+    """Slowloris: connections that never finish a request hold a thread each, so only
+    api_max_connections of them are served; one more is answered 503 at once and closed."""
+    config = FakeIotConfig(
+        mqtt_port=0, api_port=0, data_dir=tmp_path, api_read_timeout=30.0, api_max_connections=2
+    )
+    async with running_fakeiot(config) as iot:
+        held = [await trio.open_tcp_stream("127.0.0.1", iot.api_port) for _ in range(2)]
+        try:
+            for stream in held:
+                await stream.send_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # no end
+            async with await trio.open_tcp_stream("127.0.0.1", iot.api_port) as extra:
+                answer = b""
+                with trio.fail_after(5):  # answered without a request: no thread waits on it
+                    while chunk := await extra.receive_some():
+                        answer += chunk
+            assert answer.startswith(b"HTTP/1.1 503 ") and b"retry later" in answer
+        finally:
+            for stream in held:
+                await stream.aclose()
+        with trio.fail_after(10):  # the held connections' threads end: served again
+            while True:
+                status, _ = await _http(iot.api_port, _request("GET", "/health", {}))
+                if status == 200:
+                    break
+                await trio.sleep(0.1)
+
+
 def _sigv4_headers(
     method: str, url: str, body: bytes, key: str = ACCESS_KEY, secret: str = SECRET_KEY
 ) -> dict[str, str]:
