@@ -13,7 +13,9 @@ APN or VPN password and key, a SIM PIN, a charge point reading them back.  :func
   (2.0.1) and each ``value`` of the ``variableAttribute`` list beside such a variable (2.0.1
   ``NotifyReport``).
 
-A frame that is not JSON is not shown at all (its secrets could not be found), only its length.
+What a log viewer or terminal could take for a line break or a control sequence (DEL, the C1
+controls such as NEL and the 8-bit CSI, U+2028, U+2029) is shown as a JSON escape: one frame,
+one log line.  A frame that is not JSON is not shown at all (its secrets could not be found), only its length.
 """
 
 from __future__ import annotations
@@ -25,12 +27,16 @@ from typing import Any
 SECRET_NAME = re.compile(r"pass(word|phrase)?$|secret|authori[sz]ationkey|privatekey|pin$", re.I)
 HIDDEN = "***"
 MAX_LOGGED = 2000  # characters of a frame a log line shows
+# json.dumps(ensure_ascii=False) escapes only U+0000-U+001F; these too, so a frame keeps to its line
+_LINE_SAFE = {c: f"\\u{c:04x}" for c in [*range(0x7F, 0xA0), 0x2028, 0x2029]}
 
 
 def redact_frame(text: str | bytes, limit: int = MAX_LOGGED) -> str:
     """``text`` (an OCPP-J frame) fit for a log line: secrets hidden, at most ``limit`` chars."""
     try:
-        shown = json.dumps(_redact(json.loads(text)), separators=(",", ":"), ensure_ascii=False)
+        shown = json.dumps(
+            _redact(json.loads(text)), separators=(",", ":"), ensure_ascii=False
+        ).translate(_LINE_SAFE)
     except ValueError:
         return f"<{len(text)} characters, not JSON: not shown>"
     except RecursionError:

@@ -135,6 +135,18 @@ def test_ordinary_frames_are_shown_whole_and_the_rest_is_bounded() -> None:
     assert "nested too deep" in redact_frame("[" * 100_000 + "]" * 100_000)
 
 
+def test_a_frame_cannot_break_a_log_line() -> None:
+    """Characters a log viewer or terminal takes as a line break or control sequence (NEL,
+    U+2028/9, 8-bit CSI, DEL) are shown escaped: one frame stays on its own log line."""
+    tricky = "a\u0085b\u2028c\u2029d\u009b31me\u007ff\nfake: WARNING injected"
+    text = json.dumps([2, "id", "DataTransfer", {"vendorId": "V", "data": tricky}])
+    shown = redact_frame(text)
+    assert not any(ch in shown for ch in "\u0085\u2028\u2029\u009b\u007f\n")
+    assert shown.splitlines() == [shown]
+    assert json.loads(shown)[3]["data"] == tricky  # still the same JSON
+    assert "é" in redact_frame(json.dumps(["é"], ensure_ascii=False))  # other text kept as is
+
+
 async def test_the_gateway_at_debug_logs_frames_without_their_secrets(
     gateway: RunningGateway,
     register: Any,
