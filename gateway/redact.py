@@ -15,7 +15,7 @@ APN or VPN password and key, a SIM PIN, a charge point reading them back.  :func
 
 What a log viewer or terminal could take for a line break or a control sequence (DEL, the C1
 controls such as NEL and the 8-bit CSI, U+2028, U+2029) is shown as a JSON escape: one frame,
-one log line.  A frame that is not JSON is not shown at all (its secrets could not be found), only its length.
+one log line; so is a lone surrogate (valid as a JSON escape, not encodable in a UTF-8 log).  A frame that is not JSON is not shown at all (its secrets could not be found), only its length.
 """
 
 from __future__ import annotations
@@ -28,7 +28,10 @@ SECRET_NAME = re.compile(r"pass(word|phrase)?$|secret|authori[sz]ationkey|privat
 HIDDEN = "***"
 MAX_LOGGED = 2000  # characters of a frame a log line shows
 # json.dumps(ensure_ascii=False) escapes only U+0000-U+001F; these too, so a frame keeps to its line
-_LINE_SAFE = {c: f"\\u{c:04x}" for c in [*range(0x7F, 0xA0), 0x2028, 0x2029]}
+# (and lone surrogates, which JSON may carry as escapes but no UTF-8 log file can write)
+_LINE_SAFE = {
+    c: f"\\u{c:04x}" for c in [*range(0x7F, 0xA0), 0x2028, 0x2029, *range(0xD800, 0xE000)]
+}
 
 
 def redact_frame(text: str | bytes, limit: int = MAX_LOGGED) -> str:

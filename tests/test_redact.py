@@ -145,6 +145,8 @@ def test_a_frame_cannot_break_a_log_line() -> None:
     assert shown.splitlines() == [shown]
     assert json.loads(shown)[3]["data"] == tricky  # still the same JSON
     assert "é" in redact_frame(json.dumps(["é"], ensure_ascii=False))  # other text kept as is
+    lone = redact_frame('[2, "id", "DataTransfer", {"data": "\\ud800"}]')
+    assert json.loads(lone)[3]["data"] == "\ud800" and lone.encode("utf-8")  # a UTF-8 log takes it
 
 
 async def test_the_gateway_at_debug_logs_frames_without_their_secrets(
