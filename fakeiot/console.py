@@ -26,6 +26,7 @@ from iotshared.passwords import hash_password
 from . import console_pages as pages
 from .api import IotApi
 from .console_access import (
+    SAME_ORIGIN,
     SECURITY_HEADERS,
     Refusal,
     check_access,
@@ -152,6 +153,10 @@ class Console:
                 ]
                 self._html(request, pages.mqtt_page(filters, self.token, notice))
             case ["mqtt", "stream"]:
+                # A GET changes nothing, but a stream holds one of few slots: another site's
+                # page (EventSource, <img>) must not take them (a browser sends this header).
+                if request.headers.get("Sec-Fetch-Site", "same-origin") not in SAME_ORIGIN:
+                    raise Refusal(403, "cross-site live view refused (Sec-Fetch-Site)")
                 filters = [f for v in query.get("filter", []) for f in [v.strip()] if f]
                 self._stream(request, filters)
             case ["clients"]:

@@ -13,6 +13,7 @@ Access, the same as the API's:
 State changes are POST only, each with the console's token (random per process,
 in every form) and, when the browser sends them, an ``Origin`` of this host and a
 ``Sec-Fetch-Site`` of ``same-origin``: another site cannot submit them (CSRF).
+The live view's stream, a GET, is refused cross-site too (its slots are few).
 Every answer carries a strict Content-Security-Policy (scripts and styles from
 ``/console/static/`` only), ``X-Frame-Options: DENY`` and ``no-store``.
 """
@@ -42,6 +43,9 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",  # no-referrer would make forms send "Origin: null"
     "Cache-Control": "no-store",
 }
+
+
+SAME_ORIGIN = ("same-origin", "none")  # Sec-Fetch-Site of the console's own pages (none: typed)
 
 
 class Refusal(Exception):
@@ -108,7 +112,7 @@ def form_of(request: BaseHTTPRequestHandler, body: bytes, token: str) -> dict[st
     origin = request.headers.get("Origin")
     if origin is not None and origin != f"http://{request.headers.get('Host', '')}":
         raise Refusal(403, "cross-origin form refused (Origin is not this console)")
-    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+    if request.headers.get("Sec-Fetch-Site", "same-origin") not in SAME_ORIGIN:
         raise Refusal(403, "cross-site form refused (Sec-Fetch-Site)")
     try:
         fields = parse_qs(

@@ -394,6 +394,19 @@ async def test_stream_delivers_frames_and_caps_viewers(fakeiot: FakeIot) -> None
         assert head.startswith(b"HTTP/1.1 503") and b"Retry-After: 10" in head
         status, _, page = await call(fakeiot, "GET", "/console/mqtt/stream?filter=a%2B")
         assert status == 400 and "must be a whole level" in page
+        # Another site's page (an EventSource or <img> to 127.0.0.1, loopback Host and all)
+        # cannot take the live views' slots: refused before a viewer exists.
+        for sock in sockets:
+            sock.close()
+        sockets.clear()
+        refused = await call(
+            fakeiot,
+            "GET",
+            "/console/mqtt/stream?filter=%23",
+            headers={"Sec-Fetch-Site": "cross-site"},
+        )
+        assert refused[0] == 403 and "cross-site" in refused[2]
+        assert fakeiot.tap.refused_viewers == 1  # only the one over the cap above
     finally:
         for sock in sockets:
             sock.close()
