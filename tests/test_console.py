@@ -19,8 +19,8 @@ import trio
 from fakeiot import FakeIot, FakeIotConfig, running_fakeiot
 from fakeiot import console_pages as pages
 from fakeiot.console import MAX_PAYLOAD_SHOWN, sse_frame
-from fakeiot.limits import MAX_PAYLOAD
 from fakeiot.console_tap import ConsoleTap, Frame, InvalidFilter, TooManyViewers
+from fakeiot.limits import MAX_PAYLOAD
 from gateway.mqtt_link import MqttDriver
 from iotshared.attributes import PASSWORD_HASH_ATTRIBUTE
 
@@ -439,6 +439,11 @@ def test_pages_escape_whatever_the_store_holds() -> None:
         assert "<script>alert" not in html and '"><script>' not in html
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html or "&quot;&gt;&lt;script&gt;" in html
     assert "2023-11-14T22:13:20+00:00" in rendered[3]  # the timestamp also shown as UTC time
+    # A timestamp no date can show (any rule or PutItem may store one): the number, not a crash
+    odd = pages.table_page(
+        "t", [{"k": 1, "lastTimestamp": v} for v in (10**20, float("nan"), -(10**18))]
+    )
+    assert "<td>100000000000000000000</td>" in odd and "<td>NaN</td>" in odd
     with_hash = [{"thingName": "CP1", "attributes": {PASSWORD_HASH_ATTRIBUTE: "pbkdf2-hash"}}]
     listed = pages.things_page(with_hash, "t", None)
     assert "(set)" in listed and "pbkdf2-hash" not in listed  # a password hash is never shown
