@@ -43,6 +43,7 @@ from .api import IotApi
 from .console import Console, is_console_path
 from .errors import ApiError
 from .hostcheck import loopback_host
+from .loggable import loggable
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "api %s: %s %s refused: %s",
                     self.client_address[0],
                     self.command,
-                    self.path[:80],
+                    loggable(self.path),
                     exc.message,
                 )
                 self._reply(403, {"message": exc.message}, exc.error_type)
@@ -211,7 +212,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("api %s - %s", self.address_string(), format % args)
+        log.debug("api %s - %s", self.address_string(), loggable(format % args, 400))
 
 
 class ApiServer(ThreadingHTTPServer):

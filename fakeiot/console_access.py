@@ -28,6 +28,7 @@ from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs
 
 from .hostcheck import loopback_host
+from .loggable import loggable
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def check_access(request: BaseHTTPRequestHandler, access_keys: Mapping[str, str]
             "console %s: %s %s refused: %s",
             who,
             request.command,
-            request.path[:80],
+            loggable(request.path),
             "no credentials" if header is None else "invalid Basic credentials",
         )
         raise Refusal(

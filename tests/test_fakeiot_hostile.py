@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import logging
 import stat
 from pathlib import Path
 from typing import Any
@@ -457,6 +458,35 @@ async def test_api_bounds_the_connections_it_serves_at_once(tmp_path: Path) -> N
                 if status == 200:
                     break
                 await trio.sleep(0.1)
+
+
+async def test_a_refused_request_cannot_put_control_characters_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request line may carry ESC and other control bytes (not whitespace): a refusal's log
+    line shows them escaped, so nobody can recolour or retitle the terminal tailing it."""
+    config = FakeIotConfig(
+        mqtt_port=0,
+        api_port=0,
+        data_dir=tmp_path,
+        api_access_key_id=ACCESS_KEY,
+        api_secret_access_key=SECRET_KEY,
+    )
+    caplog.set_level(logging.DEBUG, logger="fakeiot")
+    hostile = "/\x1b]0;pwned\x07\x1b[31mred\x9b2J"
+    async with running_fakeiot(config) as iot:
+        for path, headers in (
+            ("/things" + hostile, {"Authorization": "AWS4-HMAC-SHA256 nonsense"}),
+            ("/console" + hostile, {"Authorization": "Basic bm86bm8="}),
+        ):
+            request = _request("GET", path, headers).decode().encode("latin-1")
+            status, _ = await _http(iot.api_port, request)
+            assert status in (401, 403)
+    refusals = [m for r in caplog.records if " refused: " in (m := r.getMessage())]
+    assert len(refusals) >= 2 and all("pwned" in m for m in refusals[:2])
+    for record in caplog.records:
+        message = record.getMessage()
+        assert not any(ch in message for ch in "\x1b\x07\x9b"), message
 
 
 def _sigv4_headers(
