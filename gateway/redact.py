@@ -15,7 +15,8 @@ APN or VPN password and key, a SIM PIN, a charge point reading them back.  :func
 
 What a log viewer or terminal could take for a line break or a control sequence (DEL, the C1
 controls such as NEL and the 8-bit CSI, U+2028, U+2029) is shown as a JSON escape: one frame,
-one log line; so is a lone surrogate (valid as a JSON escape, not encodable in a UTF-8 log).  A frame that is not JSON is not shown at all (its secrets could not be found), only its length.
+one log line; so is a lone surrogate (valid as a JSON escape, not encodable in a UTF-8 log).
+:func:`loggable` does the same (newlines too) for other text a CP chose, such as a close reason.  A frame that is not JSON is not shown at all (its secrets could not be found), only its length.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ MAX_LOGGED = 2000  # characters of a frame a log line shows
 _LINE_SAFE = {
     c: f"\\u{c:04x}" for c in [*range(0x7F, 0xA0), 0x2028, 0x2029, *range(0xD800, 0xE000)]
 }
+_PEER_TEXT_SAFE = {**{c: f"\\u{c:04x}" for c in range(0x20)}, **_LINE_SAFE}
 
 
 def redact_frame(text: str | bytes, limit: int = MAX_LOGGED) -> str:
@@ -47,6 +49,12 @@ def redact_frame(text: str | bytes, limit: int = MAX_LOGGED) -> str:
     return (
         shown if len(shown) <= limit else f"{shown[:limit]}... (a frame of {len(text)} characters)"
     )
+
+
+def loggable(text: str, limit: int = 200) -> str:
+    """Text a peer chose (a close reason, say) fit for a log line: at most ``limit`` characters,
+    control characters (C0 too: a newline would forge a line) shown escaped."""
+    return text[:limit].translate(_PEER_TEXT_SAFE)
 
 
 def _redact(value: Any) -> Any:

@@ -17,6 +17,7 @@ from ocpp.v201 import datatypes as types201
 from ocpp.v201 import enums as enums201
 
 from gateway.app import RunningGateway
+from gateway.calls import frame_kind
 from gateway.chargepoint import boot_notification, connect
 from gateway.redact import redact_frame
 
@@ -187,3 +188,28 @@ async def test_the_gateway_at_debug_logs_frames_without_their_secrets(
     assert any("SetVariables" in line and "***" in line for line in frames), frames
     assert any('"setVariableResult"' in line for line in frames), frames
     assert all(SECRET not in record.getMessage() for record in caplog.records)
+
+
+async def test_what_a_cp_chooses_cannot_forge_a_log_line(
+    gateway: RunningGateway, register: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A close reason and a CALL's message id are the CP's text: logged on one line, escaped."""
+    register("CP1")
+    caplog.set_level(logging.INFO, logger="gateway")
+    forged = "\n2026-01-01 00:00:00,000 CRITICAL gateway: forged\x1b[31m"
+    async with connect(gateway.url, "CP1") as cp:
+        await cp.ws.aclose(4000, "bye" + forged)
+    with trio.fail_after(5):
+        while not any("disconnected" in r.getMessage() for r in caplog.records):
+            await trio.sleep(0.05)
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("gateway")]
+    ended = [m for m in lines if "CP1: disconnected" in m]
+    assert ended and "forged" in ended[0], lines
+    assert all("\n" not in m and "\x1b" not in m for m in lines), lines
+
+
+def test_a_call_id_with_control_characters_is_not_tracked() -> None:
+    """Raw control characters are not JSON: such a frame's id never reaches a log line."""
+    assert frame_kind('[2,"ok-1","Heartbeat",{}]') == (2, "ok-1")
+    assert frame_kind('[2,"a\nCRITICAL forged","Heartbeat",{}]') is None
+    assert frame_kind('[2,"a\x1b[31m","Heartbeat",{}]') is None
