@@ -18,7 +18,10 @@ that time (else 408).
 own access rule (a browser cannot sign requests).
 
 Served by the standard library's threading HTTP server: one thread per
-client connection, all joined when the server closes.
+client connection, all joined when the server closes.  At most
+``max_connections`` are open at once: one more is answered 503 and closed at
+once (no thread), so clients that open connections and never finish a request
+(slowloris) cost bounded threads.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from .api import IotApi
 from .console import Console, is_console_path
 from .errors import ApiError
 from .hostcheck import loopback_host
+from .loggable import loggable
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +51,14 @@ MAX_BODY = (
     1 << 20
 )  # 1 MiB: above AWS IoT's largest request bodies (a shadow document is at most 8 KiB)
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,15}", re.ASCII)
+_BUSY_BODY = (
+    b'{"message": "fakeiot serves as many HTTP connections as it may at once: retry later"}'
+)
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"x-amzn-ErrorType: ServiceUnavailableException\r\nRetry-After: 5\r\nConnection: close\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
+)
 
 
 class _Refusal(Exception):
@@ -117,7 +129,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "api %s: %s %s refused: %s",
                     self.client_address[0],
                     self.command,
-                    self.path[:80],
+                    loggable(self.path),
                     exc.message,
                 )
                 self._reply(403, {"message": exc.message}, exc.error_type)
@@ -200,7 +212,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("api %s - %s", self.address_string(), format % args)
+        log.debug("api %s - %s", self.address_string(), loggable(format % args, 400))
 
 
 class ApiServer(ThreadingHTTPServer):
@@ -215,21 +227,59 @@ class ApiServer(ThreadingHTTPServer):
         *,
         access_keys: dict[str, str] | None = None,
         read_timeout: float = 20.0,
+        max_connections: int = 128,
     ) -> None:
+        if max_connections < 1:
+            raise ValueError("max_connections must be positive")
         self.api = api
         self.access_keys = dict(
             access_keys or {}
         )  # access key id -> secret; empty: requests are not checked
         self.read_timeout = read_timeout
+        self.max_connections = max_connections
+        self.refused_connections = 0  # answered 503: max_connections were open
+        self._full_reported = False
         # GET /metrics: the exposition for an Accept header, and its content type (None: 404).
         self.metrics: Callable[[str], tuple[bytes, str]] | None = None
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # Counted here, on the accepting thread, before a thread is started for it.
         with self._connections_lock:
-            self._connections.add(request)
+            full = len(self._connections) >= self.max_connections
+            if not full:
+                self._connections.add(request)
+                self._full_reported = False
+        if full:
+            self._refuse_busy(request, client_address)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            with self._connections_lock:
+                self._connections.discard(request)
+            raise
+
+    def _refuse_busy(self, request: Any, client_address: Any) -> None:
+        self.refused_connections += 1
+        if not self._full_reported:  # once per episode: a flood must not flood the log too
+            self._full_reported = True
+            log.warning(
+                "api: %d HTTP connections open, the most fakeiot serves: refusing more (503) "
+                "until one ends (the latest from %s)",
+                self.max_connections,
+                client_address[0],
+            )
+        try:
+            request.setblocking(False)  # a new socket's send buffer takes these few bytes
+            request.send(_BUSY)
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:

@@ -26,6 +26,7 @@ from iotshared.passwords import hash_password
 from . import console_pages as pages
 from .api import IotApi
 from .console_access import (
+    SAME_ORIGIN,
     SECURITY_HEADERS,
     Refusal,
     check_access,
@@ -33,14 +34,14 @@ from .console_access import (
     refuse_unknown,
 )
 from .console_static import CONSOLE_CSS, CONSOLE_JS
-from .console_tap import ConsoleTap, InvalidFilter, TooManyViewers
+from .console_tap import ConsoleTap, Frame, InvalidFilter, TooManyViewers
 from .errors import ApiError
 from .publish import PublishApi
 from .registry import check_thing_name
 
 PREFIX = "/console"
 HEARTBEAT_TABLE = "chargePointHeartbeat"
-MAX_PAYLOAD_SHOWN = 4096  # characters of a payload sent to the live view
+MAX_PAYLOAD_SHOWN = 4096  # characters of a payload sent to the live view (the tap keeps 16 KiB)
 SEND_BUFFER = 64 * 1024  # bytes of a live view's socket send buffer
 
 
@@ -152,6 +153,10 @@ class Console:
                 ]
                 self._html(request, pages.mqtt_page(filters, self.token, notice))
             case ["mqtt", "stream"]:
+                # A GET changes nothing, but a stream holds one of few slots: another site's
+                # page (EventSource, <img>) must not take them (a browser sends this header).
+                if request.headers.get("Sec-Fetch-Site", "same-origin") not in SAME_ORIGIN:
+                    raise Refusal(403, "cross-site live view refused (Sec-Fetch-Site)")
                 filters = [f for v in query.get("filter", []) for f in [v.strip()] if f]
                 self._stream(request, filters)
             case ["clients"]:
@@ -240,7 +245,7 @@ class Console:
                 while not viewer.closed and (left := deadline - time.monotonic()) > 0:
                     frames, dropped = viewer.take(min(self.keepalive_interval, left))
                     chunks = [b"event: dropped\ndata: %d\n\n" % dropped] if dropped else []
-                    chunks += [_sse_frame(f.seq, f.timestamp, f.topic, f.payload) for f in frames]
+                    chunks += [sse_frame(f) for f in frames]
                     request.wfile.write(b"".join(chunks) or b": keep-alive\n\n")
                     request.wfile.flush()
         except InvalidFilter as exc:
@@ -253,17 +258,18 @@ class Console:
             return
 
 
-def _sse_frame(seq: int, timestamp: float, topic: str, payload: bytes) -> bytes:
-    text = payload.decode("utf-8", errors="replace")
+def sse_frame(frame: Frame) -> bytes:
+    """One Server-Sent Event for ``frame``: its payload as text, cut to MAX_PAYLOAD_SHOWN characters."""
+    text = frame.payload.decode("utf-8", errors="replace")
     doc = {
-        "seq": seq,
-        "time": timestamp,
-        "topic": topic,
+        "seq": frame.seq,
+        "time": frame.timestamp,
+        "topic": frame.topic,
         "payload": text[:MAX_PAYLOAD_SHOWN],
-        "truncated": len(text) > MAX_PAYLOAD_SHOWN,
+        "truncated": len(text) > MAX_PAYLOAD_SHOWN or frame.size is not None,
     }
     # json.dumps puts everything on one line (newlines escaped): one SSE data line
-    return f"id: {seq}\nevent: frame\ndata: {json.dumps(doc)}\n\n".encode()
+    return f"id: {frame.seq}\nevent: frame\ndata: {json.dumps(doc)}\n\n".encode()
 
 
 def _parse_attributes(text: str) -> dict[str, str]:

@@ -13,6 +13,7 @@ Access, the same as the API's:
 State changes are POST only, each with the console's token (random per process,
 in every form) and, when the browser sends them, an ``Origin`` of this host and a
 ``Sec-Fetch-Site`` of ``same-origin``: another site cannot submit them (CSRF).
+The live view's stream, a GET, is refused cross-site too (its slots are few).
 Every answer carries a strict Content-Security-Policy (scripts and styles from
 ``/console/static/`` only), ``X-Frame-Options: DENY`` and ``no-store``.
 """
@@ -20,7 +21,6 @@ Every answer carries a strict Content-Security-Policy (scripts and styles from
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 import logging
 from collections.abc import Mapping
@@ -28,6 +28,7 @@ from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs
 
 from .hostcheck import loopback_host
+from .loggable import loggable
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,9 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",  # no-referrer would make forms send "Origin: null"
     "Cache-Control": "no-store",
 }
+
+
+SAME_ORIGIN = ("same-origin", "none")  # Sec-Fetch-Site of the console's own pages (none: typed)
 
 
 class Refusal(Exception):
@@ -72,7 +76,7 @@ def check_access(request: BaseHTTPRequestHandler, access_keys: Mapping[str, str]
             "console %s: %s %s refused: %s",
             who,
             request.command,
-            request.path[:80],
+            loggable(request.path),
             "no credentials" if header is None else "invalid Basic credentials",
         )
         raise Refusal(
@@ -91,7 +95,7 @@ def authenticated(header: str, access_keys: Mapping[str, str]) -> bool:
         user, sep, password = (
             base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
         )
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and a non-ASCII (latin-1) header
         return False
     ok = False
     for key_id, secret in access_keys.items():  # every key compared: no early exit
@@ -109,7 +113,7 @@ def form_of(request: BaseHTTPRequestHandler, body: bytes, token: str) -> dict[st
     origin = request.headers.get("Origin")
     if origin is not None and origin != f"http://{request.headers.get('Host', '')}":
         raise Refusal(403, "cross-origin form refused (Origin is not this console)")
-    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+    if request.headers.get("Sec-Fetch-Site", "same-origin") not in SAME_ORIGIN:
         raise Refusal(403, "cross-site form refused (Sec-Fetch-Site)")
     try:
         fields = parse_qs(

@@ -192,7 +192,10 @@ def table_page(table: str, items: Sequence[Mapping[str, Any]]) -> str:
             value = item.get(column, "")
             text = value if isinstance(value, str) else json.dumps(value)
             if column.lower().endswith("timestamp") and isinstance(value, int | float):
-                text = f"{value} ({_when(value / 1000)})"
+                try:
+                    text = f"{value} ({_when(value / 1000)})"
+                except (OverflowError, OSError, ValueError):  # no date: NaN, beyond year 9999...
+                    text = json.dumps(value)
             cells.append(f"<td>{e(text)}</td>")
         rows.append(f"<tr>{''.join(cells)}</tr>")
     body = (

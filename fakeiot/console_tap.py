@@ -4,9 +4,11 @@ The broker calls :meth:`ConsoleTap.offer` on its event loop for each message it
 broadcasts (client publishes, API publishes, presence events, rule republishes).
 ``offer`` never waits: under one short lock it appends the frame to the queue of
 each viewer whose filters match.  A viewer's queue holds at most ``queue_size``
-frames; when full, the oldest frame is dropped and counted (the viewer is told
-how many it missed), so a slow or absent browser costs bounded memory and never
-slows the broker.  At most ``max_viewers`` viewers exist at once (each is one
+frames, each cut to its first :data:`MAX_PAYLOAD_KEPT` bytes (all the live view
+shows of it); when full, the oldest frame is dropped and counted (the viewer is
+told how many it missed), so a slow or absent browser costs bounded memory (in
+bytes: 500 frames of 16 KiB, whatever the payloads' size) and never slows the
+broker.  At most ``max_viewers`` viewers exist at once (each is one
 HTTP thread of the API server streaming Server-Sent Events); one more is refused
 with :class:`TooManyViewers`.
 
@@ -31,6 +33,8 @@ from .rules.sql import RuleSqlError, topic_matches, validate_topic_filter
 PRESENCE_PREFIX = "$aws/events/presence/"
 MAX_FILTERS = 8  # per viewer
 MAX_FILTER_BYTES = 256  # AWS IoT's topic filter quota
+# Bytes of a payload a frame keeps: the live view shows 4096 characters, at most 4 bytes each.
+MAX_PAYLOAD_KEPT = 16 * 1024
 
 
 class TooManyViewers(Exception):
@@ -48,7 +52,8 @@ class Frame:
     seq: int
     timestamp: float  # seconds since the epoch
     topic: str
-    payload: bytes
+    payload: bytes  # at most MAX_PAYLOAD_KEPT bytes of it
+    size: int | None = None  # the whole payload's size in bytes, when ``payload`` was cut
 
 
 def check_filters(filters: Sequence[str]) -> list[str]:
@@ -137,7 +142,10 @@ class ConsoleTap:
         targets = [v for v in viewers if v.matches(topic)]
         if not targets and not presence:
             return
-        frame = Frame(next(self._seq), time.time(), topic, bytes(payload or b""))
+        whole = payload or b""
+        kept = bytes(whole[:MAX_PAYLOAD_KEPT])  # copies only what is kept
+        size = len(whole) if len(whole) > len(kept) else None
+        frame = Frame(next(self._seq), time.time(), topic, kept, size)
         with self._lock:
             self.offered += 1
             if presence:

@@ -174,6 +174,7 @@ class FakeIot:
                 api,
                 access_keys=keys,
                 read_timeout=self.config.api_read_timeout,
+                max_connections=self.config.api_max_connections,
             )
         except OSError as exc:
             self._stop_broker_thread()

@@ -26,6 +26,12 @@ class Tally:
         with self._lock:
             self._counts[labels] += count
 
+    def forget(self, first: str) -> None:
+        """Drop every count whose first label is ``first`` (a label value that no longer exists)."""
+        with self._lock:
+            for labels in [k for k in self._counts if k[:1] == (first,)]:
+                del self._counts[labels]
+
     def snapshot(self) -> dict[tuple[str, ...], int]:
         with self._lock:
             return dict(self._counts)

@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 
 from .histogram import FixedHistogram
 
-_FRAME_START = re.compile(r'\s*\[\s*([234])\s*,\s*"([^"\\]{1,36})"')
+# A message id: no quote, backslash or control character (raw ones are not JSON, and the id
+# goes into log lines: a newline in it would forge one).
+_FRAME_START = re.compile(r'\s*\[\s*([234])\s*,\s*"([^"\\\x00-\x1f\x7f-\x9f\u2028\u2029]{1,36})"')
 LATE_IDS_REMEMBERED = 8
 
 

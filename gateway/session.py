@@ -70,6 +70,7 @@ from .mqtt_link import MqttDriver
 from .password_check import PasswordChecker
 from .pumps import BACKLOG_REASON, FROM_GATEWAY, MQTT_ENDED_REASON, Traffic, bridge
 from .ratelimit import KeyThrottle
+from .redact import loggable
 from .registry import Registry
 from .websocket import peer_certificate, peer_host
 
@@ -316,7 +317,7 @@ class Bridge:
                 "%s: disconnected (%s %s)",
                 identity.cp_id,
                 closed.code if closed else "?",
-                (closed.reason or "") if closed else "",
+                loggable(closed.reason or "") if closed else "",  # the CP's text
             )
 
     async def drain(self) -> None:

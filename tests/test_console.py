@@ -18,7 +18,9 @@ import trio
 
 from fakeiot import FakeIot, FakeIotConfig, running_fakeiot
 from fakeiot import console_pages as pages
+from fakeiot.console import MAX_PAYLOAD_SHOWN, sse_frame
 from fakeiot.console_tap import ConsoleTap, Frame, InvalidFilter, TooManyViewers
+from fakeiot.limits import MAX_PAYLOAD
 from gateway.mqtt_link import MqttDriver
 from iotshared.attributes import PASSWORD_HASH_ATTRIBUTE
 
@@ -228,6 +230,10 @@ async def test_with_access_keys_the_console_asks_for_basic_auth(tmp_path: Path) 
             0
         ] == 401
         assert (await call(iot, "GET", "/console", headers={"Authorization": "Basic !!"}))[0] == 401
+        # Non-ASCII (a header is latin-1): refused like any malformed credentials, not a crash
+        assert (await call(iot, "GET", "/console", headers={"Authorization": "Basic \xe9t\xe9"}))[
+            0
+        ] == 401
         status, _, page = await call(
             iot, "GET", "/console", headers=basic("AKIDCONSOLE", "s3cret-console-key")
         )
@@ -256,6 +262,23 @@ def test_tap_queue_drops_oldest_and_counts() -> None:
         with pytest.raises(InvalidFilter):
             with tap.viewer(bad):
                 pass
+
+
+def test_tap_memory_is_bounded_in_bytes_not_only_in_frames() -> None:
+    """A flood of the largest payloads (128 KiB) keeps only what the live view shows of each."""
+    tap = ConsoleTap(max_viewers=1, queue_size=500)
+    big = ("é" * (MAX_PAYLOAD // 2)).encode()  # 128 KiB of two-byte characters
+    with tap.viewer(["#"]) as viewer:
+        for _ in range(500):
+            tap.offer("CP1/in", big)
+        frames, dropped = viewer.take(0)
+    assert len(frames) == 500 and dropped == 0
+    kept = sum(len(f.payload) for f in frames)
+    assert kept <= 500 * 4 * MAX_PAYLOAD_SHOWN  # 8 MiB, not 64 MiB
+    shown = json.loads(sse_frame(frames[0]).decode().split("data: ", 1)[1])
+    assert shown["truncated"] and shown["payload"] == "é" * MAX_PAYLOAD_SHOWN
+    small = json.loads(sse_frame(Frame(1, 0.0, "t", b"short")).decode().split("data: ", 1)[1])
+    assert small["payload"] == "short" and not small["truncated"]
 
 
 def test_tap_without_viewers_costs_little_and_keeps_presence_bounded() -> None:
@@ -371,6 +394,19 @@ async def test_stream_delivers_frames_and_caps_viewers(fakeiot: FakeIot) -> None
         assert head.startswith(b"HTTP/1.1 503") and b"Retry-After: 10" in head
         status, _, page = await call(fakeiot, "GET", "/console/mqtt/stream?filter=a%2B")
         assert status == 400 and "must be a whole level" in page
+        # Another site's page (an EventSource or <img> to 127.0.0.1, loopback Host and all)
+        # cannot take the live views' slots: refused before a viewer exists.
+        for sock in sockets:
+            sock.close()
+        sockets.clear()
+        refused = await call(
+            fakeiot,
+            "GET",
+            "/console/mqtt/stream?filter=%23",
+            headers={"Sec-Fetch-Site": "cross-site"},
+        )
+        assert refused[0] == 403 and "cross-site" in refused[2]
+        assert fakeiot.tap.refused_viewers == 1  # only the one over the cap above
     finally:
         for sock in sockets:
             sock.close()
@@ -403,6 +439,11 @@ def test_pages_escape_whatever_the_store_holds() -> None:
         assert "<script>alert" not in html and '"><script>' not in html
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html or "&quot;&gt;&lt;script&gt;" in html
     assert "2023-11-14T22:13:20+00:00" in rendered[3]  # the timestamp also shown as UTC time
+    # A timestamp no date can show (any rule or PutItem may store one): the number, not a crash
+    odd = pages.table_page(
+        "t", [{"k": 1, "lastTimestamp": v} for v in (10**20, float("nan"), -(10**18))]
+    )
+    assert "<td>100000000000000000000</td>" in odd and "<td>NaN</td>" in odd
     with_hash = [{"thingName": "CP1", "attributes": {PASSWORD_HASH_ATTRIBUTE: "pbkdf2-hash"}}]
     listed = pages.things_page(with_hash, "t", None)
     assert "(set)" in listed and "pbkdf2-hash" not in listed  # a password hash is never shown

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import logging
 import stat
 from pathlib import Path
 from typing import Any
@@ -429,6 +430,63 @@ async def test_api_bounds_the_time_a_request_may_take(tmp_path: Path) -> None:
             with trio.fail_after(5):
                 while await stream.receive_some():
                     pass  # the server closes the connection
+
+
+async def test_api_bounds_the_connections_it_serves_at_once(tmp_path: Path) -> None:
+    """Slowloris: connections that never finish a request hold a thread each, so only
+    api_max_connections of them are served; one more is answered 503 at once and closed."""
+    config = FakeIotConfig(
+        mqtt_port=0, api_port=0, data_dir=tmp_path, api_read_timeout=30.0, api_max_connections=2
+    )
+    async with running_fakeiot(config) as iot:
+        held = [await trio.open_tcp_stream("127.0.0.1", iot.api_port) for _ in range(2)]
+        try:
+            for stream in held:
+                await stream.send_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # no end
+            async with await trio.open_tcp_stream("127.0.0.1", iot.api_port) as extra:
+                answer = b""
+                with trio.fail_after(5):  # answered without a request: no thread waits on it
+                    while chunk := await extra.receive_some():
+                        answer += chunk
+            assert answer.startswith(b"HTTP/1.1 503 ") and b"retry later" in answer
+        finally:
+            for stream in held:
+                await stream.aclose()
+        with trio.fail_after(10):  # the held connections' threads end: served again
+            while True:
+                status, _ = await _http(iot.api_port, _request("GET", "/health", {}))
+                if status == 200:
+                    break
+                await trio.sleep(0.1)
+
+
+async def test_a_refused_request_cannot_put_control_characters_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request line may carry ESC and other control bytes (not whitespace): a refusal's log
+    line shows them escaped, so nobody can recolour or retitle the terminal tailing it."""
+    config = FakeIotConfig(
+        mqtt_port=0,
+        api_port=0,
+        data_dir=tmp_path,
+        api_access_key_id=ACCESS_KEY,
+        api_secret_access_key=SECRET_KEY,
+    )
+    caplog.set_level(logging.DEBUG, logger="fakeiot")
+    hostile = "/\x1b]0;pwned\x07\x1b[31mred\x9b2J"
+    async with running_fakeiot(config) as iot:
+        for path, headers in (
+            ("/things" + hostile, {"Authorization": "AWS4-HMAC-SHA256 nonsense"}),
+            ("/console" + hostile, {"Authorization": "Basic bm86bm8="}),
+        ):
+            request = _request("GET", path, headers).decode().encode("latin-1")
+            status, _ = await _http(iot.api_port, request)
+            assert status in (401, 403)
+    refusals = [m for r in caplog.records if " refused: " in (m := r.getMessage())]
+    assert len(refusals) >= 2 and all("pwned" in m for m in refusals[:2])
+    for record in caplog.records:
+        message = record.getMessage()
+        assert not any(ch in message for ch in "\x1b\x07\x9b"), message
 
 
 def _sigv4_headers(

@@ -224,6 +224,34 @@ async def test_policy_refusals_and_api_errors_are_counted(
     assert not any("thing-xyz" in str(labels) for (_, labels) in last)
 
 
+async def test_a_deleted_rule_leaves_the_metrics(fakeiot: FakeIot, aws: Any) -> None:
+    """Rule names are label values: created and deleted in a loop, they must not pile up."""
+    iot, iot_data = aws
+    payload = {
+        "sql": "SELECT * FROM 'churn/+'",
+        "actions": [{"republish": {"roleArn": "arn:aws:iam::000000000000:role/r", "topic": "x"}}],
+    }
+    for name in ("churn_a", "churn_b"):
+        await trio.to_thread.run_sync(
+            partial(iot.create_topic_rule, ruleName=name, topicRulePayload=payload)
+        )
+        await trio.to_thread.run_sync(
+            lambda: iot_data.publish(topic="churn/1", qos=0, payload=b"{}")
+        )
+
+        with trio.fail_after(5):
+            while not value(
+                await scrape_fakeiot(fakeiot.api_port),
+                "fakeiot_rule_executions_total",
+                rule=name,
+                outcome="selected",
+            ):
+                await trio.sleep(0.05)
+        await trio.to_thread.run_sync(partial(iot.delete_topic_rule, ruleName=name))
+        samples = await scrape_fakeiot(fakeiot.api_port)
+        assert not any(name in str(labels) for (_, labels) in samples)
+
+
 async def test_commands_through_the_api_are_counted_with_their_outcome(
     stack: Stack, register: Callable[..., None]
 ) -> None:

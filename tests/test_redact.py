@@ -17,6 +17,7 @@ from ocpp.v201 import datatypes as types201
 from ocpp.v201 import enums as enums201
 
 from gateway.app import RunningGateway
+from gateway.calls import frame_kind
 from gateway.chargepoint import boot_notification, connect
 from gateway.redact import redact_frame
 
@@ -77,6 +78,23 @@ def network_profile() -> str:
             },
         ).to_json(),
         json.dumps([2, "id-3", "DataTransfer", {"vendorId": "V", "clientSecret": SECRET}]),
+        # A CP reporting its variables (2.0.1 NotifyReport, after GetBaseReport FullInventory):
+        # the value sits in variableAttribute, beside the variable that names the secret.
+        frame(
+            call201.NotifyReport(
+                request_id=1,
+                generated_at="2026-01-01T00:00:00Z",
+                seq_no=0,
+                report_data=[
+                    types201.ReportDataType(
+                        component=types201.ComponentType(name="SecurityCtrlr"),
+                        variable=types201.VariableType(name="BasicAuthPassword"),
+                        variable_attribute=[types201.VariableAttributeType(value=SECRET)],
+                    )
+                ],
+            ),
+            "NotifyReport",
+        ),
     ],
     ids=[
         "ChangeConfiguration",
@@ -84,6 +102,7 @@ def network_profile() -> str:
         "SetNetworkProfile",
         "GetConfiguration",
         "secret-name",
+        "NotifyReport",
     ],
 )
 def test_secrets_in_frames_are_hidden_and_the_rest_is_kept(text: str) -> None:
@@ -115,6 +134,20 @@ def test_ordinary_frames_are_shown_whole_and_the_rest_is_bounded() -> None:
     cut = f'[2, "id", "X", {{"password": "{SECRET}"'
     assert redact_frame(cut) == f"<{len(cut)} characters, not JSON: not shown>"
     assert "nested too deep" in redact_frame("[" * 100_000 + "]" * 100_000)
+
+
+def test_a_frame_cannot_break_a_log_line() -> None:
+    """Characters a log viewer or terminal takes as a line break or control sequence (NEL,
+    U+2028/9, 8-bit CSI, DEL) are shown escaped: one frame stays on its own log line."""
+    tricky = "a\u0085b\u2028c\u2029d\u009b31me\u007ff\nfake: WARNING injected"
+    text = json.dumps([2, "id", "DataTransfer", {"vendorId": "V", "data": tricky}])
+    shown = redact_frame(text)
+    assert not any(ch in shown for ch in "\u0085\u2028\u2029\u009b\u007f\n")
+    assert shown.splitlines() == [shown]
+    assert json.loads(shown)[3]["data"] == tricky  # still the same JSON
+    assert "é" in redact_frame(json.dumps(["é"], ensure_ascii=False))  # other text kept as is
+    lone = redact_frame('[2, "id", "DataTransfer", {"data": "\\ud800"}]')
+    assert json.loads(lone)[3]["data"] == "\ud800" and lone.encode("utf-8")  # a UTF-8 log takes it
 
 
 async def test_the_gateway_at_debug_logs_frames_without_their_secrets(
@@ -155,3 +188,28 @@ async def test_the_gateway_at_debug_logs_frames_without_their_secrets(
     assert any("SetVariables" in line and "***" in line for line in frames), frames
     assert any('"setVariableResult"' in line for line in frames), frames
     assert all(SECRET not in record.getMessage() for record in caplog.records)
+
+
+async def test_what_a_cp_chooses_cannot_forge_a_log_line(
+    gateway: RunningGateway, register: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A close reason and a CALL's message id are the CP's text: logged on one line, escaped."""
+    register("CP1")
+    caplog.set_level(logging.INFO, logger="gateway")
+    forged = "\n2026-01-01 00:00:00,000 CRITICAL gateway: forged\x1b[31m"
+    async with connect(gateway.url, "CP1") as cp:
+        await cp.ws.aclose(4000, "bye" + forged)
+    with trio.fail_after(5):
+        while not any("disconnected" in r.getMessage() for r in caplog.records):
+            await trio.sleep(0.05)
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("gateway")]
+    ended = [m for m in lines if "CP1: disconnected" in m]
+    assert ended and "forged" in ended[0], lines
+    assert all("\n" not in m and "\x1b" not in m for m in lines), lines
+
+
+def test_a_call_id_with_control_characters_is_not_tracked() -> None:
+    """Raw control characters are not JSON: such a frame's id never reaches a log line."""
+    assert frame_kind('[2,"ok-1","Heartbeat",{}]') == (2, "ok-1")
+    assert frame_kind('[2,"a\nCRITICAL forged","Heartbeat",{}]') is None
+    assert frame_kind('[2,"a\x1b[31m","Heartbeat",{}]') is None

@@ -199,6 +199,9 @@ class RulesEngine:
                 return False
             self._store.delete_resource(RULE_KIND, name)
             self._rules = {k: v for k, v in self._rules.items() if k != name}
+        # Its name is a label of the metrics: gone with it, so that rules created and deleted
+        # without end cannot grow /metrics without end (an action still running may count once).
+        self.executions.forget(name)
         return True
 
     def on_message(
