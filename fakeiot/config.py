@@ -40,6 +40,8 @@ class FakeIotConfig:
     api_read_timeout: float = (
         20.0  # seconds a request's headers and body may take, and a connection may idle
     )
+    # HTTP connections served at once (one thread each); one more is answered 503 and closed.
+    api_max_connections: int = 128
     rules_file: Path | None = None
     console: bool = True  # the web console on the API port (fakeiot/console.py)
     # Per connected client (see fakeiot/limits.py): unacknowledged QoS 1 messages (AWS IoT: 100), and the
