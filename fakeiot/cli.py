@@ -283,6 +283,7 @@ def serve(args: argparse.Namespace) -> int:
         api_access_key_id=args.api_access_key_id,
         api_secret_access_key=args.api_secret_access_key,
         console=not args.no_console,
+        command_api_url=args.command_api_url,
         max_inflight=int(args.max_inflight),
         max_queued_messages=int(args.max_queued_messages),
         max_queued_bytes=int(args.max_queued_bytes),

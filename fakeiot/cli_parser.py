@@ -11,8 +11,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from .config import FakeIotConfig
+from .console_commands import check_command_api_url
 
 DEFAULTS = FakeIotConfig()
+
+
+def _command_api_url(text: str) -> str:
+    try:
+        return check_command_api_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _env(environ: Mapping[str, str], name: str, fallback: Any) -> Any:
@@ -259,6 +267,14 @@ def _serve_options(
         action="store_true",
         default=_flag(_env(environ, "no-console", None)),
         help="do not serve the web console (/console on the API port; see docs/fakeiot.md#console)",
+    )
+    p.add_argument(
+        "--command-api-url",
+        type=_command_api_url,
+        default=_env(environ, "command-api-url", None),
+        metavar="URL",
+        help="the message processor's command API (e.g. http://127.0.0.1:8091): the console's "
+        "Commands page sends through it (see docs/commands.md)",
     )
     p.add_argument(
         "--max-inflight",

@@ -44,6 +44,7 @@ class FakeIotConfig:
     api_max_connections: int = 128
     rules_file: Path | None = None
     console: bool = True  # the web console on the API port (fakeiot/console.py)
+    command_api_url: str | None = None  # the processor's command API, for the console's Commands
     # Per connected client (see fakeiot/limits.py): unacknowledged QoS 1 messages (AWS IoT: 100), and the
     # queue behind them; beyond it messages for that client are dropped (logged, counted).
     max_inflight: int = 100

@@ -33,6 +33,12 @@ from .console_access import (
     form_of,
     refuse_unknown,
 )
+from .console_commands import (
+    CommandFormError,
+    check_command_api_url,
+    parse_form,
+    send_command,
+)
 from .console_static import CONSOLE_CSS, CONSOLE_JS
 from .console_tap import ConsoleTap, Frame, InvalidFilter, TooManyViewers
 from .errors import ApiError
@@ -60,6 +66,7 @@ class Console:
         *,
         access_keys: Mapping[str, str] | None = None,
         connected_clients: Callable[[], list[str] | None] = list,
+        command_api_url: str | None = None,
         stream_lifetime: float = 300.0,
         keepalive_interval: float = 15.0,
     ) -> None:
@@ -67,6 +74,10 @@ class Console:
         self.tap = tap
         self.access_keys = dict(access_keys or {})
         self.connected_clients = connected_clients
+        # The processor's command API the Commands page sends through (None: not configured).
+        self.command_api_url = (
+            None if command_api_url is None else check_command_api_url(command_api_url)
+        )
         self.stream_lifetime = stream_lifetime
         self.keepalive_interval = keepalive_interval
         self.token = secrets.token_urlsafe(32)  # the CSRF token of every form, per process
@@ -168,6 +179,8 @@ class Console:
             case ["heartbeats"]:
                 items = self.api.store.scan_items(HEARTBEAT_TABLE)
                 self._html(request, pages.table_page(HEARTBEAT_TABLE, items))
+            case ["commands"]:
+                self._html(request, pages.commands_page(self.command_api_url, self.token, {}))
             case ["static", "console.js"]:
                 self._send(request, 200, CONSOLE_JS.encode(), "text/javascript")
             case ["static", "console.css"]:
@@ -215,8 +228,25 @@ class Console:
                     )
                 )
                 self._redirect(request, "/console/mqtt?done=published")
+            case ["commands"]:
+                self._command(request, form)
             case _:
                 refuse_unknown(parts, "POST")
+
+    def _command(self, request: BaseHTTPRequestHandler, form: dict[str, str]) -> None:
+        """Send the form's command through the command API (waits for its answer, bounded)."""
+        url = self.command_api_url
+        if url is None:
+            raise Refusal(409, "no command API is configured (--command-api-url)")
+        try:
+            cp_id, action, body = parse_form(
+                form.get("cp_id", ""), form.get("action", ""), form.get("payload", "")
+            )
+        except CommandFormError as exc:
+            self._html(request, pages.commands_page(url, self.token, form, problem=str(exc)))
+            return
+        outcome = send_command(url, cp_id, action, body)
+        self._html(request, pages.commands_page(url, self.token, form, outcome))
 
     @staticmethod
     def _call(operation: Callable[[], Any]) -> Any:

@@ -142,6 +142,7 @@ ROUTES: dict[tuple[str, ...], tuple[str, ...]] = {  # "*": any one segment
     ("mqtt", "publish"): ("POST",),
     ("clients",): ("GET",),
     ("heartbeats",): ("GET",),
+    ("commands",): ("GET", "POST"),
     ("static", "console.js"): ("GET",),
     ("static", "console.css"): ("GET",),
 }

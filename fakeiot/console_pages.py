@@ -17,6 +17,7 @@ from typing import Any
 
 from iotshared.attributes import PASSWORD_HASH_ATTRIBUTE
 
+from .console_commands import CommandOutcome
 from .console_tap import Frame
 
 NAV = (
@@ -24,6 +25,7 @@ NAV = (
     ("mqtt", "/console/mqtt", "MQTT test client"),
     ("clients", "/console/clients", "Clients"),
     ("heartbeats", "/console/heartbeats", "Heartbeat table"),
+    ("commands", "/console/commands", "Commands"),
 )
 
 NOTICES = {  # fixed texts for ?done=...: nothing from the query string is echoed
@@ -206,3 +208,50 @@ def table_page(table: str, items: Sequence[Mapping[str, Any]]) -> str:
         else f'<p id="items">No items in <code>{e(table)}</code> yet (is the heartbeat rule defined?).</p>'
     )
     return page("heartbeats", f"Table {table}", body)
+
+
+def commands_page(
+    api_url: str | None,
+    token: str,
+    fields: Mapping[str, str],
+    outcome: CommandOutcome | None = None,
+    problem: str | None = None,
+) -> str:
+    """The command form, and the command API's answer to the last one sent."""
+    if api_url is None:
+        body = (
+            "<p>No command API is configured. Commands to charge points are the message "
+            "processor's: start its HTTP command API (<code>python -m gateway "
+            "--processor-http-port 8091</code> for the development stack, which then points "
+            "this page at it; or <code>python -m gateway.processor serve --http-port ...</code>) "
+            "and give fakeiot <code>--command-api-url http://127.0.0.1:8091</code>.</p>"
+        )
+        return page("commands", "Commands", body)
+    cp_id = fields.get("cp_id", "")
+    action = fields.get("action", "Reset")
+    payload = fields.get("payload", '{"type": "Immediate"}')
+    body = (
+        f"<p>Sent through the command API at <code>{e(api_url)}</code>, which checks the "
+        "payload against the action's schema for the charge point's OCPP version, sends the "
+        "CALL on <code>&lt;cp&gt;/out</code> and waits for its answer.</p>"
+        '<form id="command" method="post" action="/console/commands">'
+        f"{_csrf(token)}"
+        f'<label>Charge point <input name="cp_id" id="cmd-cp" required value="{e(cp_id)}"></label>'
+        f'<label>Action <input name="action" id="cmd-action" required value="{e(action)}"></label>'
+        '<label>Payload (JSON) <textarea name="payload" id="cmd-payload" rows="4">'
+        f"{e(payload)}</textarea></label>"
+        '<button type="submit">Send</button></form>'
+    )
+    if problem is not None:
+        body += f'<p class="error" id="cmd-result">{e(problem)}</p>'
+    elif outcome is not None:
+        verdict = "no answer" if outcome.status == 0 else f"HTTP {outcome.status}"
+        shown = (
+            outcome.problem
+            if outcome.problem is not None
+            else json.dumps(outcome.answer, indent=2, ensure_ascii=False)
+        )
+        body += (
+            f'<section id="cmd-result"><h2>Answer: {e(verdict)}</h2><pre>{e(shown)}</pre></section>'
+        )
+    return page("commands", "Commands", body)

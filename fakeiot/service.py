@@ -27,6 +27,7 @@ from .broker import FakeIotBroker
 from .certs import CertificateAuthority, ensure_pki
 from .config import FakeIotConfig, check_exposure, stored_secret
 from .console import Console
+from .console_commands import check_command_api_url
 from .console_tap import ConsoleTap
 from .datadir import DataDirLock, prepare_data_dir
 from .errors import FakeIotError
@@ -184,7 +185,11 @@ class FakeIot:
             ) from None
         if self.config.console:
             self._api_server.console = Console(
-                api, self.tap, access_keys=keys, connected_clients=self.connected_client_ids
+                api,
+                self.tap,
+                access_keys=keys,
+                connected_clients=self.connected_client_ids,
+                command_api_url=self.config.command_api_url,
             )
         self._api_server.metrics = self._metrics_exposition
         self.api_port = self._api_server.server_address[1]
@@ -299,6 +304,12 @@ class FakeIot:
                 )
             registry = self._metrics_registry
         return exposition(registry, accept)
+
+    def use_command_api(self, url: str) -> None:
+        """Point the console's Commands page at the processor's command API (``url``)."""
+        console = None if self._api_server is None else self._api_server.console
+        if console is not None:
+            console.command_api_url = check_command_api_url(url)
 
     def connected_client_ids(self) -> list[str] | None:
         """The MQTT client ids connected now, read on the broker's loop (None: it did not answer)."""

@@ -113,4 +113,6 @@ async def run_dev_stack(
             await trio.to_thread.run_sync(ensure_id_token_table, config, iot)
         async with trio.open_nursery() as nursery:
             gateway: RunningGateway = await nursery.start(run_gateway, wired_to(config, iot))
+            if gateway.command_api_port is not None:  # the console's Commands page uses it
+                iot.use_command_api(f"http://127.0.0.1:{gateway.command_api_port}")
             task_status.started(RunningDevStack(gateway, iot))
