@@ -42,6 +42,7 @@ from gateway.processor.idtokens import IdTokenRecord, IdTokenTable, make_dynamod
 from scripts.simulator import Simulator, SimulatorConfig
 
 from .conftest import Spy, gateway_config, shadow_of
+from .test_console import call, token_of
 from .waiting import until
 
 SUBPROTOCOL = {"1.6": "ocpp1.6", "2.0.1": "ocpp2.0.1"}
@@ -435,6 +436,16 @@ async def test_dev_stack_authorizes_from_its_table_and_serves_the_command_api(
                     await recorded_protocol((iot, iot_data), "DEV1", "ocpp2.0.1")
                     reset = await post(port, "DEV1", "Reset", {"type": "Immediate"})
                     assert reset == (200, {"status": "Accepted"})
+                    # The embedded console's Commands page was pointed at the same API.
+                    page = (await call(stack.fakeiot, "GET", "/console/commands"))[2]
+                    form = {
+                        "csrf": token_of(page),
+                        "cp_id": "DEV1",
+                        "action": "Reset",
+                        "payload": '{"type": "Immediate"}',
+                    }
+                    page = (await call(stack.fakeiot, "POST", "/console/commands", form=form))[2]
+                    assert "Answer: HTTP 200" in page and '"status": "Accepted"' in page
                     nursery.cancel_scope.cancel()
             finally:
                 iot.close()
@@ -445,6 +456,8 @@ async def test_dev_stack_defaults_to_accept_all_without_a_command_api(tmp_path: 
     with trio.fail_after(60):
         async with dev_stack(tmp_path) as stack:
             assert stack.gateway.command_api_port is None
+            page = (await call(stack.fakeiot, "GET", "/console/commands"))[2]
+            assert "No command API is configured" in page
             iot, iot_data = make_clients(AwsSettings(iot_endpoint_url=stack.fakeiot.api_url))
             try:
                 iot.create_thing(thingName="DEV1")
