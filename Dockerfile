@@ -11,6 +11,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     GATEWAY_HOST=0.0.0.0 \
     GATEWAY_PORT=8080 \
+    GATEWAY_METRICS_PORT=9100 \
     GATEWAY_REQUIRE_BROKER=1
 
 RUN useradd --create-home --uid 10001 gateway
@@ -23,8 +24,12 @@ RUN pip install . && rm -rf /app/build
 
 USER gateway
 EXPOSE 8080
-# A WebSocket upgrade to the gateway itself (answered with 1008, no MQTT, no registry call),
-# configured by the same GATEWAY_* variables as the gateway.
+# /metrics, /healthz and /readyz (docs/operations.md) on 127.0.0.1:9100: set
+# GATEWAY_METRICS_HOST=0.0.0.0 where a load balancer or Prometheus must reach them (a
+# private network only: they are not authenticated).
+EXPOSE 9100
+# GET /healthz on the metrics port (liveness), configured by the same GATEWAY_* variables as
+# the gateway (without a metrics port: a WebSocket upgrade to the gateway itself).
 HEALTHCHECK --interval=15s --timeout=7s --start-period=20s --retries=3 CMD ["python", "-m", "gateway.healthcheck"]
 # SIGTERM closes every CP with 1001 and disconnects MQTT cleanly before exiting.
 STOPSIGNAL SIGTERM

@@ -1,12 +1,17 @@
-"""``python -m gateway.healthcheck``: exit 0 if the gateway accepts WebSocket upgrades.
+"""``python -m gateway.healthcheck``: exit 0 if the gateway is alive.
 
-For container health checks (the Dockerfile's ``HEALTHCHECK``).  It reads the
-gateway's own configuration (the same flags and ``GATEWAY_*`` variables, see
-gateway/config.py), opens a WebSocket to ``<base-path>/`` on the configured port
-of the loopback interface, ws:// or wss:// as the gateway serves: a gateway that
-is serving answers the upgrade and then closes with 1008 (an empty charge point
-id is not valid), without touching MQTT or the registry.  Anything else -
-refused, timed out, a bad configuration - exits 1.
+For container health checks (the Dockerfile's ``HEALTHCHECK``, the ECS task's).  It
+reads the gateway's own configuration (the same flags and ``GATEWAY_*`` variables, see
+gateway/config.py):
+
+* with ``--metrics-port`` (the container image sets it), it asks ``GET /healthz`` on that
+  port of the loopback interface: 200 while the gateway's event loop answers (liveness;
+  readiness, ``/readyz``, is for the load balancer: see docs/operations.md);
+* without, it opens a WebSocket to ``<base-path>/`` on the gateway's port, ws:// or wss://
+  as the gateway serves: a gateway that is serving answers the upgrade and then closes with
+  1008 (an empty charge point id is not valid), without touching MQTT or the registry.
+
+Anything else - refused, timed out, a bad configuration - exits 1.
 
 With ``--workers N`` every worker answers on the shared port: the probe reaches
 the one the kernel picks for its connection.
@@ -14,6 +19,7 @@ the one the kernel picks for its connection.
 
 from __future__ import annotations
 
+import http.client
 import ssl
 import sys
 from collections.abc import Sequence
@@ -80,12 +86,33 @@ async def check(probe: Probe) -> bool:
     return False
 
 
+def alive(host: str, port: int, timeout: float = TIMEOUT_S) -> bool:
+    """``GET /healthz`` answered 200 (each socket operation bounded by ``timeout``)."""
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        connection.request("GET", "/healthz")
+        response = connection.getresponse()
+        response.read(1024)
+        return response.status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = parse_config(sys.argv[1:] if argv is None else argv)
     except ConfigError as exc:
         print(f"unhealthy: bad configuration: {exc}")
         return 1
+    metrics = config.metrics
+    if metrics.port:  # the gateway's own liveness endpoint
+        host = LOOPBACK.get(metrics.host, metrics.host)
+        where = f"http://{host}:{metrics.port}/healthz"
+        healthy = alive(host, metrics.port)
+        print("healthy" if healthy else f"unhealthy: {where} did not answer 200")
+        return 0 if healthy else 1
     probe = probe_for(config)
     if probe.port == 0:
         print("unhealthy: the gateway is configured with port 0 (any free port): nothing to check")

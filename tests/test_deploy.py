@@ -267,7 +267,9 @@ def test_plain_listener_is_tcp_8080_to_the_gateway(plain: Synth) -> None:
     assert (listener["Port"], listener["Protocol"]) == (8080, "TCP")
     group = plain.one("AWS::ElasticLoadBalancingV2::TargetGroup")
     assert (group["Port"], group["Protocol"], group["TargetType"]) == (8080, "TCP", "ip")
-    assert group["HealthCheckProtocol"] == "TCP"
+    # The health check is the gateway's readiness, on its metrics port (reached by the balancer).
+    assert (group["HealthCheckProtocol"], group["HealthCheckPort"]) == ("HTTP", "9100")
+    assert (group["HealthCheckPath"], group["Matcher"]) == ("/readyz", {"HttpCode": "200"})
     assert plain.resources("AWS::CertificateManager::Certificate") == {}
     assert plain.resources("AWS::Route53::RecordSet") == {}
     env = _environment(plain.one("AWS::ECS::TaskDefinition"))
@@ -285,9 +287,10 @@ def test_plain_listener_is_tcp_8080_to_the_gateway(plain: Synth) -> None:
     assert [(r["CidrIp"], r["FromPort"], r["ToPort"]) for r in ingress] == [
         ("0.0.0.0/0", 8080, 8080)
     ]
-    (task_ingress,) = plain.resources("AWS::EC2::SecurityGroupIngress").values()
-    assert task_ingress["Properties"]["FromPort"] == 8080
-    assert "SourceSecurityGroupId" in task_ingress["Properties"]
+    # The tasks: 8080 and the metrics port 9100, from the load balancer's group only.
+    task_ingress = plain.resources("AWS::EC2::SecurityGroupIngress").values()
+    assert sorted(r["Properties"]["FromPort"] for r in task_ingress) == [8080, 9100]
+    assert all("SourceSecurityGroupId" in r["Properties"] for r in task_ingress)
 
 
 @needs_cdk
@@ -355,6 +358,9 @@ def test_gateway_task_configuration_and_secrets(plain: Synth, tls: Synth) -> Non
         "umask 077" in command[2] and "unset IOT_CERTIFICATE_PEM IOT_PRIVATE_KEY_PEM" in command[2]
     )
     assert container["HealthCheck"]["Command"] == ["CMD", "python", "-m", "gateway.healthcheck"]
+    env = _environment(task)
+    assert (env["GATEWAY_METRICS_PORT"], env["GATEWAY_METRICS_HOST"]) == ("9100", "0.0.0.0")
+    assert sorted(m["ContainerPort"] for m in container["PortMappings"]) == [8080, 9100]
     assert container["Ulimits"] == [{"Name": "nofile", "SoftLimit": 65536, "HardLimit": 65536}]
     assert container["LogConfiguration"]["LogDriver"] == "awslogs"
     # The task role may look up Things, nothing else.

@@ -45,6 +45,21 @@ async def test_a_serving_ws_gateway_is_healthy_and_a_dead_port_is_not(
     assert dead.stdout.strip() == f"unhealthy: no OCPP gateway answering on ws://127.0.0.1:{port}/"
 
 
+async def test_with_a_metrics_port_it_asks_healthz(fakeiot: FakeIot, nursery: trio.Nursery) -> None:
+    """As the container image runs it (GATEWAY_METRICS_PORT set): liveness from /healthz."""
+    gateway: RunningGateway = await nursery.start(
+        run_gateway, gateway_config(fakeiot, metrics_port=0)
+    )
+    env = {"GATEWAY_PORT": str(gateway.port), "GATEWAY_METRICS_PORT": str(gateway.metrics_port)}
+    healthy = await healthcheck(env)
+    assert (healthy.returncode, healthy.stdout.strip()) == (0, "healthy")
+    # A gateway whose WebSocket port answers but whose /healthz does not is not taken as alive.
+    with closed_port() as port:
+        dead = await healthcheck({**env, "GATEWAY_METRICS_PORT": str(port)})
+    assert dead.returncode == 1
+    assert dead.stdout.strip() == f"unhealthy: http://127.0.0.1:{port}/healthz did not answer 200"
+
+
 async def test_a_serving_wss_gateway_is_healthy(
     fakeiot: FakeIot, nursery: trio.Nursery, pki: dict[str, Any]
 ) -> None:

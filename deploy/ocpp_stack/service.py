@@ -32,6 +32,8 @@ from .settings import StackSettings
 
 CONTAINER_NAME = "gateway"
 GATEWAY_PORT = 8080
+# /metrics, /healthz, /readyz (docs/operations.md): the load balancer's health check asks /readyz.
+METRICS_PORT = 9100
 PLAIN_LISTENER_PORT = 8080
 TLS_LISTENER_PORT = 443
 # Where the container's command writes the secrets; GATEWAY_CERT_FILE / GATEWAY_KEY_FILE name them.
@@ -142,6 +144,10 @@ def build_gateway_service(
         "GATEWAY_REGION": Aws.REGION,
         "GATEWAY_CERT_FILE": CERT_FILE,
         "GATEWAY_KEY_FILE": KEY_FILE,
+        # On the task's address: the load balancer's health check reaches it (its security
+        # group only), as would a Prometheus in the VPC; never the charge points.
+        "GATEWAY_METRICS_PORT": str(METRICS_PORT),
+        "GATEWAY_METRICS_HOST": "0.0.0.0",
     }
     if s.tls:
         # TLS ends at the load balancer: plain ws:// arrives here and counts as TLS (profile 2).
@@ -161,7 +167,8 @@ def build_gateway_service(
             KEY_SECRET_VAR: ecs.Secret.from_secrets_manager(identity_secret, KEY_SECRET_KEY),
         },
         logging=ecs.LogDrivers.aws_logs(stream_prefix="gateway", log_group=gateway_logs),
-        # The Dockerfile's HEALTHCHECK, which ECS does not read: a WebSocket upgrade to the gateway.
+        # The Dockerfile's HEALTHCHECK, which ECS does not read: GET /healthz (liveness); ECS
+        # replaces a task that fails it.
         health_check=ecs.HealthCheck(
             command=["CMD", "python", "-m", "gateway.healthcheck"],
             interval=Duration.seconds(15),
@@ -169,7 +176,10 @@ def build_gateway_service(
             start_period=Duration.seconds(20),
             retries=3,
         ),
-        port_mappings=[ecs.PortMapping(container_port=GATEWAY_PORT)],
+        port_mappings=[
+            ecs.PortMapping(container_port=GATEWAY_PORT),
+            ecs.PortMapping(container_port=METRICS_PORT),
+        ],
         # Longer than the gateway's --drain-timeout (10 s): the CPs get their 1001 close.
         stop_timeout=Duration.seconds(30),
     )
@@ -197,6 +207,12 @@ def build_gateway_service(
     )
     task_sg.add_ingress_rule(balancer_sg, ec2.Port.tcp(GATEWAY_PORT), "from the load balancer")
     balancer_sg.add_egress_rule(task_sg, ec2.Port.tcp(GATEWAY_PORT), "to the gateway tasks")
+    task_sg.add_ingress_rule(
+        balancer_sg, ec2.Port.tcp(METRICS_PORT), "the load balancer's health check (/readyz)"
+    )
+    balancer_sg.add_egress_rule(
+        task_sg, ec2.Port.tcp(METRICS_PORT), "health checks of the gateway tasks"
+    )
 
     service = ecs.FargateService(
         scope,
@@ -265,10 +281,14 @@ def build_gateway_service(
         targets=[
             service.load_balancer_target(container_name=CONTAINER_NAME, container_port=GATEWAY_PORT)
         ],
-        # A TCP check: the load balancer cannot make a WebSocket upgrade; the container's own
-        # health check (above) does, and ECS replaces a task that fails it.
+        # Readiness: /readyz turns 503 at once when the task drains (SIGTERM) or loses the
+        # broker or the registry, so no new charge point is sent to it; liveness is the
+        # container's own check (above).
         health_check=elbv2.HealthCheck(
-            protocol=elbv2.Protocol.TCP,
+            protocol=elbv2.Protocol.HTTP,
+            port=str(METRICS_PORT),
+            path="/readyz",
+            healthy_http_codes="200",
             interval=Duration.seconds(10),
             healthy_threshold_count=2,
             unhealthy_threshold_count=2,
