@@ -445,7 +445,10 @@ async def test_dev_stack_authorizes_from_its_table_and_serves_the_command_api(
                         "payload": '{"type": "Immediate"}',
                     }
                     page = (await call(stack.fakeiot, "POST", "/console/commands", form=form))[2]
-                    assert "Answer: HTTP 200" in page and '"status": "Accepted"' in page
+                    assert (
+                        "Answer: HTTP 200" in page
+                        and "&quot;status&quot;: &quot;Accepted&quot;" in page
+                    )
                     nursery.cancel_scope.cancel()
             finally:
                 iot.close()
