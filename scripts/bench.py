@@ -58,7 +58,7 @@ from bench_figures import (  # noqa: E402
 )
 from bench_legacy import throughput_runs  # noqa: E402
 from bench_peer import PeerError, PeerSpec, parse_peer, run_peer  # noqa: E402
-from bench_scrape import Samples, Scraper, gateway_counts  # noqa: E402
+from bench_scrape import Samples, Scraper, gateway_counts, scrape_cpu_ms  # noqa: E402
 from bench_scrape import loop_figures as scraped_loop  # noqa: E402
 from bench_stack import MOSQUITTO, Stack, run_loadtest  # noqa: E402
 from bench_stack import loop_figures as log_loop_figures  # noqa: E402
@@ -159,6 +159,9 @@ def one_run(
     scraper = None
     with serve(variant, stack, ids_file, output, metrics_port) as (url, pid):
         idle = proc_stats(pid)
+        per_scrape = None
+        if metrics_port is not None and plan_name == "throughput":
+            per_scrape = scrape_cpu_ms(metrics_port, lambda: proc_stats(pid)[2])
         if metrics_port is not None:
             scraper = Scraper(metrics_port, SCRAPE_INTERVAL).__enter__()
         try:
@@ -173,6 +176,8 @@ def one_run(
     else:
         figures = throughput_figures(summary)
     figures["idle_rss_mib"] = idle[0]
+    if per_scrape is not None:
+        figures["scrape_cpu_ms"] = per_scrape
     return {
         "plan": plan_name,
         "size": size,

@@ -270,6 +270,11 @@ def metrics_overhead(
                 "rate_off": off.get("msgs_per_s_cp_to_cpo"),
                 "rate_cost": rate_cost,
                 "rtt_on": on.get("rtt_p50_ms"),
+                # The scrapes' own share of the gateway's CPU in the window (a scrape every 5 s).
+                "scrape_cpu_ms": on.get("scrape_cpu_ms"),
+                "scrape_share": None
+                if not on.get("scrape_cpu_ms") or not on.get("cpu_percent")
+                else on["scrape_cpu_ms"] / 1000 / 5.0 / (on["cpu_percent"] / 100),
                 "rtt_off": off.get("rtt_p50_ms"),
                 "met": None
                 if cpu_cost is None or rate_cost is None

@@ -69,7 +69,15 @@ def test_medians_over_repeats_and_summed_losses() -> None:
 
 def test_metrics_overhead_compares_ours_with_and_without_metrics_per_load() -> None:
     runs = [
-        _run("throughput", 1000, "ours", cpu_us_per_msg=103.0, msgs_per_s_cp_to_cpo=990.0),
+        _run(
+            "throughput",
+            1000,
+            "ours",
+            cpu_us_per_msg=103.0,
+            msgs_per_s_cp_to_cpo=990.0,
+            scrape_cpu_ms=5.0,
+            cpu_percent=50.0,
+        ),
         _run(
             "throughput", 1000, "ours-no-metrics", cpu_us_per_msg=100.0, msgs_per_s_cp_to_cpo=1000.0
         ),
@@ -85,6 +93,7 @@ def test_metrics_overhead_compares_ours_with_and_without_metrics_per_load() -> N
         0.01
     )
     assert rows[0]["met"] is True
+    assert rows[0]["scrape_share"] == pytest.approx(0.002)  # 5 ms every 5 s of a half-busy core
     assert rows[1]["cpu_cost"] == pytest.approx(0.10) and rows[1]["met"] is False
     document = markdown(
         {
@@ -96,7 +105,10 @@ def test_metrics_overhead_compares_ours_with_and_without_metrics_per_load() -> N
         "python scripts/bench.py",
     )
     section = document.split("## The metrics endpoint's cost", 1)[1]
-    assert "| 1,000 | 103.0 / 100.0 | +3.0% | 990 / 1,000 | +1.0% |" in section
+    assert (
+        "| 1,000 | 103.0 / 100.0 | +3.0% | 990 / 1,000 | +1.0% | - / - | 5.00 (0.20%) | met |"
+        in (section)
+    )
     assert "**missed**" in section.split("| 2,500 |", 1)[1].split("\n", 1)[0]
     assert "Targets against ours-no-metrics" not in document  # not a peer
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -284,6 +285,11 @@ async def test_the_benchmarks_scraper_reads_a_live_gateways_figures(
     finally:
         final = await trio.to_thread.run_sync(scraper.stop)
     assert final is not None and scraper.scrapes >= 2 and scraper.errors == []
+    # The direct cost of a scrape (this process holds the gateway: its CPU time is the gateway's).
+    per_scrape = await trio.to_thread.run_sync(
+        lambda: bench_scrape.scrape_cpu_ms(port, time.process_time, 5)
+    )
+    assert 0 <= per_scrape < 500
     counts = bench_scrape.gateway_counts(final)
     assert counts["frames_cp_to_mqtt"] == counts["frames_mqtt_to_cp"] == 3
     assert (counts["admissions"], counts["refusals"], counts["calls_unanswered"]) == (1, 0, 0)
