@@ -19,7 +19,13 @@ The plan, every gateway in turn (ours, peer, ours, peer ...) ``--repeat`` times,
 2. storm: ``--storm`` CPs connecting at once: all booted after, boot round trips, unanswered boots;
 3. throughput: ``--throughput-cps`` CPs at each offered load (``--loads`` msgs/s): gateway CPU µs per
    forwarded message in a measured window, achieved rates and round trips; then a second group of
-   CPs connects at 500/s while the first keeps loading the gateway (the connect rate while loaded).
+   CPs connects at 500/s while the first keeps loading the gateway (the connect rate while loaded);
+4. metrics: ours with and without ``--metrics-port`` (scraped every 5 s), ``--metrics-pairs`` pairs
+   alternating which goes first, at ``--metrics-load`` msgs/s, a load the machine carries: the
+   metrics endpoint's cost in CPU per message (issue 16's target: under 5 %).
+
+``--only PARTS --update`` reruns some parts and keeps the other parts' figures from the
+benchmarks.json beside ``--markdown`` (the document says which part ran when).
 
 ``--broker-tls`` adds our gateway over TLS to the broker to the scale and throughput plans (peers
 keep the plain listener).  ``--baseline`` adds the bare-MQTT baseline (``--brokers`` mosquitto, amqtt).
@@ -103,7 +109,7 @@ def one_run(
     with serve(variant, stack, ids_file, output, metrics_port) as (url, pid):
         idle = proc_stats(pid)
         per_scrape = None
-        if metrics_port is not None and plan_name == "throughput":
+        if metrics_port is not None and plan_name in ("throughput", "metrics"):
             per_scrape = scrape_cpu_ms(metrics_port, lambda: proc_stats(pid)[2])
         if metrics_port is not None:
             scraper = Scraper(metrics_port, SCRAPE_INTERVAL).__enter__()
@@ -147,7 +153,7 @@ def run_plan(
     results: dict[str, Any],
     quiet_variant: Variant | None = None,
 ) -> None:
-    """Every part of ``plan``; ``quiet_variant`` (ours without metrics) joins the throughput runs."""
+    """Every part of ``plan``; ``quiet_variant`` (ours without metrics) runs in the metrics part."""
     runs: list[dict[str, Any]] = results.setdefault("runs", [])
     common = ["--prefix", PREFIX, "--boot-delay", f"{plan.boot_delay:g}"]
     with_tls = variants + ([tls_variant] if tls_variant else [])
@@ -204,7 +210,7 @@ def run_plan(
             rotate(
                 "throughput",
                 load,
-                with_tls + ([quiet_variant] if quiet_variant else []),
+                with_tls,
                 [
                     "--cps",
                     str(plan.throughput_cps),
@@ -224,6 +230,69 @@ def run_plan(
                     f"{late_at:g}",
                 ],
             )
+    if "metrics" in plan.parts and quiet_variant is not None:
+        measure_from, duration = plan.metrics_timeline()
+        args = [
+            "--cps",
+            str(plan.metrics_cps),
+            "--rate",
+            f"{CONNECT_RATE:g}",
+            "--interval",
+            f"{plan.metrics_cps / plan.metrics_load:g}",
+            "--duration",
+            f"{duration:g}",
+            "--measure-from",
+            f"{measure_from:g}",
+            "--measure-for",
+            f"{plan.window:g}",
+        ]
+        on = next(v for v in variants if v.name == OURS)
+        for pair in range(plan.metrics_pairs):
+            # Which goes first alternates, so a drift of the machine over the part favours neither.
+            for variant in (on, quiet_variant) if pair % 2 == 0 else (quiet_variant, on):
+                run = one_run(variant, stack, ids_file, "metrics", plan.metrics_load, common + args)
+                run["repeat"] = pair
+                runs.append(run)
+
+
+PART_KEYS = {  # the keys of results["plan"] that describe each part's runs
+    "scale": ("scale", "hold_s", "ramp"),
+    "storm": ("storm", "storm_hold_s"),
+    "throughput": ("throughput_cps", "loads", "window_s", "late_cps"),
+    "metrics": ("metrics_load", "metrics_cps", "metrics_pairs", "window_s"),
+}
+
+
+def _plan_keys(parts: set[str]) -> set[str]:
+    return {key for part in parts for key in PART_KEYS.get(part, ())}
+
+
+def merge_results(saved: dict[str, Any], new: dict[str, Any], parts: set[str]) -> dict[str, Any]:
+    """``saved`` with its runs of ``parts`` replaced by ``new``'s (``--update``).
+
+    The document keeps the saved run's command and date and lists each part rerun since, with its
+    command and date (``reruns``); the gateways' descriptions and the plan's keys are merged.
+    """
+    if saved.get("format") != new.get("format"):
+        return new  # figures of an older layout: nothing to keep
+    merged = dict(saved)
+    merged["runs"] = [r for r in saved.get("runs", []) if r["plan"] not in parts] + new.get(
+        "runs", []
+    )
+    merged["gateways"] = saved.get("gateways", {}) | new.get("gateways", {})
+    merged["plan"] = saved.get("plan", {}) | {
+        k: v for k, v in new.get("plan", {}).items() if k in _plan_keys(parts)
+    }
+    kept = [r for r in saved.get("reruns", []) if not set(r["parts"]) <= parts]
+    merged["reruns"] = kept + [
+        {
+            "parts": sorted(parts),
+            "command": new["command"],
+            "generated_at": new["generated_at"],
+            "duration_s": new["duration_s"],
+        }
+    ]
+    return merged
 
 
 def main() -> int:
@@ -291,10 +360,30 @@ def main() -> int:
     p.add_argument(
         "--no-metrics-overhead",
         action="store_true",
-        help="skip the throughput runs of our gateway with its metrics endpoint off",
+        help="skip the metrics part (our gateway with its metrics endpoint on and off)",
     )
-    p.add_argument("--only", default="scale,storm,throughput", help="parts of the plan to run")
+    p.add_argument(
+        "--metrics-load",
+        type=int,
+        default=500,
+        help="offered msgs/s of the metrics part (a load this machine carries: not saturated)",
+    )
+    p.add_argument("--metrics-cps", type=int, default=250, help="CPs of the metrics part")
+    p.add_argument(
+        "--metrics-pairs",
+        type=int,
+        default=4,
+        help="runs with metrics and without, each, in the metrics part (alternating)",
+    )
+    p.add_argument(
+        "--only", default="scale,storm,throughput,metrics", help="parts of the plan to run"
+    )
     p.add_argument("--markdown", help="write the document here (and benchmarks.json beside it)")
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="keep the figures of the parts not in --only from the benchmarks.json beside --markdown",
+    )
     p.add_argument(
         "--render",
         metavar="JSON",
@@ -322,6 +411,7 @@ def main() -> int:
         args.scale, args.hold, args.storm, args.storm_hold = "200,500", 35.0, 500, 25.0
         args.loads, args.throughput_duration, args.throughput_cps = "500,1000", 10.0, 200
         args.late_cps, args.repeat = 200, 1
+        args.metrics_load, args.metrics_cps, args.metrics_pairs = 200, 100, 1
     try:
         plan = Plan(
             sizes=[int(x) for x in args.scale.split(",")],
@@ -336,14 +426,25 @@ def main() -> int:
             boot_delay=args.boot_delay,
             repeat=args.repeat,
             parts=set(args.only.split(",")),
+            metrics_load=args.metrics_load,
+            metrics_cps=args.metrics_cps,
+            metrics_pairs=args.metrics_pairs,
         )
     except ValueError as exc:
         p.error(f"--scale and --loads take comma-separated integers: {exc}")
-    if plan.repeat < 1 or min(plan.sizes + plan.loads) < 1 or plan.window <= 0:
-        p.error("--repeat, --scale, --loads and --throughput-duration must be positive")
-    if unknown := plan.parts - {"scale", "storm", "throughput"}:
+    if (
+        min([plan.repeat, plan.metrics_load, plan.metrics_cps, plan.metrics_pairs]) < 1
+        or min(plan.sizes + plan.loads) < 1
+        or plan.window <= 0
+    ):
+        p.error(
+            "--repeat, --scale, --loads, --throughput-duration and --metrics-* must be positive"
+        )
+    if args.update and not args.markdown:
+        p.error("--update needs --markdown (its benchmarks.json holds the figures kept)")
+    if unknown := plan.parts - {"scale", "storm", "throughput", "metrics"}:
         p.error(f"--only: unknown parts {', '.join(sorted(unknown))}")
-    largest = max(plan.sizes + [plan.storm, plan.throughput_cps + plan.late_cps])
+    largest = max(plan.sizes + [plan.storm, plan.throughput_cps + plan.late_cps, plan.metrics_cps])
     if 2 * largest + 100 > fd_limit:
         print(
             f"warning: the open files limit ({fd_limit}) is below two sockets per CP for {largest:,} CPs",
@@ -372,7 +473,7 @@ def main() -> int:
         | (
             {
                 OURS_NO_METRICS: "this repository's gateway without --metrics-port "
-                "(throughput only: the metrics' cost)"
+                "(the metrics part only: the metrics' cost)"
             }
             if quiet
             else {}
@@ -391,13 +492,16 @@ def main() -> int:
             "connect_rate": CONNECT_RATE,
             "boot_delay_s": plan.boot_delay,
             "repeat": plan.repeat,
+            "metrics_load": plan.metrics_load,
+            "metrics_cps": plan.metrics_cps,
+            "metrics_pairs": plan.metrics_pairs,
         },
     }
     started = time.monotonic()
     try:
         with tempfile.TemporaryDirectory() as tmp:
             with Stack("mosquitto", Path(tmp), tls=bool(tls_variant)) as stack:
-                count = max(plan.sizes + [plan.storm, plan.throughput_cps + plan.late_cps])
+                count = largest
                 stack.register(PREFIX, count)
                 ids_file = Path(tmp) / "ids.txt"
                 ids_file.write_text("".join(f"{PREFIX}{i}\n" for i in range(count)))
@@ -413,14 +517,18 @@ def main() -> int:
     except PeerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    results["duration_s"] = time.monotonic() - started
-    results["medians"] = medians(results.get("runs", []))
+    results["duration_s"] = duration = time.monotonic() - started
     command = ("python scripts/bench.py " + shlex.join(sys.argv[1:])).strip()
     results["command"] = command
     results["generated_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    print(f"done in {results['duration_s'] / 60:.1f} min (estimated {estimate / 60:.0f})")
+    if args.update:
+        saved_file = Path(args.markdown).with_name("benchmarks.json")
+        if saved_file.exists():
+            results = merge_results(json.loads(saved_file.read_text()), results, plan.parts)
+    results["medians"] = medians(results.get("runs", []))
+    print(f"done in {duration / 60:.1f} min (estimated {estimate / 60:.0f})")
     if args.markdown:
-        Path(args.markdown).write_text(markdown(results, command))
+        Path(args.markdown).write_text(markdown(results, results["command"]))
         Path(args.markdown).with_name("benchmarks.json").write_text(
             json.dumps(results, indent=1) + "\n"
         )

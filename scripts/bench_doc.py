@@ -127,31 +127,45 @@ def _tls_section(table: dict[str, Any], peers: list[str]) -> list[str]:
     return lines + [""]
 
 
-def _overhead_section(table: dict[str, Any]) -> list[str]:
-    rows = metrics_overhead(table)
+def _overhead_section(table: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    rows = metrics_overhead(table, results.get("runs", []))
     if not rows:
         return []
+    plan = results.get("plan", {})
+    if rows[0]["plan"] == "metrics":
+        how = (
+            f"in the metrics part: {_f(plan.get('metrics_cps'))} CPs at a load this machine carries "
+            f"(offered msgs/s below), {_f(plan.get('metrics_pairs'))} runs of each, alternating which goes "
+            f"first, measured in a window of {_f(plan.get('window_s'))} s after all booted. Below saturation "
+            "both forward what is offered, so CPU per message is the figure that can differ"
+        )
+    else:
+        how = "alternating, in the throughput runs (figures saved before the metrics part existed)"
     lines = [
         "## The metrics endpoint's cost",
         "",
         f"Our gateway runs with `--metrics-port` (**{OURS}**), `/metrics` scraped every 5 s during "
-        f"the run, and without it (**{OURS_NO_METRICS}**), alternating, in the throughput runs. Our "
-        "gateway's loop figures and counts above come from that endpoint. Target: the metrics cost "
-        f"under {METRICS_OVERHEAD_LIMIT:.0%} of CPU per message and of achieved throughput.",
+        f"the run, and without it (**{OURS_NO_METRICS}**), {how}. Our gateway's loop figures and "
+        "counts above come from that endpoint. Target: the metrics cost under "
+        f"{METRICS_OVERHEAD_LIMIT:.0%} of CPU per message and of achieved throughput.",
         "",
-        "The on/off comparison holds the noise of two different runs; the scrape's own cost is "
-        "also measured directly (20 scrapes of the idle gateway, its CPU time before and after): "
-        "CPU per scrape, and its share of the gateway's CPU in the window at one scrape every 5 s.",
+        "Each pair's CPU cost (a run with metrics against the run without them beside it) shows the "
+        "noise of comparing two runs. The scrape's own cost is also measured directly (20 scrapes "
+        "of the idle gateway, its CPU time before and after): CPU per scrape, and its share of the "
+        "gateway's CPU in the window at one scrape every 5 s.",
         "",
-        "| offered msgs/s | CPU µs per msg on / off | CPU cost | achieved CP→CPO msgs/s on / off "
-        "| throughput cost | RTT p50 ms on / off | CPU ms per scrape (share) | |",
-        "|---|---|---|---|---|---|---|---|",
+        "| offered msgs/s | CPU µs per msg on / off | CPU cost | each pair's CPU cost "
+        "| achieved CP→CPO msgs/s on / off | throughput cost | RTT p50 ms on / off "
+        "| CPU ms per scrape (share) | |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         met = "-" if row["met"] is None else ("met" if row["met"] else "**missed**")
+        paired = ", ".join(_pct(c) for c in row["paired"]) or "-"
         lines.append(
             f"| {_f(int(row['load']))} | {_f(row['cpu_on'])} / {_f(row['cpu_off'])} "
-            f"| {_pct(row['cpu_cost'])} | {_f(row['rate_on'], 0)} / {_f(row['rate_off'], 0)} "
+            f"| {_pct(row['cpu_cost'])} | {paired} "
+            f"| {_f(row['rate_on'], 0)} / {_f(row['rate_off'], 0)} "
             f"| {_pct(row['rate_cost'])} | {_f(row['rtt_on'])} / {_f(row['rtt_off'])} "
             f"| {_f(row.get('scrape_cpu_ms'), 2)} ({_share(row.get('scrape_share'))}) | {met} |"
         )
@@ -181,6 +195,14 @@ def markdown(results: dict[str, Any], command: str) -> str:
         f"in {_f((results.get('duration_s') or 0) / 60)} min — do not edit by hand.",
         f"Machine: {results['machine']}. Load generator, broker, processor and gateways all on it.",
         "",
+    ]
+    for rerun in results.get("reruns", []):
+        lines += [
+            f"Rerun since, with its figures replacing that run's: {', '.join(rerun['parts'])} by "
+            f"`{rerun['command']}` on {rerun['generated_at']} in {_f(rerun['duration_s'] / 60)} min.",
+            "",
+        ]
+    lines += [
         "Gateways:",
         "",
     ]
@@ -320,7 +342,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
             ["cpu_us_per_msg", "cpu_percent", None, "rtt_p50_ms", "connect_rate_loaded", None],
         )
     lines += _tls_section(table, peers)
-    lines += _overhead_section(table)
+    lines += _overhead_section(table, results)
     loops = [r for r in results.get("runs", []) if r.get("loop")]
     if loops:
         lag = median_of(r["loop"]["lag_max_ms"] for r in loops)

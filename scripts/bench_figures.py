@@ -245,14 +245,19 @@ METRICS_OVERHEAD_LIMIT = 0.05  # issue 16: the metrics endpoint costs under 5 %
 
 def metrics_overhead(
     table: dict[str, dict[str, dict[str, dict[str, Any]]]],
+    runs: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Per offered load: ours with metrics (scraped) against ours without, from the medians.
 
-    ``cpu_cost`` = CPU per message on / off − 1; ``rate_cost`` = 1 − achieved CP→CPO rate on / off
-    (positive: the metrics cost that much); ``met`` when both are under the limit."""
+    The metrics part's runs where there are any (a load the machine carries), else the throughput
+    runs (figures saved before that part existed).  ``cpu_cost`` = CPU per message on / off − 1;
+    ``rate_cost`` = 1 − achieved CP→CPO rate on / off (positive: the metrics cost that much);
+    ``met`` when both are under the limit.  With ``runs``, ``paired`` holds each pair's CPU cost
+    (a run with metrics against the run without it beside it), whose spread shows the noise."""
+    plan = "metrics" if "metrics" in table else "throughput"
     rows = []
-    for load in _sizes(table, "throughput"):
-        cell = table["throughput"][load]
+    for load in _sizes(table, plan):
+        cell = table[plan][load]
         if OURS not in cell or OURS_NO_METRICS not in cell:
             continue
         on, off = cell[OURS], cell[OURS_NO_METRICS]
@@ -262,6 +267,7 @@ def metrics_overhead(
         rate_cost = None if rate is None else 1 - rate
         rows.append(
             {
+                "plan": plan,
                 "load": load,
                 "cpu_on": on.get("cpu_us_per_msg"),
                 "cpu_off": off.get("cpu_us_per_msg"),
@@ -276,9 +282,24 @@ def metrics_overhead(
                 if not on.get("scrape_cpu_ms") or not on.get("cpu_percent")
                 else on["scrape_cpu_ms"] / 1000 / 5.0 / (on["cpu_percent"] / 100),
                 "rtt_off": off.get("rtt_p50_ms"),
+                "paired": _paired_costs(runs or [], plan, load),
                 "met": None
                 if cpu_cost is None or rate_cost is None
                 else cpu_cost < METRICS_OVERHEAD_LIMIT and rate_cost < METRICS_OVERHEAD_LIMIT,
             }
         )
     return rows
+
+
+def _paired_costs(runs: list[dict[str, Any]], plan: str, load: str) -> list[float]:
+    """CPU per message on / off − 1 of each repeat that has both runs, in repeat order."""
+    by_repeat: dict[int, dict[str, float]] = {}
+    for run in runs:
+        value = run["figures"].get("cpu_us_per_msg")
+        if run["plan"] == plan and str(run["size"]) == load and isinstance(value, int | float):
+            by_repeat.setdefault(run.get("repeat", 0), {})[run["gateway"]] = float(value)
+    return [
+        pair[OURS] / pair[OURS_NO_METRICS] - 1
+        for _, pair in sorted(by_repeat.items())
+        if pair.get(OURS_NO_METRICS) and OURS in pair
+    ]

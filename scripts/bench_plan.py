@@ -37,6 +37,11 @@ class Plan:
     boot_delay: float
     repeat: int
     parts: set[str]
+    # The metrics part: ours with and without --metrics-port at a load the machine carries (not
+    # saturated, so both forward what is offered and CPU per message is all that differs).
+    metrics_load: int = 500
+    metrics_cps: int = 250
+    metrics_pairs: int = 4
 
     def scale_seconds(self, n: int) -> float:
         return n / self.ramp + self.boot_delay + self.hold
@@ -48,18 +53,25 @@ class Plan:
         duration = late_at + self.late_cps / CONNECT_RATE + self.boot_delay + 5.0
         return measure_from, late_at, duration
 
+    def metrics_timeline(self) -> tuple[float, float]:
+        """(measure from, duration) in seconds after the load test's start, for the metrics part."""
+        measure_from = self.metrics_cps / CONNECT_RATE + self.boot_delay + 3.0
+        return measure_from, measure_from + self.window + 1.0
+
     def estimate_s(self, scale_variants: int, other_variants: int, quiet: bool = False) -> float:
-        total = 0.0
+        """Seconds the plan takes; ``quiet``: ours without metrics runs (the metrics part)."""
+        repeated = 0.0  # the parts run --repeat times per gateway
         if "scale" in self.parts:
-            total += scale_variants * sum(
+            repeated += scale_variants * sum(
                 self.scale_seconds(n) + RUN_OVERHEAD_S for n in self.sizes
             )
         if "storm" in self.parts and self.storm:
-            total += other_variants * (self.storm_hold + RUN_OVERHEAD_S)
+            repeated += other_variants * (self.storm_hold + RUN_OVERHEAD_S)
         if "throughput" in self.parts:
-            total += (
-                (scale_variants + quiet)
-                * len(self.loads)
-                * (self.throughput_timeline()[2] + RUN_OVERHEAD_S)
+            repeated += (
+                scale_variants * len(self.loads) * (self.throughput_timeline()[2] + RUN_OVERHEAD_S)
             )
-        return total * self.repeat + 30.0  # the stack and the registrations
+        once = 0.0  # the metrics part: --metrics-pairs pairs, one run with metrics and one without
+        if "metrics" in self.parts and quiet:
+            once = 2 * self.metrics_pairs * (self.metrics_timeline()[1] + RUN_OVERHEAD_S)
+        return repeated * self.repeat + once + 30.0  # + the stack and the registrations
