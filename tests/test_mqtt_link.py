@@ -249,3 +249,58 @@ async def test_messages_the_gateway_queues_itself_count_against_the_backlog(
         assert link.backlog_exceeded and not link.connected
         with pytest.raises(MqttConnectionLost):
             await link.receive()
+
+
+async def test_pubacks_free_the_inflight_window_and_a_malformed_one_ends_the_link() -> None:
+    """The gateway's own PUBACK handling (gateway/mqtt_paho.py): a PUBACK frees its message's place
+    in the in-flight window, one for an id never published is ignored, and one of the wrong size
+    is a protocol error that ends the link (MqttConnectionLost), as paho's own handling does."""
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    published: list[bytes] = []
+    third_seen = trio.Event()
+
+    async def broker() -> None:
+        conn, _ = await listener.accept()
+        with conn:
+            await conn.recv(1024)  # CONNECT
+            await conn.send(b"\x20\x02\x00\x00")  # CONNACK, accepted
+            buffer = b""
+            while len(published) < 3:
+                buffer += await conn.recv(4096)
+                while len(buffer) >= 2 and len(buffer) >= 2 + buffer[1]:
+                    packet, buffer = buffer[: 2 + buffer[1]], buffer[2 + buffer[1] :]
+                    assert packet[0] == 0x32  # PUBLISH, QoS 1
+                    published.append(packet)
+                    topic_len = int.from_bytes(packet[2:4], "big")
+                    packet_id = packet[4 + topic_len : 6 + topic_len]
+                    if len(published) == 1:
+                        await conn.send(b"\x40\x02\x7f\x7f")  # a PUBACK for an id never used
+                    if len(published) < 3:
+                        await conn.send(b"\x40\x02" + packet_id)
+            third_seen.set()
+            await conn.send(b"\x40\x03\x00\x03\x00")  # a PUBACK 3 bytes long: malformed
+            await trio.sleep(5)
+
+    settings = MqttSettings(port=port, connect_rate=0, max_inflight=1)
+    with listener:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(broker)
+            async with open_mqtt_driver(settings) as driver:
+                with pytest.raises(MqttConnectionLost):
+                    try:
+                        async with driver.link("CP-ack") as link:
+                            with trio.fail_after(5):
+                                for i in range(3):  # each waits for the PUBACK of the one before
+                                    await link.publish("CP-ack/in", b"m%d" % i)
+                                assert link._unacked and len(link._unacked) == 1
+                                await third_seen.wait()
+                                await link.wait_closed()
+                            assert "lost" in (link.close_reason or "")
+                            await link.publish("CP-ack/in", b"after")  # the link is gone
+                    except BaseExceptionGroup as group:
+                        raise group.exceptions[0] from None
+            nursery.cancel_scope.cancel()
+    assert [p.split(b"CP-ack/in")[1][2:] for p in published] == [b"m0", b"m1", b"m2"]
