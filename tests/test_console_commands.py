@@ -21,6 +21,7 @@ from gateway.processor.command_service import CommandService, CommandSettings
 
 from .conftest import gateway_config
 from .test_console import HOSTILE_LEVEL, call, token_of
+from .waiting import until_protocol_recorded
 
 PAGE = "/console/commands"
 
@@ -64,9 +65,10 @@ async def answer_next(cp: ChargePoint, payload: dict[str, Any]) -> list[Any]:
 
 
 async def test_a_command_from_the_page_reaches_the_cp_and_its_answer_is_shown(
-    fakeiot: FakeIot, command_api: RunningGateway
+    fakeiot: FakeIot, command_api: RunningGateway, aws: Any
 ) -> None:
     async with connect(command_api.url, "CP1") as cp, trio.open_nursery() as nursery:
+        await until_protocol_recorded(aws, "CP1")  # else the command API answers 409
         calls: list[list[Any]] = []
 
         async def cp_side() -> None:
@@ -82,12 +84,13 @@ async def test_a_command_from_the_page_reaches_the_cp_and_its_answer_is_shown(
 
 
 async def test_the_command_apis_refusals_and_a_hostile_answer_are_shown_escaped(
-    fakeiot: FakeIot, command_api: RunningGateway
+    fakeiot: FakeIot, command_api: RunningGateway, aws: Any
 ) -> None:
     # Not a registered CP, a payload the schema refuses: the command API's own answers.
     status, page = await send(fakeiot, "CP9", "Reset", '{"type": "Immediate"}')
     assert status == 200 and "Answer: HTTP 404" in page and "UnknownChargePoint" in page
     async with connect(command_api.url, "CP1") as cp:
+        await until_protocol_recorded(aws, "CP1")  # else the command API answers 409
         status, page = await send(fakeiot, "CP1", "Reset", '{"type": "Now"}')
         assert "Answer: HTTP 400" in page and "Immediate" in page  # nothing was sent
         async with trio.open_nursery() as nursery:

@@ -33,7 +33,7 @@ from .conftest import backend_settings, gateway_config
 from .processes import fakeiot_urls, program
 from .test_commands_http import exchange, post
 from .test_metrics import CuttableProxy, Samples, get, http, ready, scrape, value, wait_ready
-from .waiting import until
+from .waiting import until, until_protocol_recorded
 
 HEARTBEAT_RULE = {
     "sql": "SELECT topic(1) AS chargePointId FROM '+/in' WHERE get(*, 2) = 'Heartbeat'",
@@ -253,10 +253,11 @@ async def test_a_deleted_rule_leaves_the_metrics(fakeiot: FakeIot, aws: Any) -> 
 
 
 async def test_commands_through_the_api_are_counted_with_their_outcome(
-    stack: Stack, register: Callable[..., None]
+    stack: Stack, register: Callable[..., None], aws: Any
 ) -> None:
     before = await scrape(stack.metrics_port)
     async with connect(stack.gateway.url, "CP1") as cp:
+        await until_protocol_recorded(aws, "CP1")  # else the command API answers 409
         # The CP answers the first command, refuses the second, leaves the third unanswered.
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_answer_commands, cp)

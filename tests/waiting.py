@@ -8,7 +8,9 @@ interval under a deadline, and fails with a message that says what did not happe
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from typing import Any
 
 import trio
 
@@ -33,3 +35,20 @@ def _describe(predicate: Callable[[], object]) -> str:
     if code is None:
         return repr(predicate)
     return f"{code.co_name} ({code.co_filename.rsplit('/', 1)[-1]}:{code.co_firstlineno})"
+
+
+async def until_protocol_recorded(aws: Any, cp_id: str) -> None:
+    """Wait until the gateway has recorded ``cp_id``'s OCPP version in its shadow.
+
+    The gateway publishes it over MQTT just after the WebSocket opens, so a test that commands
+    a CP at once could find no version yet (the command API's 409) unless it waits for this.
+    """
+
+    def recorded() -> bool:
+        try:
+            payload = aws[1].get_thing_shadow(thingName=cp_id)["payload"].read()
+            return "ocppProtocol" in json.loads(payload)["state"]["reported"]
+        except Exception:  # noqa: BLE001 - no shadow yet
+            return False
+
+    await until(recorded, what=f"the gateway recorded {cp_id}'s protocol in its shadow")
