@@ -112,9 +112,12 @@ def connected(broker: Any, cp_id: str) -> bool:
     return cp_id in broker.connected_client_ids()
 
 
-def worker_of(output: Output, cp_id: str, ws: Any) -> str:
-    """Which worker logged the connection from this client's port."""
-    line = output.matching(f"{cp_id}: connected from 127.0.0.1:{ws.local.port} ")[0]
+async def worker_of(output: Output, cp_id: str, ws: Any) -> str:
+    """Which worker logged the connection from this client's port.
+
+    Waits for the line: a worker's output reaches the test through the supervisor's pipe, which
+    can be behind what the test has already seen happen on the sockets."""
+    line = await output.wait_for(f"{cp_id}: connected from 127.0.0.1:{ws.local.port} ")
     found = re.search(r" (worker \d/2) ", line)
     assert found, line
     return found.group(1)
@@ -178,7 +181,8 @@ async def test_two_workers_share_a_port_take_over_across_workers_and_drain(
                         continue  # both on one worker: the local take-over (tested elsewhere)
                     assert code == 1000 and reason.startswith("MQTT session ended"), reason
                     assert broker.takeovers > takeovers
-                    assert worker_of(output, cp_id, older.ws) != worker_of(output, cp_id, newer.ws)
+                    older_worker = await worker_of(output, cp_id, older.ws)
+                    assert older_worker != await worker_of(output, cp_id, newer.ws)
                     # SIGTERM to the supervisor drains every worker: the newer connection gets 1001.
                     process.send_signal(signal.SIGTERM)
                     assert (await closed_with(newer.ws, timeout=10))[0] == 1001
