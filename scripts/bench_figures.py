@@ -303,3 +303,43 @@ def _paired_costs(runs: list[dict[str, Any]], plan: str, load: str) -> list[floa
         for _, pair in sorted(by_repeat.items())
         if pair.get(OURS_NO_METRICS) and OURS in pair
     ]
+
+
+PART_KEYS = {  # the keys of results["plan"] that describe each part's runs
+    "scale": ("scale", "hold_s", "ramp"),
+    "storm": ("storm", "storm_hold_s"),
+    "throughput": ("throughput_cps", "loads", "window_s", "late_cps"),
+    "metrics": ("metrics_load", "metrics_cps", "metrics_pairs", "window_s"),
+}
+
+
+def _plan_keys(parts: set[str]) -> set[str]:
+    return {key for part in parts for key in PART_KEYS.get(part, ())}
+
+
+def merge_results(saved: dict[str, Any], new: dict[str, Any], parts: set[str]) -> dict[str, Any]:
+    """``saved`` with its runs of ``parts`` replaced by ``new``'s (``--update``).
+
+    The document keeps the saved run's command and date and lists each part rerun since, with its
+    command and date (``reruns``); the gateways' descriptions and the plan's keys are merged.
+    """
+    if saved.get("format") != new.get("format"):
+        return new  # figures of an older layout: nothing to keep
+    merged = dict(saved)
+    merged["runs"] = [r for r in saved.get("runs", []) if r["plan"] not in parts] + new.get(
+        "runs", []
+    )
+    merged["gateways"] = saved.get("gateways", {}) | new.get("gateways", {})
+    merged["plan"] = saved.get("plan", {}) | {
+        k: v for k, v in new.get("plan", {}).items() if k in _plan_keys(parts)
+    }
+    kept = [r for r in saved.get("reruns", []) if not set(r["parts"]) <= parts]
+    merged["reruns"] = kept + [
+        {
+            "parts": sorted(parts),
+            "command": new["command"],
+            "generated_at": new["generated_at"],
+            "duration_s": new["duration_s"],
+        }
+    ]
+    return merged

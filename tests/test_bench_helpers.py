@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
 from bench_doc import markdown  # noqa: E402
-from bench_figures import medians, metrics_overhead, ratio, targets  # noqa: E402
+from bench_figures import medians, merge_results, metrics_overhead, ratio, targets  # noqa: E402
 from bench_peer import PeerError, parse_peer  # noqa: E402
 
 
@@ -146,8 +146,6 @@ def test_the_metrics_part_is_compared_pair_by_pair_and_preferred_to_the_throughp
 
 
 def test_update_keeps_the_parts_not_rerun_and_says_what_was_rerun() -> None:
-    from bench import merge_results
-
     saved = {
         "format": 2,
         "command": "python scripts/bench.py --markdown d.md",
