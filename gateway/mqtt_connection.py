@@ -205,15 +205,11 @@ class MqttLink:
         settings = self._settings
         where = f"{settings.host}:{settings.port}"
         try:
-            try:
-                # paho's connect() blocks (DNS, TCP, TLS) up to connect_timeout.
-                await trio.to_thread.run_sync(
-                    self._blocking_connect, limiter=self._driver.connect_limiter
-                )
-            except (OSError, ssl.SSLError) as exc:
-                raise MqttConnectError(f"cannot reach MQTT broker {where}: {exc}") from None
-            # From here on paho runs only in this (the Trio) thread.
+            sock = await self._open_socket(where)
+            # From here on paho runs only in this (the Trio) thread; connect_on queues and
+            # writes CONNECT without blocking.
             self._client.on_socket_close = self._on_socket_close
+            self._client.connect_on(sock, settings.host, settings.port, settings.keepalive)
             self._sock = self._client.socket()
             if self._sock is None:
                 raise MqttConnectError(f"MQTT broker {where} closed the connection during CONNECT")
@@ -242,9 +238,45 @@ class MqttLink:
         self._connack = None
         log.debug("%s: MQTT connected to %s", self.client_id, where)
 
-    def _blocking_connect(self) -> None:
+    async def _open_socket(self, where: str) -> socket.socket | ssl.SSLSocket:
+        """The TCP connection to the broker and its TLS handshake, within ``connect_timeout``.
+
+        TCP is Trio's (a worker thread only to resolve a host name); the TLS
+        handshake runs in a worker thread, so that OpenSSL's work does not
+        hold up the event loop (one call, which releases the GIL while it
+        works).  At most ``connect_limiter`` of these at a time.  Raises
+        :class:`MqttConnectError`; the socket is closed on every error path.
+        """
         settings = self._settings
-        self._client.connect(settings.host, settings.port, keepalive=settings.keepalive)
+        sock: socket.socket | ssl.SSLSocket | None = None
+        try:
+            async with self._driver.connect_limiter:
+                with trio.move_on_after(settings.connect_timeout) as waited:
+                    stream = await trio.open_tcp_stream(settings.host, settings.port)
+                    raw = stream.socket
+                    sock = socket.socket(raw.family, raw.type, raw.proto, raw.detach())
+                if sock is None:
+                    raise TimeoutError(f"no connection within {settings.connect_timeout:g} s")
+                context = settings.ssl_context
+                if context is not None:
+                    sock = context.wrap_socket(
+                        sock, server_hostname=settings.host, do_handshake_on_connect=False
+                    )
+                    left = waited.deadline - trio.current_time()
+                    if left <= 0:
+                        raise TimeoutError(
+                            f"no TLS handshake within {settings.connect_timeout:g} s"
+                        )
+                    sock.settimeout(left)
+                    await trio.to_thread.run_sync(sock.do_handshake)
+                    sock.setblocking(False)
+            return sock
+        except BaseException as exc:
+            if sock is not None:
+                sock.close()
+            if isinstance(exc, OSError):  # ssl.SSLError is one
+                raise MqttConnectError(f"cannot reach MQTT broker {where}: {_why(exc)}") from None
+            raise
 
     async def _disconnect(self) -> None:
         """Send DISCONNECT; paho closes the socket once it is written.
@@ -418,3 +450,11 @@ class MqttLink:
         trio.lowlevel.notify_closing(sock)
         self._sock = None
         self._mark_closed("connection to the MQTT broker lost")
+
+
+def _why(exc: OSError) -> str:
+    """What failed in a connect: Trio's "all attempts failed" names each attempt's error in its cause."""
+    cause = exc.__cause__
+    if isinstance(cause, BaseExceptionGroup):
+        return "; ".join(str(error) for error in cause.exceptions)
+    return str(exc) or type(exc).__name__

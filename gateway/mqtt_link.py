@@ -4,8 +4,12 @@ paho's own ``loop_start()`` runs one thread per client and uses ``select()``,
 which breaks past file descriptor 1024 (about 340 clients).  Here paho runs in
 its *external loop* mode instead:
 
-* the blocking part of connecting (DNS, TCP, TLS handshake) runs in a Trio
-  worker thread (``trio.to_thread``), bounded by a limiter;
+* the TCP connection is Trio's (``trio.open_tcp_stream``; a worker thread
+  only to resolve a host name) and paho is handed the socket: paho's own
+  blocking ``connect()`` would take a worker thread per connect, and under
+  load every step of a thread waits for the GIL; only the TLS handshake runs
+  in a worker thread, so that OpenSSL's work does not hold up the loop; at
+  most ``max_concurrent_connects`` connections are being opened at a time;
 * once connected, one small Trio task per client waits until its socket is
   readable and calls ``loop_read()``; what paho queues is written at once
   (``loop_write()``), and only while a socket is full does a second task wait
@@ -96,7 +100,7 @@ class MqttDriver:
     they are connected.
     """
 
-    def __init__(self, settings: MqttSettings, *, max_concurrent_connects: int = 32) -> None:
+    def __init__(self, settings: MqttSettings, *, max_concurrent_connects: int = 256) -> None:
         self.settings = settings
         self.connect_limiter = trio.CapacityLimiter(max_concurrent_connects)
         self._pacer = Pacer(

@@ -33,16 +33,14 @@ _PACKET_ID = struct.Struct("!H")
 
 
 class PahoClient(paho.Client):
-    """paho's client, without its socket leak on a failed TLS handshake, and with a lighter PUBACK.
+    """paho's client, connected on a socket opened by its caller, and with a lighter PUBACK.
 
-    paho 2.x's ``_ssl_wrap_socket`` wraps the TCP socket and shakes hands in
-    one step; when the handshake fails (an untrusted broker certificate, a
-    refused client certificate, a time-out) it drops the SSLSocket it made
-    without closing it: one file descriptor per failed connect until the
-    garbage collector finds it, then a ResourceWarning.  This is paho's method
-    (2.1, 2.2) with the socket closed on every error path.  Host names are
-    checked by the context (``check_hostname``): with ``tls_set_context()``,
-    the only way this module configures TLS, paho adds no check of its own.
+    The caller (:class:`.mqtt_connection.MqttLink`) opens the TCP connection
+    and shakes hands for TLS itself, bounded and closing the socket on every
+    error path; paho gets the socket ready (:meth:`connect_on`).  paho's own
+    socket code is never used: its blocking ``connect()`` would need a thread
+    per connect, and its TLS wrapper dropped the socket of a failed handshake
+    without closing it (paho 2.1, 2.2).
     """
 
     def drop_socket(self) -> None:
@@ -73,25 +71,33 @@ class PahoClient(paho.Client):
                 return self._do_on_publish(mid, _PUBACK_SUCCESS, _NO_PROPERTIES)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
-    def _ssl_wrap_socket(self, tcp_sock: socket.socket) -> ssl.SSLSocket:
-        context = self._ssl_context
-        if context is None:
-            tcp_sock.close()
-            raise ValueError("TLS without an SSL context")
+    def connect_on(
+        self, sock: socket.socket | ssl.SSLSocket, host: str, port: int, keepalive: int
+    ) -> None:
+        """paho's ``connect()`` on a socket the caller has connected (and shaken hands on, for TLS).
+
+        paho's own ``connect()`` also opens the socket, blocking (DNS, TCP, TLS handshake): a
+        worker thread for each, and under load every step of that thread waits for the GIL.
+        Here paho only installs ``sock`` (``_create_socket``) and queues CONNECT; nothing blocks,
+        so it runs in the caller's (the Trio) thread.  ``sock`` is this client's from here on:
+        closed with it, or here should paho refuse it.
+        """
+        self._given_socket = sock
         try:
-            ssl_sock = context.wrap_socket(
-                tcp_sock, server_hostname=self._host, do_handshake_on_connect=False
-            )
-        except BaseException:
-            tcp_sock.close()
-            raise
-        try:
-            ssl_sock.settimeout(self._connect_timeout)
-            ssl_sock.do_handshake()
-        except BaseException:
-            ssl_sock.close()
-            raise
-        return ssl_sock
+            self.connect(host, port, keepalive=keepalive)
+        finally:
+            if self._given_socket is not None:  # paho failed before taking it
+                self._given_socket = None
+                sock.close()
+
+    _given_socket: socket.socket | ssl.SSLSocket | None = None
+
+    def _create_socket(self) -> Any:
+        sock = self._given_socket
+        if sock is None:
+            raise RuntimeError("PahoClient connects only on a given socket (connect_on)")
+        self._given_socket = None
+        return sock
 
 
 def new_paho_client(settings: MqttSettings, client_id: str, *, clean_session: bool) -> PahoClient:
@@ -108,8 +114,6 @@ def new_paho_client(settings: MqttSettings, client_id: str, *, clean_session: bo
     client.max_inflight_messages_set(0)
     client.max_queued_messages_set(0)
     client.manual_ack_set(True)
-    if settings.ssl_context is not None:
-        client.tls_set_context(settings.ssl_context)
     if settings.username is not None:
         client.username_pw_set(settings.username, settings.password)
     return client

@@ -29,7 +29,7 @@ class Registry:
         *,
         ttl: float = 60.0,
         negative_ttl: float = 2.0,
-        max_concurrent: int = 16,
+        max_concurrent: int = 32,
         max_entries: int = 200_000,
         rate: float = 200.0,
         max_wait: float = 10.0,

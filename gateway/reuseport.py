@@ -24,6 +24,8 @@ import ssl
 
 import trio
 
+from .accept import BatchListener
+
 # As trio's open_tcp_listeners: the kernel caps it at net.core.somaxconn.
 BACKLOG = 0xFFFF
 
@@ -41,13 +43,14 @@ def addresses(host: str, port: int) -> list[Address]:
     return unique
 
 
-def bound_socket(address: Address, port: int) -> socket.socket:
-    """A TCP socket in the port's SO_REUSEPORT group, bound to ``address`` at ``port``."""
+def bound_socket(address: Address, port: int, *, reuse_port: bool = True) -> socket.socket:
+    """A TCP socket bound to ``address`` at ``port``; in the port's SO_REUSEPORT group with ``reuse_port``."""
     family, proto, sockaddr = address
     sock = socket.socket(family, socket.SOCK_STREAM, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((sockaddr[0], port, *sockaddr[2:]))
@@ -79,23 +82,24 @@ def port_of(sockets: list[socket.socket]) -> int:
 
 
 def open_listeners(
-    host: str, port: int, ssl_context: ssl.SSLContext | None
-) -> list[trio.SocketListener] | list[trio.SSLListener[trio.SocketStream]]:
-    """Listeners on ``host:port`` in its SO_REUSEPORT group (``wss://`` with ``ssl_context``)."""
-    plain: list[trio.SocketListener] = []
+    host: str, port: int, ssl_context: ssl.SSLContext | None, *, reuse_port: bool = True
+) -> list[BatchListener] | list[trio.SSLListener[trio.SocketStream]]:
+    """Listeners on ``host:port`` (``wss://`` with ``ssl_context``), in its SO_REUSEPORT group with ``reuse_port``.
+
+    One per address of ``host``, all on one port (with ``port`` 0, the one the first picks).
+    Each accepts what is waiting in batches (:mod:`.accept`).
+    """
+    plain: list[BatchListener] = []
+    bound: list[socket.socket] = []
     try:
         for address in addresses(host, port):
-            sock = bound_socket(address, port)
-            try:
-                sock.listen(BACKLOG)
-                trio_sock = trio.socket.from_stdlib_socket(sock)
-            except BaseException:
-                sock.close()
-                raise
-            plain.append(trio.SocketListener(trio_sock))
+            sock = bound_socket(address, port_of(bound) if bound else port, reuse_port=reuse_port)
+            bound.append(sock)
+            sock.listen(BACKLOG)
+            plain.append(BatchListener(sock))
     except BaseException:
-        for listener in plain:
-            listener.socket.close()
+        for sock in bound:
+            sock.close()
         raise
     if ssl_context is None:
         return plain

@@ -40,11 +40,18 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, WebSocketServer
+from trio_websocket import (
+    ConnectionClosed,
+    Endpoint,
+    WebSocketConnection,
+    WebSocketRequest,
+    WebSocketServer,
+)
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import Ping
 
+from .accept import BatchListener
 from .reuseport import open_listeners
 
 log = logging.getLogger(__name__)
@@ -222,7 +229,7 @@ class GatewayWebSocketServer(WebSocketServer):
     def __init__(
         self,
         handler: Handler,
-        listeners: Sequence[trio.SSLListener[trio.SocketStream] | trio.SocketListener],
+        listeners: Sequence[BatchListener | trio.SSLListener[trio.SocketStream]],
         *,
         max_message_size: int,
         connect_timeout: float,
@@ -230,13 +237,29 @@ class GatewayWebSocketServer(WebSocketServer):
     ) -> None:
         super().__init__(
             self._unused_handler,
-            listeners,
+            # Typed for trio's own listeners; it only calls accept() and aclose(), which any has.
+            listeners,  # type: ignore[arg-type]
             max_message_size=max_message_size,
             connect_timeout=connect_timeout,
             disconnect_timeout=disconnect_timeout,
         )
         self._gateway_handler = handler
         self.contained_errors = 0  # connections ended by an error that escaped them
+
+    @property
+    def listeners(self) -> list[Endpoint | str]:
+        """trio-websocket's, knowing this gateway's listeners (:class:`.accept.BatchListener`)."""
+        found: list[Endpoint | str] = []
+        for listener in self._listeners:
+            transport = (
+                listener.transport_listener if isinstance(listener, trio.SSLListener) else listener
+            )
+            if isinstance(transport, BatchListener):
+                host, port = transport.socket.getsockname()[:2]
+                found.append(Endpoint(host, port, isinstance(listener, trio.SSLListener)))
+            else:
+                found.append(repr(listener))
+        return found
 
     @staticmethod
     async def _unused_handler(request: WebSocketRequest) -> None:  # pragma: no cover - never called
@@ -343,15 +366,7 @@ async def serve(
 
     ``reuse_port``: share the port with the other workers of this gateway (gateway/reuseport.py).
     """
-    listeners: Sequence[trio.SSLListener[trio.SocketStream] | trio.SocketListener]
-    if reuse_port:
-        listeners = open_listeners(host, port, ssl_context)
-    elif ssl_context is None:
-        listeners = await trio.open_tcp_listeners(port, host=host)
-    else:
-        listeners = await trio.open_ssl_over_tcp_listeners(
-            port, ssl_context, host=host, https_compatible=True
-        )
+    listeners = open_listeners(host, port, ssl_context, reuse_port=reuse_port)
     server = GatewayWebSocketServer(
         handler,
         listeners,
