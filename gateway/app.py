@@ -162,8 +162,11 @@ async def run_gateway(
         )
         iot_data: Any = None
         if processor_config is None:
+            operations: tuple[str, ...] = GATEWAY_IOT_OPERATIONS
+            if registry_options.prefetch:
+                operations = (*operations, "ListThings")
             iot_client = await trio.to_thread.run_sync(
-                partial(make_client, aws, "iot", operations=GATEWAY_IOT_OPERATIONS)
+                partial(make_client, aws, "iot", operations=operations)
             )
         else:
             iot_client = await trio.to_thread.run_sync(make_client, aws, "iot")
@@ -225,6 +228,8 @@ async def run_gateway(
             await nursery.start(bridge.keepalive.run)
             watch = RegistryWatch(bridge, events_driver)
             await nursery.start(watch.run)
+            if registry_options.prefetch:
+                nursery.start_soon(registry.prefetch, name="registry prefetch")
             await nursery.start(GcPolicy(runtime.full_interval, runtime.young_interval).run)
             processor = None
             commands: CommandService | None = None

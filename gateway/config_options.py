@@ -347,6 +347,12 @@ class GatewayConfig:
         group="registry",
         above=0,
     )
+    registry_prefetch: bool = option(
+        False,
+        "at start, list every Thing (ListThings, 250 a page) into the registry cache, so that the "
+        "CPs reconnecting after a restart need no DescribeThing each; needs iot:ListThings",
+        group="registry",
+    )
     # processor
     processor: bool | None = option(
         None,

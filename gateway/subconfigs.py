@@ -104,6 +104,7 @@ class RegistryOptions:
     ttl: float
     negative_ttl: float
     rate: float
+    prefetch: bool
 
 
 @dataclass(frozen=True)

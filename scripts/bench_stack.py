@@ -192,6 +192,9 @@ class Stack:
                 "0",
                 "--max-connections",
                 "20000",
+                # The Things are registered before the gateway starts: it lists them at start, as a
+                # CPO's gateway would before its fleet reconnects.
+                "--registry-prefetch",
                 *self.gateway_credentials,
                 *metrics,
             ],
