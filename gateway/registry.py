@@ -102,8 +102,19 @@ class Registry:
         as usual.  Runs beside the server: CPs arriving meanwhile are looked up.
         """
         cached = 0
+        try:
+            cached = await self._list_into_cache()
+        except Exception:  # optional: whatever goes wrong must never end the gateway
+            log.exception("registry prefetch failed (look-ups go on as usual)")
+            return 0
+        log.info("registry prefetch: %d Things cached for %g s", cached, self._ttl)
+        return cached
+
+    async def _list_into_cache(self) -> int:
+        cached = 0
         token: str | None = None
-        while cached < self._max_entries:
+        seen_tokens: set[str] = set()
+        for _ in range(self._max_entries // 250 + 2):  # bounded, whatever the pages say
             page_args: dict[str, Any] = {"maxResults": 250}
             if token is not None:
                 page_args["nextToken"] = token
@@ -120,14 +131,16 @@ class Registry:
                 return cached
             expires = trio.current_time() + self._ttl
             for thing in page.get("things") or []:
+                if len(self._cache) >= self._max_entries:
+                    return cached
                 name = thing.get("thingName")
-                if isinstance(name, str) and cached < self._max_entries:
+                if isinstance(name, str) and name not in self._cache:
                     self._cache[name] = (dict(thing.get("attributes") or {}), expires)
                     cached += 1
             token = page.get("nextToken")
-            if not token:
+            if not token or token in seen_tokens:
                 break
-        log.info("registry prefetch: %d Things cached for %g s", cached, self._ttl)
+            seen_tokens.add(token)
         return cached
 
     def _prune(self) -> None:
