@@ -129,14 +129,25 @@ async def test_heartbeat_rule_from_a_file_fills_its_table(tmp_path: Path) -> Non
             await cp1.call(*boot())
             await cp2.call(*boot())
             await cp1.call(*heartbeat())
-            assert iot.store is not None
-            first = iot.store.scan_items("chargePointHeartbeat")
+            store = iot.store
+            assert store is not None
+            # The rule reads <cp-id>/in beside the processor: the answer can come before its write.
+            await until(
+                lambda: store.scan_items("chargePointHeartbeat"), what="the rule's first write"
+            )
+            first = store.scan_items("chargePointHeartbeat")
             assert [item["chargePointId"] for item in first] == ["CP1"]  # boots do not count
             # timestamp() counts wall-clock milliseconds: the second beat must fall in a later one.
             stamp = first[0]["lastTimestamp"]
             await until(lambda: time.time() * 1000 > stamp + 1, what="a later millisecond")
             await cp1.call(*heartbeat())
             await cp2.call(*heartbeat())
+
+            def both_written() -> bool:
+                rows = {i["chargePointId"]: i for i in store.scan_items("chargePointHeartbeat")}
+                return "CP2" in rows and rows["CP1"]["lastTimestamp"] > stamp
+
+            await until(both_written, what="the rule's writes of both heartbeats")
         scan = await trio.to_thread.run_sync(
             lambda: run(
                 "-m", "fakeiot", "table", "scan", "chargePointHeartbeat", "--api-url", iot.api_url
